@@ -1,0 +1,79 @@
+# The README's commands. `make test` and `make bench` create .venv themselves on a fresh CPU machine.
+# On a machine whose python already has torch (the GPU machine: no network), use FASTOPS_SYSTEM_PYTHON=1.
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+VENV := .venv
+
+ifeq ($(FASTOPS_SYSTEM_PYTHON),1)
+PY := $(PYTHON)
+DEPS :=
+else
+PY := $(VENV)/bin/python
+DEPS := $(VENV)/.deps
+endif
+
+# ccache in masquerade mode (a folder of compiler-named links first on PATH) makes rebuilds take seconds.
+CCACHE_DIR_LINKS := $(abspath $(VENV))/ccache-links
+export CCACHE_NOHASHDIR := 1
+export PATH := $(CCACHE_DIR_LINKS):$(PATH)
+
+SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
+NVCC ?= nvcc
+CUDA_ARCH_FLAGS := -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80
+
+.PHONY: all build test test-python cuda-check bench bench-quick demo gpu-check lint clean
+
+all: test
+
+$(VENV)/.deps: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION) -r requirements-dev.txt
+	mkdir -p $(CCACHE_DIR_LINKS)
+	for c in cc c++ gcc g++; do ln -sf $(abspath $(VENV))/bin/ccache $(CCACHE_DIR_LINKS)/$$c; done
+	touch $@
+
+# The extension is rebuilt only when a source changes (editable install: fastops/_C*.so sits in the tree).
+build: .build-stamp
+.build-stamp: $(DEPS) $(SOURCES)
+	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+test: build
+	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory cuda-check
+
+# Compile every .cu for sm_90a and sm_80 and syntax-check every CUDA binding against torch's CUDA headers, so CI
+# catches CUDA build errors without a GPU. Skipped (with a message) where nvcc is absent.
+cuda-check: $(DEPS)
+	@if ! command -v $(NVCC) >/dev/null 2>&1; then echo "cuda-check: nvcc not found, skipped"; exit 0; fi; \
+	set -e; \
+	for f in $$(find csrc -name '*.cu'); do \
+	  echo "nvcc $$f"; \
+	  $(NVCC) -std=c++17 --expt-relaxed-constexpr -O3 -Icsrc $(CUDA_ARCH_FLAGS) -c $$f -o /tmp/fastops_check.o; \
+	done; \
+	TORCH_INC=$$($(PY) -c 'import torch.utils.cpp_extension as c; print(" ".join("-I"+p for p in c.include_paths()))'); \
+	CUDA_INC=-I$$(dirname $$(dirname $$(command -v $(NVCC))))/include; \
+	PY_INC=-I$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])'); \
+	for f in $$(find csrc -name '*_cuda.cpp'); do \
+	  echo "c++ -fsyntax-only $$f"; \
+	  c++ -std=c++20 -fsyntax-only -DFASTOPS_WITH_CUDA -Icsrc $$TORCH_INC $$CUDA_INC $$PY_INC $$f; \
+	done
+
+bench: build
+	$(PY) -m fastops.bench $(BENCH_ARGS)
+
+bench-quick: build
+	$(PY) -m fastops.bench --quick $(BENCH_ARGS)
+
+demo: build
+	$(PY) examples/train_digits.py
+
+gpu-check:
+	bash scripts/gpu_check.sh
+
+lint: $(DEPS)
+	$(PY) -m ruff check fastops tests benchmarks examples scripts
+
+clean:
+	rm -rf build *.egg-info fastops/_C*.so .build-stamp

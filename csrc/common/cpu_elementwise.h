@@ -1,0 +1,61 @@
+// Flat elementwise map for the CPU: out[i] = op(in0[i], in1[i], ...) over n elements, parallel over cores with
+// at::parallel_for and vectorised with at::vec::Vectorized. Math runs in at::opmath_type<T> (float for 16-bit
+// types): 16-bit inputs are widened on load and rounded once on store.
+//
+// `op` is called with Vectorized<opmath> arguments for the vector body and with opmath scalars for the tail, so it
+// is either one generic lambda or a struct with both overloads.
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <type_traits>
+
+namespace fastops::cpu {
+
+using at::vec::Vectorized;
+
+template <typename T>
+using opmath_t = at::opmath_type<T>;
+
+template <typename T>
+inline constexpr bool is_reduced_float = std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>;
+
+// One vector of opmath values (Vectorized<opmath_t<T>>::size() elements) read from T storage.
+template <typename T>
+inline Vectorized<opmath_t<T>> load_opmath(const T* p) {
+  if constexpr (is_reduced_float<T>) {
+    Vectorized<float> v;
+    at::vec::load_to_float<T>(p, v);
+    return v;
+  } else {
+    return Vectorized<T>::loadu(p);
+  }
+}
+
+template <typename T>
+inline void store_opmath(T* p, const Vectorized<opmath_t<T>>& v) {
+  if constexpr (is_reduced_float<T>) {
+    at::vec::convert_from_float<T>(v, v).store(p, Vectorized<float>::size());
+  } else {
+    v.store(p);
+  }
+}
+
+// Work below this many elements stays on one thread: spawning threads costs more than it saves.
+constexpr int64_t kElementwiseGrain = 32768;
+
+template <typename T, typename Op, typename... In>
+void map_elementwise(int64_t n, T* out, const Op& op, const In*... in) {
+  static_assert((std::is_same_v<T, In> && ...), "all operands share the output's dtype");
+  constexpr int64_t kWidth = Vectorized<opmath_t<T>>::size();
+  at::parallel_for(0, n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+    int64_t i = begin;
+    for (; i + kWidth <= end; i += kWidth) store_opmath(out + i, op(load_opmath(in + i)...));
+    for (; i < end; ++i) out[i] = static_cast<T>(op(static_cast<opmath_t<T>>(in[i])...));
+  });
+}
+
+}  // namespace fastops::cpu

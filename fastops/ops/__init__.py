@@ -1,0 +1,6 @@
+"""Python-side registrations of the fastops operators: fake (meta) kernels, autograd and autocast rules.
+
+One module per op family; importing this package registers them all.
+"""
+
+from . import activations  # noqa: F401

@@ -1,0 +1,176 @@
+"""The shared test oracle: sample inputs, the float64 accuracy rule, and the checks every op family reuses
+(gradcheck, opcheck, torch.compile parity). The benchmarks import the same input makers.
+
+Accuracy rule (flash-attention's): with `ref` the op evaluated in float64 on the same inputs,
+    max|fastops - ref| <= 2 * max|torch - ref| + floor(dtype)
+where `torch` is the native op at the same precision, and `floor` is half a unit in the last place at 1.0 — it
+only matters where torch is exact (relu, copies), and then allows at most one rounding of a value of size <= 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterator, Sequence
+
+import pytest
+import torch
+
+import fastops
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# Shapes that shake out edge handling: scalars, odd lengths (tails that do not fill a vector), one element past a
+# power of two, a 3-D block, and empty tensors.
+ELEMENTWISE_SHAPES = ((), (1,), (7,), (127,), (4097,), (3, 5, 7), (33, 65), (0,), (2, 0, 3))
+
+# Layouts an elementwise op must accept; the kernels see flat memory, so each probes a different code path.
+LAYOUTS = ("contiguous", "transposed", "sliced", "offset1", "expanded")
+
+
+def cuda_ready() -> bool:
+    return torch.cuda.is_available() and fastops.has_cuda_kernels()
+
+
+requires_cuda = pytest.mark.skipif(not cuda_ready(), reason="needs a CUDA GPU and a fastops build with CUDA kernels")
+
+# Parametrize over this to run a test on every backend; the CUDA cases show as skipped on CPU-only machines.
+DEVICES = ("cpu", pytest.param("cuda", marks=[requires_cuda, pytest.mark.cuda]))
+
+
+def floor(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps / 2
+
+
+@dataclasses.dataclass
+class Sample:
+    """Positional tensor arguments plus a readable id for test names and failure messages."""
+
+    args: tuple
+    kwargs: dict
+    desc: str
+
+    def __repr__(self) -> str:
+        return self.desc
+
+
+def make_tensor(shape: Sequence[int], dtype: torch.dtype, device: str, *, layout: str = "contiguous",
+                low: float = -4.0, high: float = 4.0, requires_grad: bool = False,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random tensor of `shape` whose memory has the requested layout (values uniform in [low, high))."""
+    shape = tuple(shape)
+
+    def rand(s):
+        t = torch.rand(s, dtype=torch.float64, generator=generator) * (high - low) + low
+        return t.to(device=device, dtype=dtype)
+
+    if layout == "contiguous" or len(shape) == 0:
+        t = rand(shape)
+    elif layout == "transposed":  # dense, but not contiguous: reversed dims
+        t = rand(shape[::-1]).permute(*reversed(range(len(shape))))
+    elif layout == "sliced":  # every other element of the last dim: not dense
+        t = rand(shape[:-1] + (shape[-1] * 2,))[..., ::2]
+    elif layout == "offset1":  # contiguous, but one element into its storage: breaks 16-byte alignment
+        n = 1
+        for s in shape:
+            n *= s
+        t = rand((n + 1,))[1:].view(shape)
+    elif layout == "expanded":  # stride 0 along the first dim: overlapping memory
+        t = rand((1,) + shape[1:]).expand(shape)
+    else:
+        raise ValueError(f"unknown layout {layout}")
+    return t.requires_grad_(requires_grad) if requires_grad else t
+
+
+def elementwise_samples(device: str, dtype: torch.dtype, *, n_inputs: int = 1, requires_grad: bool = False,
+                        low: float = -4.0, high: float = 4.0) -> Iterator[Sample]:
+    """Every shape x layout for an op taking `n_inputs` same-shaped tensors (all in the same layout)."""
+    gen = torch.Generator().manual_seed(0)
+    for shape in ELEMENTWISE_SHAPES:
+        for layout in LAYOUTS:
+            if len(shape) == 0 and layout != "contiguous":
+                continue
+            args = tuple(
+                make_tensor(shape, dtype, device, layout=layout, low=low, high=high, requires_grad=requires_grad,
+                            generator=gen)
+                for _ in range(n_inputs)
+            )
+            yield Sample(args, {}, f"{tuple(shape)}-{layout}")
+
+
+def to_reference(x):
+    """float64 CPU copy of a tensor (other values pass through): the precision the oracle computes in."""
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return x.detach().to(device="cpu", dtype=torch.float64)
+    return x
+
+
+def max_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |out - ref| over finite reference entries; NaN/Inf positions must agree exactly."""
+    out = out.detach().to(device="cpu", dtype=torch.float64)
+    ref = ref.detach().to(device="cpu", dtype=torch.float64)
+    assert out.shape == ref.shape, f"shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
+    nonfinite = ~torch.isfinite(ref)
+    assert torch.equal(torch.isnan(out), torch.isnan(ref)), "NaN positions differ from the reference"
+    assert torch.equal(out[nonfinite & ~torch.isnan(ref)], ref[nonfinite & ~torch.isnan(ref)]), "Inf mismatch"
+    finite = ~nonfinite
+    if not finite.any():
+        return 0.0
+    return (out[finite] - ref[finite]).abs().max().item()
+
+
+def assert_accurate(out: torch.Tensor, native: torch.Tensor, ref: torch.Tensor, what: str = "output") -> None:
+    """The accuracy rule: fastops' error against float64 is at most twice torch's own, plus the dtype floor."""
+    assert out.dtype == native.dtype, f"{what}: dtype {out.dtype} != torch's {native.dtype}"
+    err, native_err = max_error(out, ref), max_error(native, ref)
+    bound = 2 * native_err + floor(out.dtype)
+    assert err <= bound, f"{what}: error {err:.3g} > 2 x torch's {native_err:.3g} + floor ({bound:.3g})"
+
+
+def check_against_torch(fast_fn: Callable, torch_fn: Callable, sample: Sample, *, grad: bool = False) -> None:
+    """Forward (and, with grad=True, every input gradient for a random upstream gradient) of fast_fn vs torch_fn,
+    under the accuracy rule with torch_fn in float64 as the reference."""
+    args = sample.args
+    out = fast_fn(*args, **sample.kwargs)
+    native = torch_fn(*args, **sample.kwargs)
+    ref_args = tuple(to_reference(a).requires_grad_(grad and a.requires_grad) if isinstance(a, torch.Tensor)
+                     else a for a in args)
+    ref = torch_fn(*ref_args, **sample.kwargs)
+    assert_accurate(out, native, ref)
+    if not grad:
+        return
+    assert out.shape == native.shape
+    upstream = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    differentiable = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+    inputs = [args[i] for i in differentiable]
+    g_fast = torch.autograd.grad(out, inputs, upstream.to(out), allow_unused=True)
+    g_native = torch.autograd.grad(native, inputs, upstream.to(native), allow_unused=True)
+    g_ref = torch.autograd.grad(ref, [ref_args[i] for i in differentiable], upstream, allow_unused=True)
+    for i, gf, gn, gr in zip(differentiable, g_fast, g_native, g_ref):
+        assert_accurate(gf, gn, gr, what=f"grad of argument {i}")
+
+
+def check_gradcheck(fn: Callable, sample: Sample) -> None:
+    """torch.autograd.gradcheck in float64 (the sample must be float64 with requires_grad set)."""
+    assert torch.autograd.gradcheck(lambda *a: fn(*a, **sample.kwargs), sample.args, eps=1e-6, atol=1e-5)
+
+
+def check_opcheck(op, sample: Sample) -> None:
+    """torch.library.opcheck: schema, fake kernel, autograd registration and dispatch consistency."""
+    torch.library.opcheck(op, sample.args, sample.kwargs)
+
+
+def check_compile_parity(fn: Callable, sample: Sample, *, backend: str = "aot_eager", grad: bool = False) -> None:
+    """torch.compile(fullgraph=True) gives eager's outputs (and gradients) exactly: same kernels either way."""
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True, backend=backend)
+    eager_out = fn(*sample.args, **sample.kwargs)
+    compiled_out = compiled(*sample.args, **sample.kwargs)
+    torch.testing.assert_close(compiled_out, eager_out, rtol=0, atol=0)
+    assert compiled_out.stride() == eager_out.stride() or compiled_out.numel() <= 1
+    if grad:
+        inputs = [a for a in sample.args if isinstance(a, torch.Tensor) and a.requires_grad]
+        up = torch.randn_like(eager_out)
+        g_eager = torch.autograd.grad(eager_out, inputs, up)
+        g_compiled = torch.autograd.grad(compiled_out, inputs, up)
+        for ge, gc in zip(g_eager, g_compiled):
+            torch.testing.assert_close(gc, ge, rtol=0, atol=0)
