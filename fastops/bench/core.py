@@ -1,0 +1,268 @@
+"""Benchmark harness: times fastops, torch eager and torch.compile on the same inputs in one process.
+
+A :class:`Case` names one row family of the CSV (op, dtype, shape) and knows how to build its inputs, the
+callables of each provider, and the minimal FLOPs / bytes each mode must spend (the roofline numerator).
+Each op family contributes cases in ``fastops/bench/cases_<family>.py``; :func:`run` times them all.
+
+GPU timing: ``triton.testing.do_bench`` (CUDA events, L2 flushed, median). CPU timing:
+``torch.utils.benchmark.Timer.adaptive_autorange`` (median). Peak memory (GPU only) is the peak allocated during
+one call minus what was allocated before it (inputs included there), i.e. the op's extra memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import os
+import platform
+import re
+import subprocess
+from typing import Callable, Sequence
+
+import torch
+
+CSV_COLUMNS = ("op", "provider", "mode", "dtype", "shape", "ms", "metric", "value", "peak_gib", "device", "torch",
+               "commit", "timestamp")
+MODES = ("fwd", "bwd", "full")
+
+
+@dataclasses.dataclass
+class Case:
+    """One benchmarked problem.
+
+    make_inputs(device) -> tuple of arguments (tensors that need gradients have requires_grad set).
+    providers: name -> callable taking those arguments and returning one tensor. 'compile' is added
+    automatically as torch.compile of the 'torch' provider unless given.
+    flops(mode) / bytes(mode): the minimal work of that mode; the metric is TFLOP/s when flops is given, else GB/s.
+    """
+
+    op: str
+    dtype: str
+    shape: str
+    make_inputs: Callable[[str], tuple]
+    providers: dict[str, Callable]
+    modes: Sequence[str] = ("fwd",)
+    bytes: Callable[[str], float] | None = None
+    flops: Callable[[str], float] | None = None
+    tf32: bool = False
+    # Extra setup so a provider runs in its intended numeric mode (e.g. autocast); applied around every call.
+    context: Callable[[], object] | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}-{self.dtype}-{self.shape}"
+
+    def metric(self) -> str:
+        return "TFLOP/s" if self.flops is not None else "GB/s"
+
+    def rate(self, mode: str, ms: float) -> float:
+        if self.flops is not None:
+            return self.flops(mode) / (ms * 1e-3) / 1e12
+        return self.bytes(mode) / (ms * 1e-3) / 1e9
+
+
+@dataclasses.dataclass
+class Result:
+    case: Case
+    provider: str
+    mode: str
+    ms: float
+    value: float
+    peak_gib: float | None
+
+
+def device_slug(device: str) -> str:
+    """File name for results: the GPU's name (nvidia-h100-80gb-hbm3) or 'cpu'."""
+    if device == "cuda":
+        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-")
+    return "cpu"
+
+
+def device_label(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def git_commit() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _grad_targets(args: tuple) -> list[torch.Tensor]:
+    return [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+
+
+def mode_callable(fn: Callable, args: tuple, mode: str) -> Callable[[], object]:
+    """A zero-argument callable that runs `mode` of fn(*args): the forward, the backward of one saved forward
+    (retain_graph, so it can be timed repeatedly), or forward + backward."""
+    inputs = _grad_targets(args)
+    if mode == "fwd":  # inference forward: no graph is recorded
+        def run():
+            with torch.no_grad():
+                return fn(*args)
+        return run
+    if not inputs:
+        raise ValueError("bwd/full need inputs that require grad")
+    if mode == "bwd":
+        out = fn(*args)
+        grad = torch.randn_like(out)
+        return lambda: torch.autograd.grad(out, inputs, grad, retain_graph=True)
+    if mode == "full":
+        grad_holder = {}
+
+        def run():
+            out = fn(*args)
+            if "g" not in grad_holder:
+                grad_holder["g"] = torch.randn_like(out)
+            return torch.autograd.grad(out, inputs, grad_holder["g"])
+        return run
+    raise ValueError(f"unknown mode {mode}")
+
+
+def time_ms(run: Callable[[], object], device: str, quick: bool) -> float:
+    if device == "cuda":
+        try:
+            from triton.testing import do_bench
+        except ImportError:  # CUDA events by hand when triton is absent
+            return _cuda_event_ms(run, reps=10 if quick else 50)
+        return float(do_bench(run, warmup=10 if quick else 25, rep=40 if quick else 200, return_mode="median"))
+    from torch.utils import benchmark
+    run()  # warm-up (first-call allocations, compile)
+    timer = benchmark.Timer(stmt="run()", globals={"run": run})
+    measurement = timer.blocked_autorange(min_run_time=0.2 if quick else 1.0)
+    return measurement.median * 1e3
+
+
+def _cuda_event_ms(run, reps):
+    for _ in range(3):
+        run()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(reps):
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def peak_extra_gib(run: Callable[[], object], device: str) -> float | None:
+    if device != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    result = run()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    del result
+    return peak / 2**30
+
+
+def measure_ceilings(device: str) -> dict[str, float]:
+    """The device's copy bandwidth (GB/s, bytes read + written) measured now, in this run."""
+    n = (1 << 28) if device == "cuda" else (1 << 25)
+    src = torch.empty(n, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), device, quick=True)
+    return {"GB/s": 2 * src.numel() * src.element_size() / (ms * 1e-3) / 1e9}
+
+
+def run_cases(cases: Sequence[Case], device: str, *, quick: bool = False, providers: Sequence[str] | None = None,
+              progress: bool = True) -> list[Result]:
+    jobs = []
+    for case in cases:
+        names = list(case.providers)
+        if "compile" not in names and "torch" in names:
+            names.append("compile")
+        for provider in names:
+            if providers and provider not in providers:
+                continue
+            for mode in case.modes:
+                jobs.append((case, provider, mode))
+    bar = _progress(len(jobs), progress)
+    results = []
+    compiled_cache: dict[tuple[int, str], Callable] = {}
+    for case, provider, mode in jobs:
+        bar.set_description(f"{case.id} {provider} {mode}")
+        prev_tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = case.tf32
+        try:
+            args = case.make_inputs(device)
+            if provider == "compile" and "compile" not in case.providers:
+                key = (id(case), mode)
+                if key not in compiled_cache:
+                    torch._dynamo.reset()
+                    compiled_cache[key] = torch.compile(case.providers["torch"])
+                fn = compiled_cache[key]
+            else:
+                fn = case.providers[provider]
+            ctx = case.context
+            if ctx is not None:
+                inner = fn
+                fn = lambda *a, _inner=inner: _with(ctx, _inner, a)  # noqa: E731
+            run = mode_callable(fn, args, mode)
+            ms = time_ms(run, device, quick)
+            peak = peak_extra_gib(run, device)
+            results.append(Result(case, provider, mode, ms, case.rate(mode, ms), peak))
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = prev_tf32
+            del args
+        bar.update(1)
+    bar.close()
+    return results
+
+
+def _with(ctx_factory, fn, args):
+    with ctx_factory():
+        return fn(*args)
+
+
+def _progress(total: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+        return tqdm(total=total, disable=not enabled, leave=False, dynamic_ncols=True)
+    except ImportError:
+        return _PlainProgress(total, enabled)
+
+
+class _PlainProgress:
+    def __init__(self, total, enabled):
+        self.total, self.done, self.enabled = total, 0, enabled
+
+    def set_description(self, text):
+        if self.enabled:
+            print(f"[{self.done + 1}/{self.total}] {text}", flush=True)
+
+    def update(self, n):
+        self.done += n
+
+    def close(self):
+        pass
+
+
+def append_csv(results: Sequence[Result], path: str, device: str) -> None:
+    new = not os.path.exists(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    commit, label = git_commit(), device_label(device)
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(CSV_COLUMNS)
+        for r in results:
+            writer.writerow([r.case.op, r.provider, r.mode, r.case.dtype, r.case.shape, f"{r.ms:.6g}",
+                             r.case.metric(), f"{r.value:.6g}",
+                             "" if r.peak_gib is None else f"{r.peak_gib:.4g}", label, torch.__version__, commit,
+                             stamp])
