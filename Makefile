@@ -53,11 +53,11 @@ cuda-check: $(DEPS)
 	  $(NVCC) -std=c++17 --expt-relaxed-constexpr -O3 -Icsrc $(CUDA_ARCH_FLAGS) -c $$f -o /tmp/fastops_check.o; \
 	done; \
 	TORCH_INC=$$($(PY) -c 'import torch.utils.cpp_extension as c; print(" ".join("-I"+p for p in c.include_paths()))'); \
-	CUDA_INC=-I$$(dirname $$(dirname $$(command -v $(NVCC))))/include; \
+	CUDA_INC=$$($(NVCC) --dryrun -c -x cu /dev/null 2>&1 | sed -n 's/.*INCLUDES="\(.*\)".*/\1/p' | head -n 1); \
 	PY_INC=-I$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])'); \
 	for f in $$(find csrc -name '*_cuda.cpp'); do \
 	  echo "c++ -fsyntax-only $$f"; \
-	  c++ -std=c++20 -fsyntax-only -DFASTOPS_WITH_CUDA -Icsrc $$TORCH_INC $$CUDA_INC $$PY_INC $$f; \
+	  c++ -std=c++20 -fsyntax-only -DFASTOPS_WITH_CUDA -Icsrc -Iscripts/syntax_check_include $$TORCH_INC $$CUDA_INC $$PY_INC $$f; \
 	done
 
 bench: build

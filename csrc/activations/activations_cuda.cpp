@@ -1,5 +1,5 @@
 // CUDA binding of the activation kernels: device guard, current stream, dtype -> launcher, launch check.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -14,7 +14,7 @@ struct CudaBackend {
   static void forward(Activation act, const at::Tensor& x, at::Tensor& y, double param) {
     const c10::cuda::CUDAGuard guard(x.device());
     activation_forward_cuda(act, to_dtype(x.scalar_type()), x.const_data_ptr(), y.data_ptr(), x.numel(), param,
-                            at::cuda::getCurrentCUDAStream());
+                            c10::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
@@ -22,7 +22,7 @@ struct CudaBackend {
                        double param) {
     const c10::cuda::CUDAGuard guard(grad.device());
     activation_backward_cuda(act, to_dtype(grad.scalar_type()), grad.const_data_ptr(), saved.const_data_ptr(),
-                             grad_input.data_ptr(), grad.numel(), param, at::cuda::getCurrentCUDAStream());
+                             grad_input.data_ptr(), grad.numel(), param, c10::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };
