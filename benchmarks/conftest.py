@@ -7,7 +7,7 @@ same definitions `python -m fastops.bench` uses.
 import pytest
 import torch
 
-import fastops  # noqa: F401
+import fastops
 from fastops.bench.core import mode_callable
 
 DEVICE = "cuda" if torch.cuda.is_available() and fastops.has_cuda_kernels() else "cpu"

@@ -6,14 +6,17 @@ where AMP applies, an autocast rule. Use :mod:`fastops.functional` or the drop-i
 
 import torch
 
-from . import _C  # noqa: F401  (loading the library registers every schema and kernel)
-from . import ops  # noqa: F401  (fake kernels, autograd, autocast)
-from . import functional, nn
+from . import (
+    _C,  # noqa: F401  (loading the library registers every schema and kernel)
+    functional,
+    nn,
+    ops,  # noqa: F401  (fake kernels, autograd, autocast)
+)
 from .functional import relu
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", "nn", "relu", "has_cuda_kernels"]
+__all__ = ["functional", "has_cuda_kernels", "nn", "relu"]
 
 
 def has_cuda_kernels() -> bool:

@@ -10,7 +10,7 @@ only matters where torch is exact (relu, copies), and then allows at most one ro
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 import torch

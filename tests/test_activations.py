@@ -3,8 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-import fastops
 from reference import (
     DEVICES,
     FLOAT_DTYPES,
@@ -17,6 +15,8 @@ from reference import (
     make_tensor,
     requires_cuda,
 )
+
+import fastops
 
 ops = torch.ops.fastops
 

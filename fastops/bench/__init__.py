@@ -4,7 +4,7 @@ from .core import CSV_COLUMNS, Case, Result, run_cases
 
 FAMILIES = ("activations",)
 
-__all__ = ["CSV_COLUMNS", "Case", "Result", "run_cases", "FAMILIES", "family_cases"]
+__all__ = ["CSV_COLUMNS", "FAMILIES", "Case", "Result", "family_cases", "run_cases"]
 
 
 def family_cases(family: str, device: str, quick: bool) -> list[Case]:

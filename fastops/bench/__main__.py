@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-import fastops  # noqa: F401  (registers the ops)
+import fastops
 
 from . import FAMILIES, family_cases
 from .core import append_csv, device_label, device_slug, measure_ceilings, run_cases

@@ -14,11 +14,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import functools
 import os
 import platform
 import re
 import subprocess
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -91,7 +92,7 @@ def git_commit() -> str:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
+                               capture_output=True, text=True, check=False).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -208,10 +209,8 @@ def run_cases(cases: Sequence[Case], device: str, *, quick: bool = False, provid
                 fn = compiled_cache[key]
             else:
                 fn = case.providers[provider]
-            ctx = case.context
-            if ctx is not None:
-                inner = fn
-                fn = lambda *a, _inner=inner: _with(ctx, _inner, a)  # noqa: E731
+            if case.context is not None:
+                fn = functools.partial(_call_within, case.context, fn)
             run = mode_callable(fn, args, mode)
             ms = time_ms(run, device, quick)
             peak = peak_extra_gib(run, device)
@@ -224,7 +223,7 @@ def run_cases(cases: Sequence[Case], device: str, *, quick: bool = False, provid
     return results
 
 
-def _with(ctx_factory, fn, args):
+def _call_within(ctx_factory, fn, *args):
     with ctx_factory():
         return fn(*args)
 

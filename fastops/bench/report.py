@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 from .core import Result
 
@@ -22,20 +22,20 @@ def table(results: Sequence[Result], ceilings: dict[str, float]) -> str:
     header = ("| op | mode | dtype | shape | fastops ms | torch ms | compile ms | vs torch | vs compile "
               "| fastops rate | % of ceiling |")
     lines = [header, "|" + "---|" * 11]
+
+    def ms(r):
+        return f"{r.ms:.4g}" if r else "-"
+
+    def ratio(fast, other):
+        return f"{other.ms / fast.ms:.2f}x" if fast and other else "-"
+
     for (op, mode, dtype, shape), by in _group(results).items():
         fast, native, comp = by.get("fastops"), by.get("torch"), by.get("compile")
-
-        def ms(r):
-            return f"{r.ms:.4g}" if r else "-"
-
-        def ratio(other):
-            return f"{other.ms / fast.ms:.2f}x" if fast and other else "-"
-
         rate = f"{fast.value:.4g} {fast.case.metric()}" if fast else "-"
         ceiling = ceilings.get(fast.case.metric()) if fast else None
         pct = f"{100 * fast.value / ceiling:.0f}%" if fast and ceiling else "-"
         lines.append(f"| {op} | {mode} | {dtype} | {shape} | {ms(fast)} | {ms(native)} | {ms(comp)} | "
-                     f"{ratio(native)} | {ratio(comp)} | {rate} | {pct} |")
+                     f"{ratio(fast, native)} | {ratio(fast, comp)} | {rate} | {pct} |")
     return "\n".join(lines)
 
 
