@@ -1,0 +1,167 @@
+"""fastops inside real models: convert(), torch.compile without graph breaks or recompiles, torch.export,
+TorchScript tracing, ONNX export (checked with onnxruntime) and DDP."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import torch
+from torch import nn
+
+import fastops
+from fastops.nn import convert
+
+
+def torch_mlp(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def fastops_mlp(seed: int = 0) -> nn.Sequential:
+    return convert(torch_mlp(seed))
+
+
+def test_convert_swaps_in_place_and_keeps_parameters():
+    model = torch_mlp()
+    params = list(model.parameters())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    converted = convert(model)
+    assert converted is model
+    assert model.fastops_swapped["ReLU"] == 2
+    assert all(isinstance(m, fastops.nn.ReLU) for m in model if type(m).__name__ == "ReLU")
+    assert [p for p in model.parameters()] == params  # the same Parameter objects, so optimizers keep working
+    assert model.state_dict().keys() == state.keys()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k])
+
+
+def test_convert_not_inplace_leaves_original_untouched():
+    model = torch_mlp()
+    converted = convert(model, inplace=False)
+    assert converted is not model
+    assert type(model[1]) is nn.ReLU and type(converted[1]) is fastops.nn.ReLU
+
+
+def test_convert_skips_subclasses():
+    class MyReLU(nn.ReLU):
+        def forward(self, x):
+            return super().forward(x) + 1
+
+    model = convert(nn.Sequential(MyReLU()))
+    assert type(model[0]) is MyReLU and model.fastops_swapped == {}
+
+
+def test_converted_model_matches_torch():
+    x = torch.randn(64, 16)
+    reference, model = torch_mlp(), fastops_mlp()
+    torch.testing.assert_close(model(x), reference(x))
+    loss_ref = reference(x).square().mean()
+    loss = model(x).square().mean()
+    loss_ref.backward()
+    loss.backward()
+    for p_ref, p in zip(reference.parameters(), model.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad)
+
+
+def test_compile_fullgraph_dynamic_no_recompiles():
+    torch._dynamo.reset()
+    model = fastops_mlp()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True)
+    counts = []
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    for batch in (3, 17, 64):
+        x = torch.randn(batch, 16, requires_grad=True)
+        out = compiled(x)
+        torch.testing.assert_close(out, model(x))
+        out.sum().backward()
+        counts.append(counters["stats"]["unique_graphs"])
+    assert counts[0] == counts[-1] == 1, f"recompiled: unique graphs after each batch {counts}"
+
+
+def test_torch_export_roundtrip():
+    model = fastops_mlp().eval()
+    x = torch.randn(5, 16)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert "fastops.relu.default" in targets
+    torch.testing.assert_close(program.module()(torch.randn(9, 16)).shape, torch.Size([9, 10]))
+    y = torch.randn(7, 16)
+    torch.testing.assert_close(program.module()(y), model(y))
+
+
+def test_jit_trace_saves_and_loads_in_fresh_process():
+    model = fastops_mlp().eval()
+    x = torch.randn(4, 16)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.pt")
+        torch.jit.trace(model, x).save(path)
+        torch.save({"x": x, "y": model(x).detach()}, os.path.join(tmp, "io.pt"))
+        script = (
+            "import torch, fastops, sys\n"
+            f"m = torch.jit.load({path!r})\n"
+            f"io = torch.load({os.path.join(tmp, 'io.pt')!r})\n"
+            "torch.testing.assert_close(m(io['x']), io['y'])\n"
+            "assert 'fastops::relu' in str(m.inlined_graph)\n"
+            "print('ok')\n"
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_onnx_export_runs_in_onnxruntime():
+    ort = pytest.importorskip("onnxruntime")
+    import fastops.onnx
+
+    model = fastops_mlp().eval()
+    x = torch.randn(6, 16)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        fastops.onnx.export(model, (x,), path, dynamic_shapes=({0: torch.export.Dim("batch")},))
+        import onnx
+
+        node_types = {n.op_type for n in onnx.load(path).graph.node}
+        assert "Relu" in node_types and not any("fastops" in t for t in node_types)
+        session = ort.InferenceSession(path)
+        y = torch.randn(11, 16)
+        (out,) = session.run(None, {session.get_inputs()[0].name: y.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), model(y).detach(), rtol=1e-5, atol=1e-5)
+
+
+def _ddp_worker(rank, world_size, init_file, x, t, result_file):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        model = DistributedDataParallel(fastops_mlp())
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        shard = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
+        loss = nn.functional.cross_entropy(model(x[shard]), t[shard])
+        loss.backward()
+        opt.step()
+        if rank == 0:
+            torch.save([p.detach() for p in model.module.parameters()], result_file)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_gloo_two_processes_matches_single_process():
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(1)
+    x, t = torch.randn(32, 16), torch.randint(0, 10, (32,))
+    with tempfile.TemporaryDirectory() as tmp:
+        result_file = os.path.join(tmp, "params.pt")
+        mp.spawn(_ddp_worker, args=(2, os.path.join(tmp, "init"), x, t, result_file), nprocs=2, join=True)
+        ddp_params = torch.load(result_file)
+    model = fastops_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    nn.functional.cross_entropy(model(x), t).backward()
+    opt.step()
+    for p_ddp, p in zip(ddp_params, model.parameters()):
+        torch.testing.assert_close(p_ddp, p.detach())
