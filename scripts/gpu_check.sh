@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
 LOGS=$(mktemp -d /tmp/gpu_check.XXXX)
 mkdir -p "$OUT"
-STEPS=${STEPS:-build sass test memcheck bench}
+STEPS=${STEPS:-build sass test memcheck racecheck initcheck bench}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 declare -a SUMMARY=()

@@ -1,0 +1,102 @@
+"""CUDA runtime behaviour of every op: side streams, two streams at once, CUDA graph capture/replay, a device other
+than the current one, and tensors past 2^31 elements. GPU only (skipped on CPU machines); every op family adds its
+forward and backward kernels to RUNTIME_CASES."""
+
+import pytest
+import torch
+from reference import requires_cuda
+
+pytestmark = [requires_cuda, pytest.mark.cuda]
+
+ops = torch.ops.fastops
+
+
+def _randn(*shape, dtype=torch.float32, device="cuda"):
+    return torch.randn(*shape, dtype=dtype, device=device)
+
+
+# name -> (make_inputs(device) -> tuple of tensors, fn(*inputs) -> tensor). Inputs are regenerated per test.
+RUNTIME_CASES = {
+    "relu": (lambda d: (_randn(1000, 37, device=d),), ops.relu),
+    "relu_backward": (lambda d: (_randn(1000, 37, device=d), _randn(1000, 37, device=d)), ops.relu_backward),
+}
+
+
+@pytest.mark.parametrize("name", RUNTIME_CASES)
+def test_side_stream_matches_default_stream(name):
+    make, fn = RUNTIME_CASES[name]
+    inputs = make("cuda")
+    expected = fn(*inputs)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        out = fn(*inputs)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", RUNTIME_CASES)
+def test_two_streams_at_once(name):
+    make, fn = RUNTIME_CASES[name]
+    inputs_a, inputs_b = make("cuda"), make("cuda")
+    expected_a, expected_b = fn(*inputs_a), fn(*inputs_b)
+    streams = torch.cuda.Stream(), torch.cuda.Stream()
+    for s in streams:
+        s.wait_stream(torch.cuda.current_stream())
+    outs = []
+    for _ in range(5):  # interleave launches so the streams overlap
+        for s, inputs in zip(streams, (inputs_a, inputs_b)):
+            with torch.cuda.stream(s):
+                outs.append(fn(*inputs))
+    for s in streams:
+        torch.cuda.current_stream().wait_stream(s)
+    for i, out in enumerate(outs):
+        torch.testing.assert_close(out, expected_a if i % 2 == 0 else expected_b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", RUNTIME_CASES)
+def test_cuda_graph_capture_and_replay(name):
+    make, fn = RUNTIME_CASES[name]
+    static_inputs = make("cuda")
+    warmup = torch.cuda.Stream()
+    warmup.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(warmup):  # allocator warm-up outside capture, as torch.cuda.graph requires
+        fn(*static_inputs)
+    torch.cuda.current_stream().wait_stream(warmup)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = fn(*static_inputs)
+    for _ in range(2):
+        fresh = make("cuda")
+        for s, f in zip(static_inputs, fresh):
+            s.copy_(f)
+        graph.replay()
+        torch.testing.assert_close(static_out, fn(*fresh), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("name", RUNTIME_CASES)
+def test_tensors_on_non_current_device(name):
+    make, fn = RUNTIME_CASES[name]
+    inputs = make("cuda:1")
+    with torch.cuda.device(0):
+        out = fn(*inputs)
+    assert out.device == torch.device("cuda:1")
+    torch.testing.assert_close(out.cpu(), fn(*[t.cpu() for t in inputs]))
+
+
+def _free_gib() -> float:
+    free, _ = torch.cuda.mem_get_info()
+    return free / 2**30
+
+
+@pytest.mark.slow
+def test_relu_past_int32_indexing():
+    n = 2**31 + 17  # one past what 32-bit indices reach, plus a tail that does not fill a 16-byte pack
+    if _free_gib() < 6 * n * 2 / 2**30:  # x, y, grad and torch's references, 4 GiB each
+        pytest.skip("not enough GPU memory")
+    x = torch.randn(n, dtype=torch.bfloat16, device="cuda")
+    y = ops.relu(x)
+    assert torch.equal(y, torch.relu(x))
+    grad = ops.relu_backward(x, y)  # x stands in for the incoming gradient
+    assert torch.equal(grad, torch.where(y > 0, x, torch.zeros_like(x)))
