@@ -43,15 +43,19 @@ test: build
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory cuda-check
 
-# Compile every .cu for sm_90a and sm_80 and syntax-check every CUDA binding against torch's CUDA headers, so CI
-# catches CUDA build errors without a GPU. Skipped (with a message) where nvcc is absent.
+# Compile every .cu for sm_90a and sm_80, check the SASS for the instructions each kernel family exists for, and
+# syntax-check every CUDA binding against torch's CUDA headers: CI catches CUDA build errors without a GPU.
+# Skipped (with a message) where nvcc is absent.
+CUDA_OBJ_DIR := build/cuda-check
 cuda-check: $(DEPS)
 	@if ! command -v $(NVCC) >/dev/null 2>&1; then echo "cuda-check: nvcc not found, skipped"; exit 0; fi; \
-	set -e; \
+	set -e; mkdir -p $(CUDA_OBJ_DIR); \
 	for f in $$(find csrc -name '*.cu'); do \
 	  echo "nvcc $$f"; \
-	  $(NVCC) -std=c++17 --expt-relaxed-constexpr -O3 -Icsrc $(CUDA_ARCH_FLAGS) -c $$f -o /tmp/fastops_check.o; \
+	  $(NVCC) -std=c++17 --expt-relaxed-constexpr -O3 -Icsrc $(CUDA_ARCH_FLAGS) -c $$f \
+	    -o $(CUDA_OBJ_DIR)/$$(basename $$f .cu).o; \
 	done; \
+	$(PY) scripts/check_sass.py $(CUDA_OBJ_DIR); \
 	TORCH_INC=$$($(PY) -c 'import torch.utils.cpp_extension as c; print(" ".join("-I"+p for p in c.include_paths()))'); \
 	CUDA_INC=$$($(NVCC) --dryrun -c -x cu /dev/null 2>&1 | sed -n 's/.*INCLUDES="\(.*\)".*/\1/p' | head -n 1); \
 	PY_INC=-I$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])'); \

@@ -1,0 +1,371 @@
+// Hopper GEMM (sm_90a): see gemm_sm90.h for the contract.
+//
+// Structure (one persistent CTA per SM, 384 threads = 3 warpgroups):
+//   warpgroup 0  producer: one thread walks the CTA's tiles and, per BK slice, waits for a free ring stage, arms its
+//                "full" mbarrier with the byte count and issues TMA loads of the A and B slices into it.
+//   warpgroups 1-2 consumers: each owns 64 rows of the BM=128 x BN tile; per stage it waits on "full", issues
+//                BK/16 wgmma.m64nBNk16 from shared memory, waits for them, and arrives on the stage's "empty".
+//                After the last K slice it adds the bias and stores its 64 x BN fp32 accumulators as C's dtype.
+// setmaxnreg moves registers from the producer (40) to the consumers (232), which hold BN/2 accumulators each.
+// Shared memory uses TMA's 128-byte swizzle, which is also the layout wgmma reads without bank conflicts.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include <algorithm>
+
+#include "common/cuda_utils.cuh"
+#include "matmul/gemm_sm90.h"
+#include "matmul/wgmma_ops.cuh"
+
+namespace fastops {
+namespace sm90 {
+
+constexpr int kBM = 128;
+constexpr int kBK = 64;                      // one 128-byte swizzle row of 16-bit elements
+constexpr int kAtomElems = 64;               // elements in one swizzle-atom row (128 B)
+constexpr int kAtomRowBytes = 128;
+constexpr int kBoxBytes = kBK * kAtomRowBytes;  // one 64 x 64 TMA box of an MN-major operand
+constexpr int kConsumers = 2;
+constexpr int kThreads = 128 * (1 + kConsumers);
+constexpr int kTileGroupM = 8;               // tiles of 8 consecutive M-blocks share B slices in L2
+
+template <int BN>
+struct Config {
+  static constexpr int kABytes = kBM * kBK * 2;
+  static constexpr int kBBytes = BN * kBK * 2;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  // As many stages as fit in ~192 KiB: 4 for BN=256, 6 for BN=128.
+  static constexpr int kStages = (192 * 1024) / kStageBytes;
+  // Stage buffers first (each 1024-byte aligned, as the 128-byte swizzle pattern repeats every 1024 bytes), then
+  // the mbarriers; the extra 1024 bytes let the kernel align the dynamic shared-memory base itself.
+  static constexpr int kSmemBytes = kStages * kStageBytes + 2 * kStages * 8 + 1024;
+};
+
+// ---- PTX wrappers ----
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
+}
+
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_u32(bar)), "r"(parity)
+        : "memory");
+  }
+}
+
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, uint64_t* bar, int inner, int outer) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+      ::"r"(smem_u32(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(smem_u32(bar))
+      : "memory");
+}
+
+// wgmma shared-memory matrix descriptor with 128-byte swizzle. Field units are 16 bytes.
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t leading_bytes, uint32_t stride_bytes) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(leading_bytes >> 4) << 16) |
+         (static_cast<uint64_t>(stride_bytes >> 4) << 32) | (1ull << 62);
+}
+
+// K-major operand (rows of 64 K-elements, 128 B each): consecutive 8-row groups are 1024 B apart, the leading offset
+// is unused with swizzling, and the k-th 16-element step starts 32 B further along the row.
+__device__ __forceinline__ uint64_t k_major_desc(uint32_t tile, int kstep) {
+  return smem_desc(tile + kstep * 32, 16, 8 * kAtomRowBytes);
+}
+
+// MN-major operand (rows of 64 M- or N-elements, one row per k): 64-element atoms along MN are one TMA box
+// (kBoxBytes) apart, 8-row k groups 1024 B apart, and the k-th 16-element step starts 16 rows further.
+__device__ __forceinline__ uint64_t mn_major_desc(uint32_t tile, int kstep) {
+  return smem_desc(tile + kstep * 16 * kAtomRowBytes, kBoxBytes, 8 * kAtomRowBytes);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+
+// Keeps the compiler from moving accumulator reads or writes across the asynchronous wgmma boundary.
+template <int N>
+__device__ __forceinline__ void fence_registers(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+
+template <typename T, int BN, int TransA, int TransB>
+__device__ __forceinline__ void wgmma_tile(float (&acc)[BN / 2], uint64_t da, uint64_t db, int scale_d) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if constexpr (BN == 256) wgmma_m64n256k16_bf16<TransA, TransB>(acc, da, db, scale_d);
+    else wgmma_m64n128k16_bf16<TransA, TransB>(acc, da, db, scale_d);
+  } else {
+    if constexpr (BN == 256) wgmma_m64n256k16_f16<TransA, TransB>(acc, da, db, scale_d);
+    else wgmma_m64n128k16_f16<TransA, TransB>(acc, da, db, scale_d);
+  }
+}
+
+// Tile t of the persistent walk -> (m block, n block), grouped so kTileGroupM M-blocks sweep each N-block together.
+struct TileOrder {
+  int tiles_m, tiles_n;
+  __device__ __forceinline__ void at(int t, int& mb, int& nb) const {
+    const int per_group = kTileGroupM * tiles_n;
+    const int first_m = (t / per_group) * kTileGroupM;
+    const int group_m = min(tiles_m - first_m, kTileGroupM);
+    const int in_group = t % per_group;
+    mb = first_m + in_group % group_m;
+    nb = in_group / group_m;
+  }
+  __device__ __forceinline__ int count() const { return tiles_m * tiles_n; }
+};
+
+template <typename OutT>
+__device__ __forceinline__ void store_pair(OutT* c, int64_t ldc, int row, int col, int m, int n, float v0, float v1,
+                                           bool pair_aligned) {
+  if (row >= m) return;
+  OutT* p = c + static_cast<int64_t>(row) * ldc + col;
+  if (col + 1 < n && pair_aligned) {
+    if constexpr (std::is_same_v<OutT, float>) {
+      *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
+    } else if constexpr (std::is_same_v<OutT, __nv_bfloat16>) {
+      *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v0, v1);
+    } else {
+      *reinterpret_cast<__half2*>(p) = __floats2half2_rn(v0, v1);
+    }
+    return;
+  }
+  if (col < n) p[0] = cuda::from_opmath<OutT>(v0);
+  if (col + 1 < n) p[1] = cuda::from_opmath<OutT>(v1);
+}
+
+template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b, OutT* c,
+                int64_t ldc, int m, int n, int k, const OutT* bias) {
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  // Built into the sm_80 image too (one .cu for all targets), but only ever launched on sm_90a devices.
+  __trap();
+#else
+  using Cfg = Config<BN>;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + Cfg::kStages * Cfg::kStageBytes);
+  uint64_t* empty = full + Cfg::kStages;
+
+  const int warpgroup = threadIdx.x / 128;
+  const int k_tiles = (k + kBK - 1) / kBK;
+  const TileOrder order{(m + kBM - 1) / kBM, (n + BN - 1) / BN};
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < Cfg::kStages; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], kConsumers);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if (threadIdx.x != 0) return;
+    int stage = 0;
+    uint32_t phase = 0;
+    for (int t = blockIdx.x; t < order.count(); t += gridDim.x) {
+      int mb, nb;
+      order.at(t, mb, nb);
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        // A fresh barrier's "previous phase" counts as complete, so the first pass over the ring does not block.
+        mbar_wait(&empty[stage], phase ^ 1);
+        unsigned char* a_tile = smem + stage * Cfg::kStageBytes;
+        unsigned char* b_tile = a_tile + Cfg::kABytes;
+        mbar_arrive_expect_tx(&full[stage], Cfg::kStageBytes);
+        const int k0 = kt * kBK;
+        if constexpr (AKMajor) {
+          tma_load_2d(a_tile, &map_a, &full[stage], k0, mb * kBM);
+        } else {
+#pragma unroll
+          for (int i = 0; i < kBM / kAtomElems; ++i)
+            tma_load_2d(a_tile + i * kBoxBytes, &map_a, &full[stage], mb * kBM + i * kAtomElems, k0);
+        }
+        if constexpr (BKMajor) {
+          tma_load_2d(b_tile, &map_b, &full[stage], k0, nb * BN);
+        } else {
+#pragma unroll
+          for (int j = 0; j < BN / kAtomElems; ++j)
+            tma_load_2d(b_tile + j * kBoxBytes, &map_b, &full[stage], nb * BN + j * kAtomElems, k0);
+        }
+        if (++stage == Cfg::kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  const int consumer = warpgroup - 1;  // owns rows [64 * consumer, 64 * consumer + 64) of each tile
+  const int lane = threadIdx.x % 32;
+  const int warp = (threadIdx.x % 128) / 32;
+  const bool pair_aligned = (ldc % 2 == 0) && (reinterpret_cast<uintptr_t>(c) % (2 * sizeof(OutT)) == 0);
+  float acc[BN / 2];
+  int stage = 0;
+  uint32_t phase = 0;
+  for (int t = blockIdx.x; t < order.count(); t += gridDim.x) {
+    int mb, nb;
+    order.at(t, mb, nb);
+    for (int kt = 0; kt < k_tiles; ++kt) {
+      mbar_wait(&full[stage], phase);
+      const uint32_t a_tile = smem_u32(smem + stage * Cfg::kStageBytes);
+      const uint32_t b_tile = a_tile + Cfg::kABytes;
+      // This consumer's 64 rows of A: 64 K-major rows, or the consumer-th 64-wide box of an MN-major tile.
+      const uint32_t a_rows = a_tile + consumer * (AKMajor ? kAtomElems * kAtomRowBytes : kBoxBytes);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < kBK / 16; ++ks) {
+        const uint64_t da = AKMajor ? k_major_desc(a_rows, ks) : mn_major_desc(a_rows, ks);
+        const uint64_t db = BKMajor ? k_major_desc(b_tile, ks) : mn_major_desc(b_tile, ks);
+        // scale_d = 0 on the tile's first product zeroes the accumulators.
+        wgmma_tile<T, BN, AKMajor ? 0 : 1, BKMajor ? 0 : 1>(acc, da, db, (kt > 0 || ks > 0) ? 1 : 0);
+      }
+      wgmma_commit();
+      wgmma_wait_all();
+      fence_registers(acc);
+      if (threadIdx.x % 128 == 0) mbar_arrive(&empty[stage]);
+      if (++stage == Cfg::kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+    }
+    // Accumulator layout of wgmma m64nN: register 4j+2h+e holds row 16*warp + lane/4 + 8h, column 8j + 2*(lane%4) + e.
+    const int row0 = mb * kBM + consumer * 64 + warp * 16 + lane / 4;
+    const int col0 = nb * BN + 2 * (lane % 4);
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      const int col = col0 + 8 * j;
+      float b0 = 0.f, b1 = 0.f;
+      if (bias != nullptr) {
+        if (col < n) b0 = cuda::to_opmath(bias[col]);
+        if (col + 1 < n) b1 = cuda::to_opmath(bias[col + 1]);
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        store_pair(c, ldc, row0 + 8 * h, col, m, n, acc[4 * j + 2 * h] + b0, acc[4 * j + 2 * h + 1] + b1,
+                   pair_aligned);
+      }
+    }
+  }
+#endif
+}
+
+// ---- host side ----
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult status;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &status) !=
+            cudaSuccess ||
+        status != cudaDriverEntryPointSuccess) {
+      fn = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+// A 2-D row-major operand [rows, cols] (cols contiguous, rows `ld` elements apart) read in boxes of
+// [box_rows, 64] with the 128-byte swizzle; out-of-range rows/columns read as zero, which pads edge tiles and K.
+bool encode_operand(CUtensorMap* map, CUtensorMapDataType type, const void* base, int64_t rows, int64_t cols,
+                    int64_t ld, int box_rows) {
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * 2};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kAtomElems), static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t element_strides[2] = {1, 1};
+  auto encode = tensor_map_encoder();
+  return encode != nullptr &&
+         encode(map, type, 2, const_cast<void*>(base), dims, strides, box, element_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
+cudaError_t launch(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
+  const CUtensorMapDataType type =
+      std::is_same_v<T, __nv_bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  CUtensorMap map_a, map_b;
+  const bool ok = (AKMajor ? encode_operand(&map_a, type, p.a, p.m, p.k, p.lda, kBM)
+                           : encode_operand(&map_a, type, p.a, p.k, p.m, p.lda, kBK)) &&
+                  (BKMajor ? encode_operand(&map_b, type, p.b, p.n, p.k, p.ldb, BN)
+                           : encode_operand(&map_b, type, p.b, p.k, p.n, p.ldb, kBK));
+  if (!ok) return cudaErrorInvalidValue;
+  auto kernel = gemm_kernel<T, OutT, BN, AKMajor, BKMajor>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Config<BN>::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const int64_t tiles = cuda::ceil_div(p.m, kBM) * cuda::ceil_div(p.n, BN);
+  const int grid = static_cast<int>(std::min<int64_t>(tiles, num_sms));
+  kernel<<<grid, kThreads, Config<BN>::kSmemBytes, stream>>>(
+      map_a, map_b, static_cast<OutT*>(p.c), p.ldc, static_cast<int>(p.m), static_cast<int>(p.n),
+      static_cast<int>(p.k), static_cast<const OutT*>(p.bias));
+  return cudaGetLastError();
+}
+
+template <typename T, typename OutT, int BN>
+cudaError_t launch_layout(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
+  if (p.a_k_major && p.b_k_major) return launch<T, OutT, BN, true, true>(p, num_sms, stream);
+  if (p.a_k_major) return launch<T, OutT, BN, true, false>(p, num_sms, stream);
+  if (p.b_k_major) return launch<T, OutT, BN, false, true>(p, num_sms, stream);
+  return launch<T, OutT, BN, false, false>(p, num_sms, stream);
+}
+
+template <typename T, typename OutT>
+cudaError_t launch_tile(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
+  // 128 x 256 tiles reuse each loaded byte most; fall back to 128 x 128 when the wide tiles cannot fill the SMs.
+  const int64_t wide_tiles = cuda::ceil_div(p.m, kBM) * cuda::ceil_div(p.n, 256);
+  if (wide_tiles >= num_sms) return launch_layout<T, OutT, 256>(p, num_sms, stream);
+  return launch_layout<T, OutT, 128>(p, num_sms, stream);
+}
+
+template <typename T>
+cudaError_t launch_out(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
+  switch (p.out_dtype) {
+    case DType::Float32: return launch_tile<T, float>(p, num_sms, stream);
+    case DType::BFloat16: return launch_tile<T, __nv_bfloat16>(p, num_sms, stream);
+    case DType::Float16: return launch_tile<T, __half>(p, num_sms, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace sm90
+
+const char* gemm_sm90_unsupported_reason(const GemmSm90Problem& p) {
+  if (p.in_dtype != DType::BFloat16 && p.in_dtype != DType::Float16) return "inputs are not 16-bit floats";
+  if (p.out_dtype == DType::Float64) return "float64 output";
+  if (p.m <= 0 || p.n <= 0 || p.k <= 0) return "empty problem";
+  if (p.m >= (int64_t(1) << 31) || p.n >= (int64_t(1) << 31) || p.k >= (int64_t(1) << 31))
+    return "a dimension reaches 2^31 (TMA coordinates are 32-bit)";
+  if (!cuda::is_aligned16(p.a) || !cuda::is_aligned16(p.b)) return "A or B is not 16-byte aligned";
+  if ((p.lda * 2) % 16 != 0 || (p.ldb * 2) % 16 != 0) return "a row stride of A or B is not a multiple of 16 bytes";
+  if (sm90::tensor_map_encoder() == nullptr) return "the driver does not provide cuTensorMapEncodeTiled";
+  return nullptr;
+}
+
+cudaError_t gemm_sm90(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
+  if (p.in_dtype == DType::BFloat16) return sm90::launch_out<__nv_bfloat16>(p, num_sms, stream);
+  return sm90::launch_out<__half>(p, num_sms, stream);
+}
+
+}  // namespace fastops

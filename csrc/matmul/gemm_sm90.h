@@ -1,0 +1,41 @@
+// Torch-free entry point of the Hopper (sm_90a) GEMM: TMA loads into a shared-memory ring on mbarriers, a producer
+// warpgroup and two consumer warpgroups issuing wgmma, setmaxnreg rebalancing, a persistent grid walking a swizzled
+// tile order, and a bias epilogue. Computes, for 16-bit A and B with fp32 accumulation,
+//     C[m, n] = sum_k A[m, k] * B[n, k]  (+ bias[n])
+// where each operand is stored either "K-major" (the K index contiguous: A as [M, K], B as [N, K] row-major) or
+// "MN-major" (A as [K, M], B as [K, N] row-major). Every transpose of a Linear's forward and backward is one of
+// these four, so no operand is ever copied: forward y = x W^T is A K-major, B K-major; dX = dY W has B MN-major;
+// dW = dY^T X has both MN-major. torch.matmul(a, b) with row-major b is A K-major, B MN-major.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace fastops {
+
+struct GemmSm90Problem {
+  DType in_dtype;   // of A and B: Float16 or BFloat16
+  DType out_dtype;  // of C and bias: Float16, BFloat16 or Float32
+  int64_t m, n, k;
+  const void* a;
+  int64_t lda;  // elements between consecutive rows of A as stored
+  bool a_k_major;
+  const void* b;
+  int64_t ldb;
+  bool b_k_major;
+  void* c;  // [m, n], row stride ldc
+  int64_t ldc;
+  const void* bias;  // [n] in out_dtype, or nullptr
+};
+
+// nullptr when gemm_sm90 can run the problem; otherwise why not (the caller then takes the portable path).
+// Requirements come from TMA: 16-byte aligned bases and row strides, and 16-bit inputs.
+const char* gemm_sm90_unsupported_reason(const GemmSm90Problem& p);
+
+// Enqueues the GEMM on `stream`; `num_sms` sizes the persistent grid. Returns the first CUDA error met.
+cudaError_t gemm_sm90(const GemmSm90Problem& p, int num_sms, cudaStream_t stream);
+
+}  // namespace fastops
