@@ -4,7 +4,7 @@
 //   warpgroup 0  producer: one thread walks the CTA's tiles and, per BK slice, waits for a free ring stage, arms its
 //                "full" mbarrier with the byte count and issues TMA loads of the A and B slices into it.
 //   warpgroups 1-2 consumers: each owns 64 rows of the BM=128 x BN tile; per stage it waits on "full", issues
-//                BK/16 wgmma.m64nBNk16 from shared memory, waits for them, and arrives on the stage's "empty".
+//                BK/16 wgmma.m64nBNk16 from shared memory, waits for them, and each warp arrives on "empty".
 //                After the last K slice it adds the bias and stores its 64 x BN fp32 accumulators as C's dtype.
 // setmaxnreg moves registers from the producer (40) to the consumers (232), which hold BN/2 accumulators each.
 // Shared memory uses TMA's 128-byte swizzle, which is also the layout wgmma reads without bank conflicts.
@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < Cfg::kStages; ++s) {
       mbar_init(&full[s], 1);
-      mbar_init(&empty[s], kConsumers);
+      mbar_init(&empty[s], kConsumers * 4);  // one arrival per consumer warp
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -244,7 +244,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_commit();
       wgmma_wait_all();
       fence_registers(acc);
-      if (threadIdx.x % 128 == 0) mbar_arrive(&empty[stage]);
+      // Each warp releases the stage once its own wait has returned, so no warp can still be reading it.
+      if (lane == 0) mbar_arrive(&empty[stage]);
       if (++stage == Cfg::kStages) {
         stage = 0;
         phase ^= 1;
