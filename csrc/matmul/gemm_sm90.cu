@@ -132,6 +132,22 @@ struct TileOrder {
   __device__ __forceinline__ int count() const { return tiles_m * tiles_n; }
 };
 
+// The persistent walk's unit of work: an output tile, or with split-K one K-range of it (its partial sums go to
+// the split's own fp32 slice of the workspace; a second kernel adds the slices).
+struct Schedule {
+  TileOrder order;
+  int splits;
+  int k_tiles;
+  int k_tiles_per_split;
+  __device__ __forceinline__ int count() const { return order.count() * splits; }
+  __device__ __forceinline__ void at(int t, int& mb, int& nb, int& split, int& kt_begin, int& kt_end) const {
+    split = t % splits;
+    order.at(t / splits, mb, nb);
+    kt_begin = split * k_tiles_per_split;
+    kt_end = min(k_tiles, kt_begin + k_tiles_per_split);
+  }
+};
+
 template <typename OutT>
 __device__ __forceinline__ void store_pair(OutT* c, int64_t ldc, int row, int col, int m, int n, float v0, float v1,
                                            bool pair_aligned) {
@@ -154,7 +170,8 @@ __device__ __forceinline__ void store_pair(OutT* c, int64_t ldc, int row, int co
 template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b, OutT* c,
-                int64_t ldc, int m, int n, int k, const OutT* bias) {
+                int64_t ldc, int m, int n, int k, const OutT* bias, int splits, int k_tiles_per_split,
+                int64_t split_stride) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
   // Built into the sm_80 image too (one .cu for all targets), but only ever launched on sm_90a devices.
   __trap();
@@ -166,8 +183,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* empty = full + Cfg::kStages;
 
   const int warpgroup = threadIdx.x / 128;
-  const int k_tiles = (k + kBK - 1) / kBK;
-  const TileOrder order{(m + kBM - 1) / kBM, (n + BN - 1) / BN};
+  const Schedule schedule{{(m + kBM - 1) / kBM, (n + BN - 1) / BN}, splits, (k + kBK - 1) / kBK, k_tiles_per_split};
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < Cfg::kStages; ++s) {
@@ -183,10 +199,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (threadIdx.x != 0) return;
     int stage = 0;
     uint32_t phase = 0;
-    for (int t = blockIdx.x; t < order.count(); t += gridDim.x) {
-      int mb, nb;
-      order.at(t, mb, nb);
-      for (int kt = 0; kt < k_tiles; ++kt) {
+    for (int t = blockIdx.x; t < schedule.count(); t += gridDim.x) {
+      int mb, nb, split, kt_begin, kt_end;
+      schedule.at(t, mb, nb, split, kt_begin, kt_end);
+      for (int kt = kt_begin; kt < kt_end; ++kt) {
         // A fresh barrier's "previous phase" counts as complete, so the first pass over the ring does not block.
         mbar_wait(&empty[stage], phase ^ 1);
         unsigned char* a_tile = smem + stage * Cfg::kStageBytes;
@@ -224,10 +240,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   float acc[BN / 2];
   int stage = 0;
   uint32_t phase = 0;
-  for (int t = blockIdx.x; t < order.count(); t += gridDim.x) {
-    int mb, nb;
-    order.at(t, mb, nb);
-    for (int kt = 0; kt < k_tiles; ++kt) {
+  for (int t = blockIdx.x; t < schedule.count(); t += gridDim.x) {
+    int mb, nb, split, kt_begin, kt_end;
+    schedule.at(t, mb, nb, split, kt_begin, kt_end);
+    OutT* c_split = c + split * split_stride;
+    for (int kt = kt_begin; kt < kt_end; ++kt) {
       mbar_wait(&full[stage], phase);
       const uint32_t a_tile = smem_u32(smem + stage * Cfg::kStageBytes);
       const uint32_t b_tile = a_tile + Cfg::kABytes;
@@ -239,7 +256,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const uint64_t da = AKMajor ? k_major_desc(a_rows, ks) : mn_major_desc(a_rows, ks);
         const uint64_t db = BKMajor ? k_major_desc(b_tile, ks) : mn_major_desc(b_tile, ks);
         // scale_d = 0 on the tile's first product zeroes the accumulators.
-        wgmma_tile<T, BN, AKMajor ? 0 : 1, BKMajor ? 0 : 1>(acc, da, db, (kt > 0 || ks > 0) ? 1 : 0);
+        wgmma_tile<T, BN, AKMajor ? 0 : 1, BKMajor ? 0 : 1>(acc, da, db, (kt > kt_begin || ks > 0) ? 1 : 0);
       }
       wgmma_commit();
       wgmma_wait_all();
@@ -264,7 +281,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        store_pair(c, ldc, row0 + 8 * h, col, m, n, acc[4 * j + 2 * h] + b0, acc[4 * j + 2 * h + 1] + b1,
+        store_pair(c_split, ldc, row0 + 8 * h, col, m, n, acc[4 * j + 2 * h] + b0, acc[4 * j + 2 * h + 1] + b1,
                    pair_aligned);
       }
     }
@@ -303,8 +320,18 @@ bool encode_operand(CUtensorMap* map, CUtensorMapDataType type, const void* base
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// Where the kernel writes: C itself, or with split-K the fp32 workspace slices.
+struct Target {
+  void* c;
+  int64_t ldc;
+  const void* bias;
+  int splits;
+  int k_tiles_per_split;
+  int64_t split_stride;
+};
+
 template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
-cudaError_t launch(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
+cudaError_t launch(const GemmSm90Problem& p, const Target& target, int num_sms, cudaStream_t stream) {
   const CUtensorMapDataType type =
       std::is_same_v<T, __nv_bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   CUtensorMap map_a, map_b;
@@ -316,36 +343,84 @@ cudaError_t launch(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
   auto kernel = gemm_kernel<T, OutT, BN, AKMajor, BKMajor>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Config<BN>::kSmemBytes);
   if (err != cudaSuccess) return err;
-  const int64_t tiles = cuda::ceil_div(p.m, kBM) * cuda::ceil_div(p.n, BN);
-  const int grid = static_cast<int>(std::min<int64_t>(tiles, num_sms));
+  const int64_t work = cuda::ceil_div(p.m, kBM) * cuda::ceil_div(p.n, BN) * target.splits;
+  const int grid = static_cast<int>(std::min<int64_t>(work, num_sms));
   kernel<<<grid, kThreads, Config<BN>::kSmemBytes, stream>>>(
-      map_a, map_b, static_cast<OutT*>(p.c), p.ldc, static_cast<int>(p.m), static_cast<int>(p.n),
-      static_cast<int>(p.k), static_cast<const OutT*>(p.bias));
+      map_a, map_b, static_cast<OutT*>(target.c), target.ldc, static_cast<int>(p.m), static_cast<int>(p.n),
+      static_cast<int>(p.k), static_cast<const OutT*>(target.bias), target.splits, target.k_tiles_per_split,
+      target.split_stride);
   return cudaGetLastError();
 }
 
 template <typename T, typename OutT, int BN>
-cudaError_t launch_layout(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
-  if (p.a_k_major && p.b_k_major) return launch<T, OutT, BN, true, true>(p, num_sms, stream);
-  if (p.a_k_major) return launch<T, OutT, BN, true, false>(p, num_sms, stream);
-  if (p.b_k_major) return launch<T, OutT, BN, false, true>(p, num_sms, stream);
-  return launch<T, OutT, BN, false, false>(p, num_sms, stream);
+cudaError_t launch_layout(const GemmSm90Problem& p, const Target& target, int num_sms, cudaStream_t stream) {
+  if (p.a_k_major && p.b_k_major) return launch<T, OutT, BN, true, true>(p, target, num_sms, stream);
+  if (p.a_k_major) return launch<T, OutT, BN, true, false>(p, target, num_sms, stream);
+  if (p.b_k_major) return launch<T, OutT, BN, false, true>(p, target, num_sms, stream);
+  return launch<T, OutT, BN, false, false>(p, target, num_sms, stream);
+}
+
+// 128 x 256 tiles reuse each loaded byte most; 128 x 128 when the wide tiles cannot fill the SMs.
+int tile_n(const GemmSm90Problem& p, int num_sms) {
+  return cuda::ceil_div(p.m, kBM) * cuda::ceil_div(p.n, 256) >= num_sms ? 256 : 128;
+}
+
+// Split-K plan: with fewer than half as many 128 x 128 tiles as SMs (decode-like M <= 128 shapes), K is cut into
+// slices of at least 4 BK steps so that every SM streams its share of the weights; 1 means no split.
+int plan_splits(const GemmSm90Problem& p, int num_sms, int& k_tiles_per_split) {
+  const int64_t tiles = cuda::ceil_div(p.m, kBM) * cuda::ceil_div(p.n, 128);
+  const int64_t k_tiles = cuda::ceil_div(p.k, kBK);
+  k_tiles_per_split = static_cast<int>(k_tiles);
+  if (2 * tiles > num_sms) return 1;
+  const int64_t wanted = std::min<int64_t>({num_sms / tiles, k_tiles / 4, 16});
+  if (wanted < 2) return 1;
+  k_tiles_per_split = static_cast<int>(cuda::ceil_div(k_tiles, wanted));
+  return static_cast<int>(cuda::ceil_div(k_tiles, k_tiles_per_split));  // every slice non-empty
 }
 
 template <typename T, typename OutT>
-cudaError_t launch_tile(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
-  // 128 x 256 tiles reuse each loaded byte most; fall back to 128 x 128 when the wide tiles cannot fill the SMs.
-  const int64_t wide_tiles = cuda::ceil_div(p.m, kBM) * cuda::ceil_div(p.n, 256);
-  if (wide_tiles >= num_sms) return launch_layout<T, OutT, 256>(p, num_sms, stream);
-  return launch_layout<T, OutT, 128>(p, num_sms, stream);
+cudaError_t launch_direct(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
+  const Target target{p.c, p.ldc, p.bias, 1, static_cast<int>(cuda::ceil_div(p.k, kBK)), 0};
+  if (tile_n(p, num_sms) == 256) return launch_layout<T, OutT, 256>(p, target, num_sms, stream);
+  return launch_layout<T, OutT, 128>(p, target, num_sms, stream);
+}
+
+// out[i, j] = sum over splits of workspace[s, i, j] + bias[j], rounded once to the output dtype.
+template <typename OutT>
+__global__ void reduce_splits_kernel(const float* __restrict__ workspace, int splits, int64_t m, int64_t n,
+                                     OutT* __restrict__ out, int64_t ldc, const OutT* __restrict__ bias) {
+  const int64_t total = m * n;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / n, col = i % n;
+    float sum = bias != nullptr ? cuda::to_opmath(bias[col]) : 0.f;
+    for (int s = 0; s < splits; ++s) sum += workspace[s * total + i];
+    out[row * ldc + col] = cuda::from_opmath<OutT>(sum);
+  }
+}
+
+template <typename T, typename OutT>
+cudaError_t launch_out(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
+  int k_tiles_per_split;
+  const int splits = plan_splits(p, num_sms, k_tiles_per_split);
+  if (splits == 1) return launch_direct<T, OutT>(p, num_sms, stream);
+  if (p.workspace == nullptr) return cudaErrorInvalidValue;
+  const Target target{p.workspace, p.n, nullptr, splits, k_tiles_per_split, p.m * p.n};
+  cudaError_t err = launch_layout<T, float, 128>(p, target, num_sms, stream);
+  if (err != cudaSuccess) return err;
+  const int64_t blocks = std::min<int64_t>(cuda::ceil_div(p.m * p.n, 256), 4 * num_sms);
+  reduce_splits_kernel<OutT><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+      static_cast<const float*>(p.workspace), splits, p.m, p.n, static_cast<OutT*>(p.c), p.ldc,
+      static_cast<const OutT*>(p.bias));
+  return cudaGetLastError();
 }
 
 template <typename T>
-cudaError_t launch_out(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
+cudaError_t launch_in(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
   switch (p.out_dtype) {
-    case DType::Float32: return launch_tile<T, float>(p, num_sms, stream);
-    case DType::BFloat16: return launch_tile<T, __nv_bfloat16>(p, num_sms, stream);
-    case DType::Float16: return launch_tile<T, __half>(p, num_sms, stream);
+    case DType::Float32: return launch_out<T, float>(p, num_sms, stream);
+    case DType::BFloat16: return launch_out<T, __nv_bfloat16>(p, num_sms, stream);
+    case DType::Float16: return launch_out<T, __half>(p, num_sms, stream);
     default: return cudaErrorInvalidValue;
   }
 }
@@ -364,9 +439,15 @@ const char* gemm_sm90_unsupported_reason(const GemmSm90Problem& p) {
   return nullptr;
 }
 
+int64_t gemm_sm90_workspace_elems(const GemmSm90Problem& p, int num_sms) {
+  int k_tiles_per_split;
+  const int splits = sm90::plan_splits(p, num_sms, k_tiles_per_split);
+  return splits == 1 ? 0 : splits * p.m * p.n;
+}
+
 cudaError_t gemm_sm90(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
-  if (p.in_dtype == DType::BFloat16) return sm90::launch_out<__nv_bfloat16>(p, num_sms, stream);
-  return sm90::launch_out<__half>(p, num_sms, stream);
+  if (p.in_dtype == DType::BFloat16) return sm90::launch_in<__nv_bfloat16>(p, num_sms, stream);
+  return sm90::launch_in<__half>(p, num_sms, stream);
 }
 
 }  // namespace fastops

@@ -1,6 +1,6 @@
 // Torch-free entry point of the Hopper (sm_90a) GEMM: TMA loads into a shared-memory ring on mbarriers, a producer
 // warpgroup and two consumer warpgroups issuing wgmma, setmaxnreg rebalancing, a persistent grid walking a swizzled
-// tile order, and a bias epilogue. Computes, for 16-bit A and B with fp32 accumulation,
+// tile order, split-K for small outputs, and a bias epilogue. Computes, for 16-bit A and B with fp32 accumulation,
 //     C[m, n] = sum_k A[m, k] * B[n, k]  (+ bias[n])
 // where each operand is stored either "K-major" (the K index contiguous: A as [M, K], B as [N, K] row-major) or
 // "MN-major" (A as [K, M], B as [K, N] row-major). Every transpose of a Linear's forward and backward is one of
@@ -29,11 +29,17 @@ struct GemmSm90Problem {
   void* c;  // [m, n], row stride ldc
   int64_t ldc;
   const void* bias;  // [n] in out_dtype, or nullptr
+  // fp32 scratch of gemm_sm90_workspace_elems() elements when that is non-zero (split-K partial sums), else unused.
+  void* workspace = nullptr;
 };
 
 // nullptr when gemm_sm90 can run the problem; otherwise why not (the caller then takes the portable path).
 // Requirements come from TMA: 16-byte aligned bases and row strides, and 16-bit inputs.
 const char* gemm_sm90_unsupported_reason(const GemmSm90Problem& p);
+
+// Scratch the problem needs: non-zero when the output has too few tiles to fill `num_sms` SMs and K is long enough
+// to split (decode-like M <= 128 shapes), in which case K slices run in parallel and a second kernel adds them.
+int64_t gemm_sm90_workspace_elems(const GemmSm90Problem& p, int num_sms);
 
 // Enqueues the GEMM on `stream`; `num_sms` sizes the persistent grid. Returns the first CUDA error met.
 cudaError_t gemm_sm90(const GemmSm90Problem& p, int num_sms, cudaStream_t stream);
