@@ -49,6 +49,8 @@ class Case:
     tf32: bool = False
     # Extra setup so a provider runs in its intended numeric mode (e.g. autocast); applied around every call.
     context: Callable[[], object] | None = None
+    # The providers run a whole training step themselves (forward, backward, optimizer): timed as mode "full".
+    whole_step: bool = False
 
     @property
     def id(self) -> str:
@@ -211,7 +213,7 @@ def run_cases(cases: Sequence[Case], device: str, *, quick: bool = False, provid
                 fn = case.providers[provider]
             if case.context is not None:
                 fn = functools.partial(_call_within, case.context, fn)
-            run = mode_callable(fn, args, mode)
+            run = functools.partial(fn, *args) if case.whole_step else mode_callable(fn, args, mode)
             ms = time_ms(run, device, quick)
             peak = peak_extra_gib(run, device)
             results.append(Result(case, provider, mode, ms, case.rate(mode, ms), peak))
