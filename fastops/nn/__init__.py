@@ -1,5 +1,5 @@
 """Drop-in replacements for torch.nn modules (same constructor arguments and state_dict keys)."""
 
-from .activations import ReLU
+from .activations import GELU, GeGLU, LeakyReLU, ReLU, Sigmoid, SiLU, SwiGLU, Tanh
 
-__all__ = ["ReLU"]
+__all__ = ["ReLU", "GELU", "SiLU", "LeakyReLU", "Sigmoid", "Tanh", "SwiGLU", "GeGLU"]
