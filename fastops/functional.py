@@ -6,7 +6,7 @@ from torch import Tensor
 
 _ops = torch.ops.fastops
 
-__all__ = ["relu", "gelu", "silu", "leaky_relu", "sigmoid", "tanh", "bias_act", "swiglu", "geglu"]
+__all__ = ["bias_act", "geglu", "gelu", "leaky_relu", "relu", "sigmoid", "silu", "swiglu", "tanh"]
 
 
 def _maybe_inplace(x: Tensor, result: Tensor, inplace: bool) -> Tensor:

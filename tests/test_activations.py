@@ -1,7 +1,8 @@
 """The activation family against torch: accuracy, gradients, registration (opcheck), torch.compile, bad input."""
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -30,8 +31,8 @@ class Act(NamedTuple):
     native: Callable  # torch's twin
     op: object  # the operator, called with `kwargs`
     modules: tuple  # (fastops module, torch module), built with `module_kwargs`
-    kwargs: dict = {}
-    module_kwargs: dict = {}
+    kwargs: dict | None = None
+    module_kwargs: dict | None = None
 
 
 ACTIVATIONS = {
@@ -80,7 +81,7 @@ def test_gradcheck(name):
 def test_opcheck(name, dtype, device):
     act = ACTIVATIONS[name]
     for sample in elementwise_samples(device, dtype, requires_grad=True):
-        check_opcheck(act.op, Sample(sample.args, act.kwargs, sample.desc))
+        check_opcheck(act.op, Sample(sample.args, act.kwargs or {}, sample.desc))
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
@@ -116,7 +117,7 @@ def test_cpu_cuda_parity(name, dtype):
 @pytest.mark.parametrize("name", ACTIVATIONS)
 def test_module_is_drop_in(name):
     act = ACTIVATIONS[name]
-    fast, native = (m(**act.module_kwargs) for m in act.modules)
+    fast, native = (m(**(act.module_kwargs or {})) for m in act.modules)
     assert fast.state_dict().keys() == native.state_dict().keys()
     assert repr(fast) == repr(native)
     x = torch.randn(8, 9)
@@ -349,7 +350,7 @@ def test_gated_modules():
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_fused_cpu_cuda_parity(dtype):
-    tol = dict(rtol=4 * torch.finfo(dtype).eps, atol=4 * torch.finfo(dtype).eps)
+    tol = {"rtol": 4 * torch.finfo(dtype).eps, "atol": 4 * torch.finfo(dtype).eps}
     for shape in ((1000, 37), (257, 64), (3, 4096)):
         x, bias = make_tensor(shape, dtype, "cpu"), make_tensor(shape[-1:], dtype, "cpu")
         torch.testing.assert_close(FF.bias_act(x.cuda(), bias.cuda(), "gelu").cpu(), FF.bias_act(x, bias, "gelu"),

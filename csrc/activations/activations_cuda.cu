@@ -53,8 +53,10 @@ void unary_backward(DType dtype, const void* grad, const void* saved, void* grad
 // ---- row-tiled kernels (bias_act, gated units) ----
 
 constexpr int kRowThreads = 256;
-// Rows each thread loads before computing: 4 x 16 B per operand in flight per thread.
+// Rows each thread loads before computing: 4 x 16 B per operand in flight per thread. The gated backward has three
+// operands and two outputs per row, and spills at 4 (float32 silu), so it takes 2.
 constexpr int kRowsPerThread = 4;
+constexpr int kGluBackwardRows = 2;
 constexpr int64_t kMaxGridY = 65535;
 
 // W consecutive elements moved as one access (16 bytes for the vector path, one element for the scalar path).
@@ -245,10 +247,10 @@ __global__ void __launch_bounds__(kRowThreads)
   if (c >= cols) return;
   const int64_t row_step = static_cast<int64_t>(gridDim.y) * blockDim.y;
   for (int64_t r0 = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; r0 < rows;
-       r0 += kRowsPerThread * row_step) {
-    Vec<T, W> d[kRowsPerThread], g[kRowsPerThread], u[kRowsPerThread];
+       r0 += kGluBackwardRows * row_step) {
+    Vec<T, W> d[kGluBackwardRows], g[kGluBackwardRows], u[kGluBackwardRows];
 #pragma unroll
-    for (int k = 0; k < kRowsPerThread; ++k) {
+    for (int k = 0; k < kGluBackwardRows; ++k) {
       const int64_t r = r0 + k * row_step;
       if (r < rows) {
         d[k] = load<T, W>(grad + r * cols + c);
@@ -257,7 +259,7 @@ __global__ void __launch_bounds__(kRowThreads)
       }
     }
 #pragma unroll
-    for (int k = 0; k < kRowsPerThread; ++k) {
+    for (int k = 0; k < kGluBackwardRows; ++k) {
       const int64_t r = r0 + k * row_step;
       if (r < rows) {
         Vec<T, W> dg, du;

@@ -2,4 +2,4 @@
 
 from .activations import GELU, GeGLU, LeakyReLU, ReLU, Sigmoid, SiLU, SwiGLU, Tanh
 
-__all__ = ["ReLU", "GELU", "SiLU", "LeakyReLU", "Sigmoid", "Tanh", "SwiGLU", "GeGLU"]
+__all__ = ["GELU", "GeGLU", "LeakyReLU", "ReLU", "SiLU", "Sigmoid", "SwiGLU", "Tanh"]
