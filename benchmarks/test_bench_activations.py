@@ -8,7 +8,7 @@ CASES = family_cases("activations", DEVICE, quick=True)
 
 @pytest.mark.parametrize("provider", ["fastops", "torch", "compile"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-@pytest.mark.parametrize("mode", ["fwd", "bwd"])
+@pytest.mark.parametrize("mode", ["fwd", "bwd", "full"])
 def test_activation(benchmark, case, provider, mode):
     if mode not in case.modes:
         pytest.skip(f"{case.op} has no {mode} row")

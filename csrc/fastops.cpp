@@ -9,6 +9,42 @@ TORCH_LIBRARY(fastops, m) {
   m.def("relu(Tensor x) -> Tensor");
   // d relu: grad_output where the saved forward output is > 0 (or NaN), else 0.
   m.def("relu_backward(Tensor grad_output, Tensor result) -> Tensor");
+  // gelu(x) = x * Phi(x) with the exact erf CDF (approximate='none') or torch's tanh approximation ('tanh').
+  m.def("gelu(Tensor x, str approximate='none') -> Tensor");
+  // d gelu from the forward input x.
+  m.def("gelu_backward(Tensor grad_output, Tensor x, str approximate='none') -> Tensor");
+  // silu(x) = x * sigmoid(x).
+  m.def("silu(Tensor x) -> Tensor");
+  // d silu from x: grad * s * (1 + x * (1 - s)), s = sigmoid(x).
+  m.def("silu_backward(Tensor grad_output, Tensor x) -> Tensor");
+  // leaky_relu(x) = x if x > 0 else x * negative_slope.
+  m.def("leaky_relu(Tensor x, float negative_slope=0.01) -> Tensor");
+  // d leaky_relu from x (the slope applies at x == 0, as in torch).
+  m.def("leaky_relu_backward(Tensor grad_output, Tensor x, float negative_slope=0.01) -> Tensor");
+  // sigmoid(x) = 1 / (1 + exp(-x)).
+  m.def("sigmoid(Tensor x) -> Tensor");
+  // d sigmoid from the saved output y: grad * (1 - y) * y.
+  m.def("sigmoid_backward(Tensor grad_output, Tensor result) -> Tensor");
+  // tanh(x).
+  m.def("tanh(Tensor x) -> Tensor");
+  // d tanh from the saved output y: grad * (1 - y * y).
+  m.def("tanh_backward(Tensor grad_output, Tensor result) -> Tensor");
+  // act(x + bias) for x [..., N], bias [N]; act in relu, gelu, gelu_tanh, silu, sigmoid, tanh. Contiguous output.
+  m.def("bias_act(Tensor x, Tensor bias, str act) -> Tensor");
+  // (grad_x, grad_bias) of bias_act in one pass over grad_output and x; grad_bias is the column sum of grad_x.
+  m.def("bias_act_backward(Tensor grad_output, Tensor x, Tensor bias, str act) -> (Tensor, Tensor)");
+  // swiglu(gate, up) = silu(gate) * up, gate and up of one shape.
+  m.def("swiglu(Tensor gate, Tensor up) -> Tensor");
+  // swiglu on one [..., 2H] tensor: gate = x[..., :H], up = x[..., H:], read in place. Output [..., H].
+  m.def("swiglu.packed(Tensor x) -> Tensor");
+  // geglu(gate, up) = gelu(gate, approximate) * up.
+  m.def("geglu(Tensor gate, Tensor up, str approximate='none') -> Tensor");
+  // geglu on one [..., 2H] tensor split into gate and up halves in place.
+  m.def("geglu.packed(Tensor x, str approximate='none') -> Tensor");
+  // (grad_gate, grad_up) of act(gate) * up in one pass; act as for bias_act (silu for swiglu, gelu/gelu_tanh geglu).
+  m.def("glu_backward(Tensor grad_output, Tensor gate, Tensor up, str act) -> (Tensor, Tensor)");
+  // Gradient of the packed gated unit: one [..., 2H] tensor holding grad_gate then grad_up.
+  m.def("glu_packed_backward(Tensor grad_output, Tensor x, str act) -> Tensor");
 }
 
 // `import fastops._C` loads this shared library, whose static initialisers run the registrations above; the

@@ -1,7 +1,13 @@
-// CPU activation kernels: vectorised, multi-threaded elementwise maps (common/cpu_elementwise.h). Each activation
-// pairs the scalar math shared with CUDA (activation_math.h) with a Vectorized body written here.
+// CPU activation kernels: vectorised, multi-threaded loops (common/cpu_elementwise.h). Each activation pairs the
+// scalar math shared with CUDA (activation_math.h, used for tails) with a Vectorized body written here with torch's
+// own vector formulas (at::vec erf/exp/tanh), so results match torch's CPU kernels.
 #include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
 
 #include "activations/activation_math.h"
 #include "activations/activations.h"
@@ -10,66 +16,284 @@
 namespace fastops {
 namespace {
 
+using cpu::load_opmath;
+using cpu::opmath_t;
+using cpu::store_opmath;
 using cpu::Vectorized;
 
-// Pairs a scalar functor (tail loop) with a vector lambda (body) into one callable for map_elementwise.
-template <typename Scalar, typename Vector>
-struct Elementwise : Scalar, Vector {
-  using Scalar::operator();
-  using Vector::operator();
+// act(x) on a vector; `param` is LeakyReLU's slope.
+template <Activation A, typename V>
+V vec_forward(const V& x, const V& param) {
+  using S = typename V::value_type;
+  const V one(S(1));
+  if constexpr (A == Activation::ReLU) {
+    return at::vec::maximum(x, V(S(0)));  // propagates NaN like the scalar version
+  } else if constexpr (A == Activation::GELU) {
+    return x * V(S(0.5)) * (one + (x * V(S(act::kSqrt1_2))).erf());
+  } else if constexpr (A == Activation::GELUTanh) {
+    const V x_cube = x * x * x;
+    return V(S(0.5)) * x * (one + (V(S(act::kSqrt2OverPi)) * (x + V(S(act::kGeluTanhKappa)) * x_cube)).tanh());
+  } else if constexpr (A == Activation::SiLU) {
+    return x / (one + x.neg().exp());
+  } else if constexpr (A == Activation::LeakyReLU) {
+    return V::blendv(x * param, x, x > V(S(0)));
+  } else if constexpr (A == Activation::Sigmoid) {
+    return (one + x.neg().exp()).reciprocal();
+  } else {
+    static_assert(A == Activation::Tanh);
+    return x.tanh();
+  }
+}
+
+// grad * act'(x) from the input x.
+template <Activation A, typename V>
+V vec_backward_from_input(const V& g, const V& x, const V& param) {
+  using S = typename V::value_type;
+  const V one(S(1));
+  if constexpr (A == Activation::ReLU) {
+    return V::blendv(g, V(S(0)), x <= V(S(0)));
+  } else if constexpr (A == Activation::GELU) {
+    const V cdf = V(S(0.5)) * (one + (x * V(S(act::kSqrt1_2))).erf());
+    const V pdf = V(S(act::kGeluPdfScale)) * (x * x * V(S(-0.5))).exp();
+    return g * (cdf + x * pdf);
+  } else if constexpr (A == Activation::GELUTanh) {
+    const V beta(S(act::kSqrt2OverPi));
+    const V kappa(S(act::kGeluTanhKappa));
+    const V x_sq = x * x;
+    const V t = (beta * (x + kappa * (x_sq * x))).tanh();
+    const V left = V(S(0.5)) * x;
+    const V right = one + t;
+    const V inner_derivative = beta * (one + V(S(3)) * kappa * x_sq);
+    return g * (V(S(0.5)) * right + left * at::vec::fnmadd(t, t, one) * inner_derivative);
+  } else if constexpr (A == Activation::SiLU) {
+    const V s = one / (one + x.neg().exp());
+    return g * s * (one + x * (one - s));
+  } else if constexpr (A == Activation::LeakyReLU) {
+    return V::blendv(g * param, g, x > V(S(0)));
+  } else if constexpr (A == Activation::Sigmoid) {
+    const V s = (one + x.neg().exp()).reciprocal();
+    return g * (one - s) * s;
+  } else {
+    static_assert(A == Activation::Tanh);
+    const V t = x.tanh();
+    return g * at::vec::fnmadd(t, t, one);
+  }
+}
+
+// grad * act'(x) from the output y (activations with backward_reads_output).
+template <Activation A, typename V>
+V vec_backward_from_output(const V& g, const V& y) {
+  using S = typename V::value_type;
+  if constexpr (A == Activation::ReLU) {
+    return V::blendv(g, V(S(0)), y <= V(S(0)));
+  } else if constexpr (A == Activation::Sigmoid) {
+    return g * (V(S(1)) - y) * y;
+  } else {
+    static_assert(A == Activation::Tanh);
+    return g * at::vec::fnmadd(y, y, V(S(1)));
+  }
+}
+
+// One callable for map_elementwise: the scalar functor for tails, the vector body for the rest.
+template <typename T, Activation A>
+struct ForwardOp : act::Forward<A> {
+  using V = Vectorized<opmath_t<T>>;
+  using act::Forward<A>::operator();
+  V operator()(const V& x) const { return vec_forward<A>(x, V(opmath_t<T>(this->param))); }
 };
-template <typename Scalar, typename Vector>
-Elementwise(Scalar, Vector) -> Elementwise<Scalar, Vector>;
 
-template <typename T>
-auto relu_forward_op() {
-  using V = Vectorized<cpu::opmath_t<T>>;
-  // maximum() propagates NaN like the scalar version.
-  return Elementwise{act::ReluForward{}, [](const V& x) { return at::vec::maximum(x, V(0)); }};
-}
+template <typename T, Activation A>
+struct BackwardOp : act::Backward<A> {
+  using V = Vectorized<opmath_t<T>>;
+  using act::Backward<A>::operator();
+  V operator()(const V& g, const V& saved) const {
+    if constexpr (backward_reads_output(A)) {
+      return vec_backward_from_output<A>(g, saved);
+    } else {
+      return vec_backward_from_input<A>(g, saved, V(opmath_t<T>(this->param)));
+    }
+  }
+};
 
-template <typename T>
-auto relu_backward_op() {
-  using V = Vectorized<cpu::opmath_t<T>>;
-  return Elementwise{act::ReluBackward{}, [](const V& g, const V& r) { return V::blendv(g, V(0), r <= V(0)); }};
-}
+#define FASTOPS_DISPATCH_FLOATS(dtype, name, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
+
+// Rows of bias_act's backward summed into one partial grad_bias row. Fixed (not derived from the thread count) so
+// grad_bias is bitwise reproducible; also the parallel grain along rows.
+constexpr int64_t kBiasChunkRows = 64;
+
+// Rows per parallel task so that each task has about kElementwiseGrain elements.
+inline int64_t row_grain(int64_t cols) { return std::max<int64_t>(1, cpu::kElementwiseGrain / std::max<int64_t>(cols, 1)); }
 
 struct CpuBackend {
-  static void forward(Activation act, const at::Tensor& x, at::Tensor& y, double /*param*/) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastops_activation_forward", [&] {
-      const int64_t n = x.numel();
-      switch (act) {
-        case Activation::ReLU:
-          return cpu::map_elementwise(n, y.data_ptr<scalar_t>(), relu_forward_op<scalar_t>(),
-                                      x.const_data_ptr<scalar_t>());
-      }
+  static void forward(Activation act, const at::Tensor& x, at::Tensor& y, double param) {
+    FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_activation_forward", [&] {
+      dispatch_activation(act, [&](auto a) {
+        constexpr Activation A = decltype(a)::value;
+        cpu::map_elementwise(x.numel(), y.data_ptr<scalar_t>(), ForwardOp<scalar_t, A>{{param}},
+                             x.const_data_ptr<scalar_t>());
+      });
     });
   }
 
   static void backward(Activation act, const at::Tensor& grad, const at::Tensor& saved, at::Tensor& grad_input,
-                       double /*param*/) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "fastops_activation_backward", [&] {
-      const int64_t n = grad.numel();
-      switch (act) {
-        case Activation::ReLU:
-          return cpu::map_elementwise(n, grad_input.data_ptr<scalar_t>(), relu_backward_op<scalar_t>(),
-                                      grad.const_data_ptr<scalar_t>(), saved.const_data_ptr<scalar_t>());
-      }
+                       double param) {
+    FASTOPS_DISPATCH_FLOATS(grad.scalar_type(), "fastops_activation_backward", [&] {
+      dispatch_activation(act, [&](auto a) {
+        constexpr Activation A = decltype(a)::value;
+        cpu::map_elementwise(grad.numel(), grad_input.data_ptr<scalar_t>(), BackwardOp<scalar_t, A>{{param}},
+                             grad.const_data_ptr<scalar_t>(), saved.const_data_ptr<scalar_t>());
+      });
+    });
+  }
+
+  // Parallel over rows; each row is one vectorised pass with the bias row (cached) added in opmath.
+  static void bias_act_forward(Activation act, const at::Tensor& x, const at::Tensor& bias, at::Tensor& y) {
+    const int64_t cols = bias.numel(), rows = x.numel() / cols;
+    FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_bias_act_forward", [&] {
+      using M = opmath_t<scalar_t>;
+      using V = Vectorized<M>;
+      constexpr int64_t kWidth = V::size();
+      const scalar_t* xp = x.const_data_ptr<scalar_t>();
+      const scalar_t* bp = bias.const_data_ptr<scalar_t>();
+      scalar_t* yp = y.data_ptr<scalar_t>();
+      dispatch_activation(act, [&](auto a) {
+        constexpr Activation A = decltype(a)::value;
+        at::parallel_for(0, rows, row_grain(cols), [&](int64_t begin, int64_t end) {
+          for (int64_t r = begin; r < end; ++r) {
+            const scalar_t* xr = xp + r * cols;
+            scalar_t* yr = yp + r * cols;
+            int64_t j = 0;
+            for (; j + kWidth <= cols; j += kWidth) {
+              store_opmath(yr + j, vec_forward<A>(load_opmath(xr + j) + load_opmath(bp + j), V(M(0))));
+            }
+            for (; j < cols; ++j) yr[j] = static_cast<scalar_t>(act::forward<A>(M(xr[j]) + M(bp[j]), M(0)));
+          }
+        });
+      });
+    });
+  }
+
+  // grad_x and grad_bias in one read of grad and x: chunks of kBiasChunkRows rows run in parallel, each writing
+  // grad_x and accumulating its column sums in a wider type (a float32 sum over thousands of rows would lose to
+  // torch's cascade sum) into its own partial row; the partial rows are then summed in chunk order, parallel over columns.
+  static void bias_act_backward(Activation act, const at::Tensor& grad, const at::Tensor& x, const at::Tensor& bias,
+                                at::Tensor& grad_x, at::Tensor& grad_bias) {
+    const int64_t cols = bias.numel(), rows = x.numel() / cols;
+    const int64_t chunks = (rows + kBiasChunkRows - 1) / kBiasChunkRows;
+    FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_bias_act_backward", [&] {
+      using M = opmath_t<scalar_t>;
+      using V = Vectorized<M>;
+      constexpr int64_t kWidth = V::size();
+      const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+      const scalar_t* xp = x.const_data_ptr<scalar_t>();
+      const scalar_t* bp = bias.const_data_ptr<scalar_t>();
+      scalar_t* gxp = grad_x.data_ptr<scalar_t>();
+      // Column sums in a type wider than the output: double for 16/32-bit, x87 long double for float64.
+      using Acc = std::conditional_t<std::is_same_v<scalar_t, double>, long double, double>;
+      std::vector<Acc> partial(static_cast<size_t>(chunks * cols), Acc(0));
+      dispatch_activation(act, [&](auto a) {
+        constexpr Activation A = decltype(a)::value;
+        const int64_t chunk_grain = std::max<int64_t>(1, row_grain(cols) / kBiasChunkRows);
+        at::parallel_for(0, chunks, chunk_grain, [&](int64_t begin, int64_t end) {
+          std::vector<M> row(static_cast<size_t>(cols));  // this row's grad_x before rounding to T
+          for (int64_t c = begin; c < end; ++c) {
+            Acc* sum = partial.data() + c * cols;
+            const int64_t row_end = std::min(rows, (c + 1) * kBiasChunkRows);
+            for (int64_t r = c * kBiasChunkRows; r < row_end; ++r) {
+              const int64_t o = r * cols;
+              int64_t j = 0;
+              for (; j + kWidth <= cols; j += kWidth) {
+                const V gx = vec_backward_from_input<A>(load_opmath(gp + o + j),
+                                                        load_opmath(xp + o + j) + load_opmath(bp + j), V(M(0)));
+                store_opmath(gxp + o + j, gx);
+                gx.store(row.data() + j);
+              }
+              for (; j < cols; ++j) {
+                row[j] = act::backward_from_input<A>(M(gp[o + j]), M(xp[o + j]) + M(bp[j]), M(0));
+                gxp[o + j] = static_cast<scalar_t>(row[j]);
+              }
+              for (j = 0; j < cols; ++j) sum[j] += row[j];
+            }
+          }
+        });
+      });
+      scalar_t* gbp = grad_bias.data_ptr<scalar_t>();
+      at::parallel_for(0, cols, std::max<int64_t>(1, cpu::kElementwiseGrain / std::max<int64_t>(chunks, 1)),
+                       [&](int64_t begin, int64_t end) {
+                         for (int64_t j = begin; j < end; ++j) {
+                           Acc total = 0;
+                           for (int64_t c = 0; c < chunks; ++c) total += partial[c * cols + j];
+                           gbp[j] = static_cast<scalar_t>(total);
+                         }
+                       });
+    });
+  }
+
+  static void glu_forward(Activation act, const at::Tensor& like, GluRows g, const void* gate, const void* up,
+                          void* out) {
+    FASTOPS_DISPATCH_FLOATS(like.scalar_type(), "fastops_glu_forward", [&] {
+      using M = opmath_t<scalar_t>;
+      using V = Vectorized<M>;
+      constexpr int64_t kWidth = V::size();
+      const auto* gp = static_cast<const scalar_t*>(gate);
+      const auto* up_p = static_cast<const scalar_t*>(up);
+      auto* yp = static_cast<scalar_t*>(out);
+      dispatch_activation(act, [&](auto a) {
+        constexpr Activation A = decltype(a)::value;
+        at::parallel_for(0, g.rows, row_grain(g.cols), [&](int64_t begin, int64_t end) {
+          for (int64_t r = begin; r < end; ++r) {
+            const int64_t i = r * g.in_stride, o = r * g.cols;
+            int64_t j = 0;
+            for (; j + kWidth <= g.cols; j += kWidth) {
+              store_opmath(yp + o + j, vec_forward<A>(load_opmath(gp + i + j), V(M(0))) * load_opmath(up_p + i + j));
+            }
+            for (; j < g.cols; ++j) {
+              yp[o + j] = static_cast<scalar_t>(act::forward<A>(M(gp[i + j]), M(0)) * M(up_p[i + j]));
+            }
+          }
+        });
+      });
+    });
+  }
+
+  // d(act(gate) * up): grad_gate = grad * up * act'(gate), grad_up = grad * act(gate).
+  static void glu_backward(Activation act, const at::Tensor& like, GluRows g, const void* grad_output, const void* gate,
+                           const void* up, void* grad_gate, void* grad_up) {
+    FASTOPS_DISPATCH_FLOATS(like.scalar_type(), "fastops_glu_backward", [&] {
+      using M = opmath_t<scalar_t>;
+      using V = Vectorized<M>;
+      constexpr int64_t kWidth = V::size();
+      const auto* dp = static_cast<const scalar_t*>(grad_output);
+      const auto* gp = static_cast<const scalar_t*>(gate);
+      const auto* up_p = static_cast<const scalar_t*>(up);
+      auto* ggp = static_cast<scalar_t*>(grad_gate);
+      auto* gup = static_cast<scalar_t*>(grad_up);
+      dispatch_activation(act, [&](auto a) {
+        constexpr Activation A = decltype(a)::value;
+        at::parallel_for(0, g.rows, row_grain(g.cols), [&](int64_t begin, int64_t end) {
+          for (int64_t r = begin; r < end; ++r) {
+            const int64_t i = r * g.in_stride, o = r * g.cols;
+            int64_t j = 0;
+            for (; j + kWidth <= g.cols; j += kWidth) {
+              const V d = load_opmath(dp + o + j), x = load_opmath(gp + i + j), u = load_opmath(up_p + i + j);
+              store_opmath(ggp + i + j, vec_backward_from_input<A>(d * u, x, V(M(0))));
+              store_opmath(gup + i + j, d * vec_forward<A>(x, V(M(0))));
+            }
+            for (; j < g.cols; ++j) {
+              const M d = M(dp[o + j]), x = M(gp[i + j]), u = M(up_p[i + j]);
+              ggp[i + j] = static_cast<scalar_t>(act::backward_from_input<A>(d * u, x, M(0)));
+              gup[i + j] = static_cast<scalar_t>(d * act::forward<A>(x, M(0)));
+            }
+          }
+        });
+      });
     });
   }
 };
 
-at::Tensor relu_cpu(const at::Tensor& x) { return activation_forward<CpuBackend>("relu", Activation::ReLU, x); }
-
-at::Tensor relu_backward_cpu(const at::Tensor& grad_output, const at::Tensor& result) {
-  return activation_backward<CpuBackend>("relu_backward", Activation::ReLU, grad_output, result, "result");
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastops, CPU, m) {
-  m.impl("relu", &relu_cpu);
-  m.impl("relu_backward", &relu_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(fastops, CPU, m) { ActivationOps<CpuBackend>::register_kernels(m); }
 
 }  // namespace fastops

@@ -1,7 +1,9 @@
-// CUDA binding of the activation kernels: device guard, current stream, dtype -> launcher, launch check.
-#include <c10/cuda/CUDAStream.h>
+// CUDA binding of the activation kernels: device guard, current stream, dtype -> launcher, launch check. Checks,
+// layouts and allocation are the shared driver's (activations.h).
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "activations/activations.h"
@@ -25,19 +27,46 @@ struct CudaBackend {
                              grad_input.data_ptr(), grad.numel(), param, c10::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
+
+  static void bias_act_forward(Activation act, const at::Tensor& x, const at::Tensor& bias, at::Tensor& y) {
+    const c10::cuda::CUDAGuard guard(x.device());
+    const int64_t cols = bias.numel();
+    bias_act_forward_cuda(act, to_dtype(x.scalar_type()), x.const_data_ptr(), bias.const_data_ptr(), y.data_ptr(),
+                          x.numel() / cols, cols, c10::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  static void bias_act_backward(Activation act, const at::Tensor& grad, const at::Tensor& x, const at::Tensor& bias,
+                                at::Tensor& grad_x, at::Tensor& grad_bias) {
+    const c10::cuda::CUDAGuard guard(x.device());
+    const int64_t cols = bias.numel(), rows = x.numel() / cols;
+    // Per-row-group partial column sums (float for 16-bit inputs, else double), summed by a second kernel.
+    const auto acc_type = x.element_size() == 2 ? at::kFloat : at::kDouble;
+    const at::Tensor workspace = at::empty({bias_act_backward_groups(rows), cols}, x.options().dtype(acc_type));
+    bias_act_backward_cuda(act, to_dtype(x.scalar_type()), grad.const_data_ptr(), x.const_data_ptr(),
+                           bias.const_data_ptr(), grad_x.data_ptr(), grad_bias.data_ptr(), workspace.data_ptr(), rows,
+                           cols, c10::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  static void glu_forward(Activation act, const at::Tensor& like, GluRows g, const void* gate, const void* up,
+                          void* out) {
+    const c10::cuda::CUDAGuard guard(like.device());
+    glu_forward_cuda(act, to_dtype(like.scalar_type()), g, gate, up, out, c10::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  static void glu_backward(Activation act, const at::Tensor& like, GluRows g, const void* grad_output,
+                           const void* gate, const void* up, void* grad_gate, void* grad_up) {
+    const c10::cuda::CUDAGuard guard(like.device());
+    glu_backward_cuda(act, to_dtype(like.scalar_type()), g, grad_output, gate, up, grad_gate, grad_up,
+                      c10::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 };
-
-at::Tensor relu_cuda(const at::Tensor& x) { return activation_forward<CudaBackend>("relu", Activation::ReLU, x); }
-
-at::Tensor relu_backward_cuda(const at::Tensor& grad_output, const at::Tensor& result) {
-  return activation_backward<CudaBackend>("relu_backward", Activation::ReLU, grad_output, result, "result");
-}
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastops, CUDA, m) {
-  m.impl("relu", &relu_cuda);
-  m.impl("relu_backward", &relu_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(fastops, CUDA, m) { ActivationOps<CudaBackend>::register_kernels(m); }
 
 }  // namespace fastops
