@@ -106,15 +106,20 @@ def to_reference(x):
     return x
 
 
-def max_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """max |out - ref| over finite reference entries; NaN/Inf positions must agree exactly."""
+def max_error(out: torch.Tensor, ref: torch.Tensor, *, special_values_must_match: bool = True) -> float:
+    """max |out - ref| over the entries where the reference is finite. fastops' NaN/Inf positions must agree with
+    the reference exactly; torch's own result (special_values_must_match=False) is only measured, since torch
+    itself departs from float64 there in places (its float32 CPU gelu(inf) is NaN)."""
     out = out.detach().to(device="cpu", dtype=torch.float64)
     ref = ref.detach().to(device="cpu", dtype=torch.float64)
     assert out.shape == ref.shape, f"shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
-    nonfinite = ~torch.isfinite(ref)
-    assert torch.equal(torch.isnan(out), torch.isnan(ref)), "NaN positions differ from the reference"
-    assert torch.equal(out[nonfinite & ~torch.isnan(ref)], ref[nonfinite & ~torch.isnan(ref)]), "Inf mismatch"
-    finite = ~nonfinite
+    finite = torch.isfinite(ref)
+    if special_values_must_match:
+        assert torch.equal(torch.isnan(out), torch.isnan(ref)), "NaN positions differ from the reference"
+        infinite = ~finite & ~torch.isnan(ref)
+        assert torch.equal(out[infinite], ref[infinite]), "Inf mismatch"
+    else:
+        finite &= torch.isfinite(out)
     if not finite.any():
         return 0.0
     return (out[finite] - ref[finite]).abs().max().item()
@@ -129,7 +134,7 @@ def _max_abs_finite(t: torch.Tensor) -> float:
 def assert_accurate(out: torch.Tensor, native: torch.Tensor, ref: torch.Tensor, what: str = "output") -> None:
     """The accuracy rule: fastops' error against float64 is at most twice torch's own, plus the dtype floor."""
     assert out.dtype == native.dtype, f"{what}: dtype {out.dtype} != torch's {native.dtype}"
-    err, native_err = max_error(out, ref), max_error(native, ref)
+    err, native_err = max_error(out, ref), max_error(native, ref, special_values_must_match=False)
     if out.dtype == torch.float64:
         # In float64 the reference *is* torch's op, so torch's measured error is 0 by construction and the rule would
         # demand bitwise equality (which transcendental functions only give with torch's exact vector/scalar split
@@ -155,7 +160,9 @@ def check_against_torch(fast_fn: Callable, torch_fn: Callable, sample: Sample, *
     if not grad:
         return
     assert out.shape == native.shape
+    # The upstream gradient is rounded to the output dtype first, so all three backward passes see the same input.
     upstream = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    upstream = upstream.to(out.dtype).to(torch.float64)
     differentiable = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
     inputs = [args[i] for i in differentiable]
     g_fast = torch.autograd.grad(out, inputs, upstream.to(out), allow_unused=True)

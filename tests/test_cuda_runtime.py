@@ -16,9 +16,37 @@ def _randn(*shape, dtype=torch.float32, device="cuda"):
 
 
 # name -> (make_inputs(device) -> tuple of tensors, fn(*inputs) -> tensor). Inputs are regenerated per test.
+def _unary(d):
+    return (_randn(1000, 37, device=d),)
+
+
+def _binary(d):
+    return (_randn(1000, 37, device=d), _randn(1000, 37, device=d))
+
+
+def _bias_act(d):
+    return (_randn(1000, 37, device=d), _randn(37, device=d))
+
+
 RUNTIME_CASES = {
-    "relu": (lambda d: (_randn(1000, 37, device=d),), ops.relu),
-    "relu_backward": (lambda d: (_randn(1000, 37, device=d), _randn(1000, 37, device=d)), ops.relu_backward),
+    "relu": (_unary, ops.relu),
+    "relu_backward": (_binary, ops.relu_backward),
+    "gelu": (_unary, ops.gelu),
+    "gelu_backward": (_binary, ops.gelu_backward),
+    "gelu_tanh_backward": (_binary, lambda g, x: ops.gelu_backward(g, x, approximate="tanh")),
+    "silu": (_unary, ops.silu),
+    "silu_backward": (_binary, ops.silu_backward),
+    "leaky_relu": (_unary, ops.leaky_relu),
+    "leaky_relu_backward": (_binary, ops.leaky_relu_backward),
+    "sigmoid_backward": (_binary, ops.sigmoid_backward),
+    "tanh_backward": (_binary, ops.tanh_backward),
+    "bias_act": (_bias_act, lambda x, b: ops.bias_act(x, b, "gelu")),
+    "bias_act_backward": (lambda d: (*_binary(d), _randn(37, device=d)),
+                          lambda g, x, b: torch.cat([t.reshape(-1) for t in ops.bias_act_backward(g, x, b, "gelu")])),
+    "swiglu": (_binary, ops.swiglu),
+    "swiglu_packed": (lambda d: (_randn(1000, 2 * 37, device=d),), ops.swiglu.packed),
+    "glu_backward": (lambda d: (*_binary(d), _randn(1000, 37, device=d)),
+                     lambda g, a, b: torch.cat([t.reshape(-1) for t in ops.glu_backward(g, a, b, "silu")])),
 }
 
 
