@@ -3,8 +3,10 @@
 
 Accuracy rule (flash-attention's): with `ref` the op evaluated in float64 on the same inputs,
     max|fastops - ref| <= 2 * max|torch - ref| + floor(dtype)
-where `torch` is the native op at the same precision, and `floor` is half a unit in the last place at 1.0 — it
-only matters where torch is exact (relu, copies), and then allows at most one rounding of a value of size <= 1.
+where `torch` is the native op at the same precision, and `floor` is half a unit in the last place at
+max(1, max|ref|) — it only matters where torch is exact or lucky (relu, copies, a correctly rounded sum), and then
+allows at most one rounding of the largest result. In float64 the reference is torch itself, so torch's error is
+taken as at least one ulp of max|ref| (see assert_accurate).
 """
 
 from __future__ import annotations

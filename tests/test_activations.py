@@ -111,7 +111,17 @@ def test_compile_inductor_dynamic(name):
 def test_cpu_cuda_parity(name, dtype):
     fast = ACTIVATIONS[name].fast
     x = make_tensor((1000, 37), dtype, "cpu")
-    torch.testing.assert_close(fast(x.cuda()).cpu(), fast(x), rtol=2 * torch.finfo(dtype).eps, atol=0)
+    expected = fast(x)
+    torch.testing.assert_close(fast(x.cuda()).cpu(), expected, **backend_tolerance(expected))
+
+
+def backend_tolerance(expected: torch.Tensor) -> dict:
+    """CPU and CUDA evaluate erf/exp/tanh with different approximations (each within about an ulp); where a formula
+    cancels (1 + erf(x) for x << 0) that ulp is relative to the operands, not the result, so allow a couple of ulps
+    at the output's scale as well as relative to each value."""
+    eps = torch.finfo(expected.dtype).eps
+    scale = expected.detach().abs().max().item() if expected.numel() else 1.0
+    return {"rtol": 2 * eps, "atol": 4 * eps * max(1.0, scale)}
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
@@ -350,16 +360,17 @@ def test_gated_modules():
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_fused_cpu_cuda_parity(dtype):
-    tol = {"rtol": 4 * torch.finfo(dtype).eps, "atol": 4 * torch.finfo(dtype).eps}
     for shape in ((1000, 37), (257, 64), (3, 4096)):
         x, bias = make_tensor(shape, dtype, "cpu"), make_tensor(shape[-1:], dtype, "cpu")
-        torch.testing.assert_close(FF.bias_act(x.cuda(), bias.cuda(), "gelu").cpu(), FF.bias_act(x, bias, "gelu"),
-                                   **tol)
+        expected = FF.bias_act(x, bias, "gelu")
+        torch.testing.assert_close(FF.bias_act(x.cuda(), bias.cuda(), "gelu").cpu(), expected,
+                                   **backend_tolerance(expected))
         g = make_tensor(shape, dtype, "cpu")
-        cpu_grads = ops.bias_act_backward(g, x, bias, "silu")
+        grad_x, grad_bias = ops.bias_act_backward(g, x, bias, "silu")
         cuda_grads = ops.bias_act_backward(g.cuda(), x.cuda(), bias.cuda(), "silu")
-        torch.testing.assert_close(cuda_grads[0].cpu(), cpu_grads[0], **tol)
-        # grad_bias sums ~1000 rows in a different order on each backend: compare at the sum's scale.
-        torch.testing.assert_close(cuda_grads[1].cpu(), cpu_grads[1], rtol=tol["rtol"] * 64, atol=tol["atol"] * 64)
+        torch.testing.assert_close(cuda_grads[0].cpu(), grad_x, **backend_tolerance(grad_x))
+        # grad_bias: the same rows summed in a different order (and, for 16-bit types, width) on each backend.
+        torch.testing.assert_close(cuda_grads[1].cpu(), grad_bias, **backend_tolerance(grad_bias))
         packed = make_tensor(shape[:-1] + (2 * shape[-1],), dtype, "cpu")
-        torch.testing.assert_close(FF.swiglu(packed.cuda()).cpu(), FF.swiglu(packed), **tol)
+        expected = FF.swiglu(packed)
+        torch.testing.assert_close(FF.swiglu(packed.cuda()).cpu(), expected, **backend_tolerance(expected))
