@@ -1,0 +1,319 @@
+// CPU loss kernels. Cross entropy: one task per block of rows, three vectorised sweeps over each row (max, sum of
+// exponentials with the target terms, gradient), all math in float (double for float64). Elementwise losses: the
+// operands are widened a block at a time into float buffers, the scalar formulas of loss_math.h run over the
+// buffers (simple enough for the compiler to vectorise), and the block is stored or summed.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <cmath>
+#include <limits>
+
+#include "common/cpu_elementwise.h"
+#include "losses/loss_math.h"
+#include "losses/losses.h"
+
+namespace fastops {
+namespace {
+
+using cpu::opmath_t;
+using cpu::Vectorized;
+
+template <typename A>
+A reduce_sum(const Vectorized<A>& v) {
+  return at::vec::vec_reduce_all<A>([](const Vectorized<A>& a, const Vectorized<A>& b) { return a + b; }, v);
+}
+
+// ---- cross entropy ----
+
+// With q_j the target's weight on class j (one-hot and/or smoothed, times the class weight) and B = sum_j q_j:
+//   loss = sum_j q_j (lse - z_j) = B log(s) - sum_j q_j (z_j - m),   s = sum_j exp(z_j - m), m = max_j z_j
+//   d loss / d z_j = B softmax_j - q_j
+// Class-index targets: q_j = (1 - eps) w_y [j == y] + eps / C w_j; probability targets: q_j = w_j ((1-eps) t_j + eps/C).
+template <typename T, bool kProb, bool kWeighted>
+void cross_entropy_rows(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing) {
+  using A = opmath_t<T>;
+  using V = Vectorized<A>;
+  constexpr int64_t kW = V::size();
+  const int64_t n = ce.logits.size(0), c = ce.logits.size(1);
+  const T* logits = ce.logits.const_data_ptr<T>();
+  const A* weight = kWeighted ? ce.weight.const_data_ptr<A>() : nullptr;
+  const T* prob = kProb ? ce.target.const_data_ptr<T>() : nullptr;
+  const int64_t* index = kProb ? nullptr : ce.target.const_data_ptr<int64_t>();
+  A* loss = ce.loss.data_ptr<A>();
+  A* row_weight = ce.row_weight.data_ptr<A>();
+  T* grad = ce.grad.defined() ? ce.grad.data_ptr<T>() : nullptr;
+  const A keep = A(1) - static_cast<A>(label_smoothing);  // weight of the target class (index targets)
+  const A spread = static_cast<A>(label_smoothing) / static_cast<A>(c);  // smoothing mass per class
+  const bool smooth = kProb || label_smoothing > 0;
+  std::atomic<int64_t> bad_row{-1};
+
+  // q_j without the one-hot term, for a vector of classes starting at j and for one class.
+  auto q_vec = [&](const T* t, int64_t j) {
+    V q = kProb ? cpu::load_opmath(t + j) * V(keep) + V(spread) : V(spread);
+    if constexpr (kWeighted) q = q * V::loadu(weight + j);
+    return q;
+  };
+  auto q_one = [&](const T* t, int64_t j) {
+    A q = kProb ? static_cast<A>(t[j]) * keep + spread : spread;
+    if constexpr (kWeighted) q *= weight[j];
+    return q;
+  };
+
+  const int64_t grain = std::max<int64_t>(1, cpu::kElementwiseGrain / c);
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* z = logits + i * c;
+      const T* t = kProb ? prob + i * c : nullptr;
+      T* g = grad ? grad + i * c : nullptr;
+      int64_t y = -1;
+      A w_y = 1;
+      if constexpr (!kProb) {
+        y = index[i];
+        const bool in_range = y >= 0 && y < c;
+        if (y == ignore_index || !in_range) {  // ignored rows: no loss, no weight, no gradient
+          if (!in_range && y != ignore_index) bad_row.store(i);
+          loss[i] = 0;
+          row_weight[i] = 0;
+          if (g) std::fill(g, g + c, T(0));
+          continue;
+        }
+        if constexpr (kWeighted) w_y = weight[y];
+      }
+      // Sweep 1: the row maximum (NaN propagates through maximum()).
+      int64_t j = 0;
+      V vmax(-std::numeric_limits<A>::infinity());
+      for (; j + kW <= c; j += kW) vmax = at::vec::maximum(vmax, cpu::load_opmath(z + j));
+      A m = at::vec::vec_reduce_all<A>([](const V& a, const V& b) { return at::vec::maximum(a, b); }, vmax);
+      for (; j < c; ++j) {
+        const A zj = static_cast<A>(z[j]);
+        m = (zj > m || std::isnan(zj)) ? zj : m;
+      }
+      // Sweep 2: s = sum exp(z - m), qz = sum q (z - m), qsum = sum q (smoothing / probability terms only).
+      V vs(0), vqz(0), vq(0);
+      j = 0;
+      for (; j + kW <= c; j += kW) {
+        const V d = cpu::load_opmath(z + j) - V(m);
+        vs = vs + d.exp();
+        if (smooth) {
+          const V q = q_vec(t, j);
+          vqz = at::vec::fmadd(q, d, vqz);
+          vq = vq + q;
+        }
+      }
+      A s = reduce_sum(vs), qz = reduce_sum(vqz), qsum = reduce_sum(vq);
+      for (; j < c; ++j) {
+        const A d = static_cast<A>(z[j]) - m;
+        s += std::exp(d);
+        if (smooth) {
+          const A q = q_one(t, j);
+          qz += q * d;
+          qsum += q;
+        }
+      }
+      if constexpr (!kProb) {
+        qz += keep * w_y * (static_cast<A>(z[y]) - m);
+        qsum += keep * w_y;
+      }
+      loss[i] = qsum * std::log(s) - qz;
+      row_weight[i] = kProb ? A(1) : w_y;
+      if (!g) continue;
+      // Sweep 3: gradient = qsum * exp(z - m) / s - q.
+      const A scale = qsum / s;
+      j = 0;
+      for (; j + kW <= c; j += kW) {
+        V gj = (cpu::load_opmath(z + j) - V(m)).exp() * V(scale);
+        if (smooth) gj = gj - q_vec(t, j);
+        cpu::store_opmath(g + j, gj);
+      }
+      for (; j < c; ++j) {
+        A gj = std::exp(static_cast<A>(z[j]) - m) * scale;
+        if (smooth) gj -= q_one(t, j);
+        g[j] = static_cast<T>(gj);
+      }
+      if constexpr (!kProb) {  // the one-hot term, recomputed so that g[y] is rounded once
+        g[y] = static_cast<T>(std::exp(static_cast<A>(z[y]) - m) * scale - (smooth ? q_one(t, y) : A(0)) -
+                              keep * w_y);
+      }
+    }
+  });
+  const int64_t bad = bad_row.load();
+  TORCH_CHECK_INDEX(bad < 0, "fastops.cross_entropy: target ", bad < 0 ? 0 : index[bad], " (row ", bad,
+                    ") is out of bounds for ", c, " classes (ignore_index is ", ignore_index, ")");
+}
+
+// ---- elementwise losses ----
+
+// Operands are widened into float (double) buffers of this many elements at a time.
+constexpr int64_t kBlock = 256;
+
+template <typename T>
+void widen(const T* src, int64_t len, opmath_t<T>* dst) {
+  constexpr int64_t kW = Vectorized<opmath_t<T>>::size();
+  int64_t k = 0;
+  for (; k + kW <= len; k += kW) cpu::load_opmath(src + k).store(dst + k);
+  for (; k < len; ++k) dst[k] = static_cast<opmath_t<T>>(src[k]);
+}
+
+template <typename T>
+void narrow(const opmath_t<T>* src, int64_t len, T* dst) {
+  constexpr int64_t kW = Vectorized<opmath_t<T>>::size();
+  int64_t k = 0;
+  for (; k + kW <= len; k += kW) cpu::store_opmath(dst + k, Vectorized<opmath_t<T>>::loadu(src + k));
+  for (; k < len; ++k) dst[k] = static_cast<T>(src[k]);
+}
+
+template <typename A>
+A sum_buffer(const A* buf, int64_t len) {
+  constexpr int64_t kW = Vectorized<A>::size();
+  Vectorized<A> acc(0);
+  int64_t k = 0;
+  for (; k + kW <= len; k += kW) acc = acc + Vectorized<A>::loadu(buf + k);
+  A s = reduce_sum(acc);
+  for (; k < len; ++k) s += buf[k];
+  return s;
+}
+
+// Evaluates, for one block starting at flat index `start`, out[k] = weight * Loss::value or ::grad into `buf`.
+template <typename T, typename Loss, bool kGrad>
+void loss_block(const Loss& loss, const PointwiseTensors& p, int64_t start, int64_t len, opmath_t<T> param,
+                opmath_t<T>* buf) {
+  using A = opmath_t<T>;
+  A x[kBlock], t[kBlock], w[kBlock], pw[kBlock];
+  widen(p.input.const_data_ptr<T>() + start, len, x);
+  widen(p.target.const_data_ptr<T>() + start, len, t);
+  const bool has_w = p.weight.defined(), has_pw = p.pos_weight.defined();
+  if (has_pw) widen(p.pos_weight.const_data_ptr<T>() + start, len, pw);
+  else std::fill(pw, pw + len, A(1));
+  for (int64_t k = 0; k < len; ++k) {
+    buf[k] = kGrad ? loss.grad(x[k], t[k], pw[k], param) : loss.value(x[k], t[k], pw[k], param);
+  }
+  if (has_w) {
+    widen(p.weight.const_data_ptr<T>() + start, len, w);
+    for (int64_t k = 0; k < len; ++k) buf[k] *= w[k];
+  }
+}
+
+template <typename T, typename Loss>
+void pointwise_forward_typed(const Loss& loss, const PointwiseTensors& p, double param, Reduction red,
+                             at::Tensor& out) {
+  using A = opmath_t<T>;
+  const int64_t n = p.input.numel();
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int64_t grain = std::max<int64_t>(1, cpu::kElementwiseGrain / kBlock);
+  if (red == Reduction::None) {
+    T* y = out.data_ptr<T>();
+    at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+      A buf[kBlock];
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+        loss_block<T, Loss, false>(loss, p, start, len, static_cast<A>(param), buf);
+        narrow(buf, len, y + start);
+      }
+    });
+    return;
+  }
+  // Blocks are summed in A, and block sums in double: the error stays near torch's cascade summation.
+  const double total = at::parallel_reduce(
+      0, blocks, grain, 0.0,
+      [&](int64_t b0, int64_t b1, double acc) {
+        A buf[kBlock];
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+          loss_block<T, Loss, false>(loss, p, start, len, static_cast<A>(param), buf);
+          acc += static_cast<double>(sum_buffer(buf, len));
+        }
+        return acc;
+      },
+      std::plus<double>());
+  out.fill_(red == Reduction::Mean ? total / static_cast<double>(n) : total);
+}
+
+template <typename T, typename Loss>
+void pointwise_backward_typed(const Loss& loss, const at::Tensor& grad_output, const PointwiseTensors& p,
+                              double param, Reduction red, at::Tensor& grad_input) {
+  using A = opmath_t<T>;
+  const int64_t n = p.input.numel();
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int64_t grain = std::max<int64_t>(1, cpu::kElementwiseGrain / kBlock);
+  const bool per_element = red == Reduction::None;
+  // A reduced loss has one upstream gradient, spread over n elements by 'mean'.
+  const A upstream = per_element ? A(1)
+                                 : static_cast<A>(grad_output.item<double>() /
+                                                  (red == Reduction::Mean ? static_cast<double>(n) : 1.0));
+  const T* go = per_element ? grad_output.const_data_ptr<T>() : nullptr;
+  T* gi = grad_input.data_ptr<T>();
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    A buf[kBlock], gbuf[kBlock];
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+      loss_block<T, Loss, true>(loss, p, start, len, static_cast<A>(param), buf);
+      if (per_element) {
+        widen(go + start, len, gbuf);
+        for (int64_t k = 0; k < len; ++k) buf[k] *= gbuf[k];
+      } else {
+        for (int64_t k = 0; k < len; ++k) buf[k] *= upstream;
+      }
+      narrow(buf, len, gi + start);
+    }
+  });
+}
+
+struct CpuBackend {
+  static void cross_entropy_forward(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ce.logits.scalar_type(), "fastops_cross_entropy", [&] {
+      const bool weighted = ce.weight.defined();
+      if (ce.probability_target()) {
+        if (weighted) cross_entropy_rows<scalar_t, true, true>(ce, ignore_index, label_smoothing);
+        else cross_entropy_rows<scalar_t, true, false>(ce, ignore_index, label_smoothing);
+      } else {
+        if (weighted) cross_entropy_rows<scalar_t, false, true>(ce, ignore_index, label_smoothing);
+        else cross_entropy_rows<scalar_t, false, false>(ce, ignore_index, label_smoothing);
+      }
+    });
+  }
+
+  static void cross_entropy_backward(const at::Tensor& grad_rows, const at::Tensor& saved, at::Tensor& out) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "fastops_ce_backward", [&] {
+      using A = opmath_t<scalar_t>;
+      using V = Vectorized<A>;
+      constexpr int64_t kW = V::size();
+      const int64_t n = saved.size(0), c = saved.size(1);
+      const A* rows = grad_rows.const_data_ptr<A>();
+      const scalar_t* src = saved.const_data_ptr<scalar_t>();
+      scalar_t* dst = out.data_ptr<scalar_t>();
+      at::parallel_for(0, n, std::max<int64_t>(1, cpu::kElementwiseGrain / c), [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const V r(rows[i]);
+          int64_t j = 0;
+          for (; j + kW <= c; j += kW) cpu::store_opmath(dst + i * c + j, cpu::load_opmath(src + i * c + j) * r);
+          for (; j < c; ++j) dst[i * c + j] = static_cast<scalar_t>(static_cast<A>(src[i * c + j]) * rows[i]);
+        }
+      });
+    });
+  }
+
+  static void pointwise_forward(PointwiseLoss kind, const PointwiseTensors& p, double param, Reduction red,
+                                at::Tensor& out) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.input.scalar_type(), "fastops_loss_forward", [&] {
+      loss::visit_pointwise_loss(kind, [&](auto l) { pointwise_forward_typed<scalar_t>(l, p, param, red, out); });
+    });
+  }
+
+  static void pointwise_backward(PointwiseLoss kind, const at::Tensor& grad_output, const PointwiseTensors& p,
+                                 double param, Reduction red, at::Tensor& grad_input) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.input.scalar_type(), "fastops_loss_backward", [&] {
+      loss::visit_pointwise_loss(kind, [&](auto l) {
+        pointwise_backward_typed<scalar_t>(l, grad_output, p, param, red, grad_input);
+      });
+    });
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastops, CPU, m) { register_loss_kernels<CpuBackend>(m); }
+
+}  // namespace fastops
