@@ -13,14 +13,15 @@ TORCH_LIBRARY(fastops, m) {
   // ---- losses ----
   // `reduction` is torch's enum: 0 none, 1 mean, 2 sum. Loss math runs in float32 (float64 for float64 inputs).
   // Softmax cross entropy of each row of [N, C] logits. target: int64 [N] class indices (rows equal to ignore_index
-  // count for nothing) or [N, C] class probabilities; weight: [C] class weights in the math type. Returns the
-  // per-row loss and the per-row weight (w[target], 0 when ignored, 1 for probabilities; 'mean' divides by their
-  // sum), both in the math type, and with compute_grad the gradient of each row's loss w.r.t. its logits (logits'
-  // dtype; an empty tensor otherwise).
-  m.def("cross_entropy_forward(Tensor logits, Tensor target, Tensor? weight, int ignore_index, float label_smoothing, "
-        "bool compute_grad) -> (Tensor, Tensor, Tensor)");
-  // grad_logits = saved_grad * grad_rows[:, None]: the backward of cross_entropy_forward's per-row loss.
-  m.def("cross_entropy_backward(Tensor grad_rows, Tensor saved_grad) -> Tensor");
+  // count for nothing) or [N, C] class probabilities; weight: [C] class weights in the math type. Returns per row:
+  // the loss and the row's weight (w[target], 0 when ignored, 1 for probabilities; 'mean' divides by their sum) in
+  // float64, and the logsumexp and target mass in the math type (what the backward needs besides the logits).
+  m.def("cross_entropy_forward(Tensor logits, Tensor target, Tensor? weight, int ignore_index, float label_smoothing)"
+        " -> (Tensor loss, Tensor row_weight, Tensor lse, Tensor target_mass)");
+  // d loss / d logits for the per-row upstream gradient grad_rows [N] (float64), recomputed from the logits and the forward's
+  // lse / target_mass.
+  m.def("cross_entropy_backward(Tensor grad_rows, Tensor logits, Tensor target, Tensor? weight, Tensor lse, "
+        "Tensor target_mass, int ignore_index, float label_smoothing) -> Tensor");
   // (input - target)^2, reduced; input and target share one shape and dtype.
   m.def("mse_loss(Tensor input, Tensor target, int reduction=1) -> Tensor");
   // d mse_loss / d input for the loss's gradient grad_output (input-shaped for 'none', 0-dim otherwise).

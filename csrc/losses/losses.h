@@ -1,7 +1,8 @@
 // Torch-side driver shared by the CPU and CUDA loss bindings: argument checks, layouts and output allocation live
 // here once; a Backend only runs kernels on the tensors it is handed:
 //   Backend::cross_entropy_forward(const CrossEntropyTensors&, int64_t ignore_index, double label_smoothing)
-//   Backend::cross_entropy_backward(const Tensor& grad_rows, const Tensor& saved_grad, Tensor& grad_logits)
+//   Backend::cross_entropy_backward(const CrossEntropyTensors&, const Tensor& grad_rows, int64_t ignore_index,
+//                                   double label_smoothing, Tensor& grad_logits)
 //   Backend::pointwise_forward(PointwiseLoss, const PointwiseTensors&, double param, Reduction, Tensor& out)
 //   Backend::pointwise_backward(PointwiseLoss, const Tensor& grad_output, const PointwiseTensors&, double param,
 //                               Reduction, Tensor& grad_input)
@@ -31,17 +32,18 @@ inline at::ScalarType loss_math_type(at::ScalarType dtype) {
 // ---- cross entropy ----
 
 // Everything a cross-entropy kernel touches; all tensors are contiguous. `target` is int64 [N] (class indices) or
-// [N, C] probabilities of the logits' dtype; `weight` is [C] in the math type or undefined; `grad` is undefined when
-// the caller does not need the gradient.
+// [N, C] probabilities of the logits' dtype; `weight` is [C] in the math type or undefined. Per row: `loss` and
+// `row_weight` (w[target], 0 for ignored rows, 1 for probabilities) in float64, so that the 'mean' / 'sum' over
+// rows adds no rounding of its own; `lse` (log-sum-exp of the logits) and `target_mass` (sum_j q_j, the total
+// weight the target puts on the classes, see losses_cpu.cpp) in the math type.
 struct CrossEntropyTensors {
   at::Tensor logits, target, weight;
-  at::Tensor loss, row_weight, grad;
+  at::Tensor loss, row_weight, lse, target_mass;
   bool probability_target() const { return target.is_floating_point(); }
 };
 
-inline void check_cross_entropy_inputs(const at::Tensor& logits, const at::Tensor& target,
+inline void check_cross_entropy_inputs(const char* op, const at::Tensor& logits, const at::Tensor& target,
                                        const std::optional<at::Tensor>& weight, double label_smoothing) {
-  constexpr const char* op = "cross_entropy_forward";
   check_float_operands(op, {{logits, "logits"}});
   TORCH_CHECK(logits.dim() == 2, "fastops.", op, ": logits must be 2-D [N, C], got shape ", logits.sizes());
   TORCH_CHECK(logits.size(1) > 0, "fastops.", op, ": logits must have at least one class, got shape ",
@@ -74,49 +76,60 @@ inline void check_cross_entropy_inputs(const at::Tensor& logits, const at::Tenso
               ": label_smoothing must be between 0.0 and 1.0, got ", label_smoothing);
 }
 
-// Returns (loss [N], row_weight [N], grad [N, C] or an empty tensor when !compute_grad).
-template <typename Backend>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_forward(const at::Tensor& logits,
-                                                                     const at::Tensor& target,
-                                                                     const std::optional<at::Tensor>& weight,
-                                                                     int64_t ignore_index, double label_smoothing,
-                                                                     bool compute_grad) {
-  check_cross_entropy_inputs(logits, target, weight, label_smoothing);
+// The kernels walk rows of C contiguous elements; other layouts are copied once here.
+inline CrossEntropyTensors cross_entropy_operands(const at::Tensor& logits, const at::Tensor& target,
+                                                  const std::optional<at::Tensor>& weight) {
   CrossEntropyTensors ce;
-  // The kernels walk rows of C contiguous elements; other layouts are copied once here.
   ce.logits = logits.contiguous();
   ce.target = target.contiguous();
   if (weight.has_value() && weight->defined()) ce.weight = weight->contiguous();
-  const int64_t n = logits.size(0);
-  const auto math = logits.options().dtype(loss_math_type(logits.scalar_type()));
-  ce.loss = at::empty({n}, math);
-  ce.row_weight = at::empty({n}, math);
-  if (compute_grad) ce.grad = at::empty({n, logits.size(1)}, logits.options());
-  if (n > 0) Backend::cross_entropy_forward(ce, ignore_index, label_smoothing);
-  // Without a gradient the third output is an empty placeholder (a schema cannot return an optional tensor).
-  return {ce.loss, ce.row_weight, compute_grad ? ce.grad : at::empty({0}, logits.options())};
+  return ce;
 }
 
+// Returns (loss, row_weight, lse, target_mass), each [N].
 template <typename Backend>
-at::Tensor cross_entropy_backward(const at::Tensor& grad_rows, const at::Tensor& saved_grad) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_entropy_forward(
+    const at::Tensor& logits, const at::Tensor& target, const std::optional<at::Tensor>& weight,
+    int64_t ignore_index, double label_smoothing) {
+  check_cross_entropy_inputs("cross_entropy_forward", logits, target, weight, label_smoothing);
+  CrossEntropyTensors ce = cross_entropy_operands(logits, target, weight);
+  const auto math = logits.options().dtype(loss_math_type(logits.scalar_type()));
+  const int64_t n = logits.size(0);
+  ce.loss = at::empty({n}, logits.options().dtype(at::kDouble));
+  ce.row_weight = at::empty({n}, logits.options().dtype(at::kDouble));
+  ce.lse = at::empty({n}, math);
+  ce.target_mass = at::empty({n}, math);
+  if (n > 0) Backend::cross_entropy_forward(ce, ignore_index, label_smoothing);
+  return {ce.loss, ce.row_weight, ce.lse, ce.target_mass};
+}
+
+// grad_logits[i, j] = grad_rows[i] * (target_mass[i] softmax(logits[i])_j - q_ij): one read of the logits and one
+// rounding of each gradient element.
+template <typename Backend>
+at::Tensor cross_entropy_backward(const at::Tensor& grad_rows, const at::Tensor& logits, const at::Tensor& target,
+                                  const std::optional<at::Tensor>& weight, const at::Tensor& lse,
+                                  const at::Tensor& target_mass, int64_t ignore_index, double label_smoothing) {
   constexpr const char* op = "cross_entropy_backward";
-  check_float_operands(op, {{saved_grad, "saved_grad"}});
-  TORCH_CHECK(saved_grad.dim() == 2, "fastops.", op, ": saved_grad must be the [N, C] gradient saved by "
-              "cross_entropy_forward(compute_grad=True), got shape ", saved_grad.sizes());
-  check_defined(op, {grad_rows, "grad_rows"});
-  const at::ScalarType math = loss_math_type(saved_grad.scalar_type());
-  TORCH_CHECK(grad_rows.scalar_type() == math, "fastops.", op, ": grad_rows must be ", math, ", got ",
-              grad_rows.scalar_type());
-  TORCH_CHECK(grad_rows.dim() == 1 && grad_rows.size(0) == saved_grad.size(0), "fastops.", op,
-              ": grad_rows must have shape [N] = [", saved_grad.size(0), "], got ", grad_rows.sizes());
-  TORCH_CHECK(grad_rows.device() == saved_grad.device(), "fastops.", op,
-              ": grad_rows must be on the device of saved_grad (", saved_grad.device(), "), got ",
-              grad_rows.device());
-  // Autograd hands the gradient of a sum/mean as an expanded (stride 0) vector: N scalars, cheap to materialise.
-  const at::Tensor rows = grad_rows.contiguous();
-  const at::Tensor saved = saved_grad.contiguous();
-  at::Tensor grad_logits = at::empty_like(saved, at::MemoryFormat::Contiguous);
-  if (grad_logits.numel() > 0) Backend::cross_entropy_backward(rows, saved, grad_logits);
+  check_cross_entropy_inputs(op, logits, target, weight, label_smoothing);
+  const at::ScalarType math = loss_math_type(logits.scalar_type());
+  const int64_t n = logits.size(0);
+  for (const auto& [t, name, dtype] : {std::tuple{&grad_rows, "grad_rows", at::kDouble}, {&lse, "lse", math},
+                                       {&target_mass, "target_mass", math}}) {
+    check_defined(op, {*t, name});
+    TORCH_CHECK(t->scalar_type() == dtype, "fastops.", op, ": ", name, " must be ", dtype, ", got ", t->scalar_type());
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == n, "fastops.", op, ": ", name, " must have shape [N] = [", n,
+                "], got ", t->sizes());
+    TORCH_CHECK(t->device() == logits.device(), "fastops.", op, ": ", name, " must be on the device of logits (",
+                logits.device(), "), got ", t->device());
+  }
+  CrossEntropyTensors ce = cross_entropy_operands(logits, target, weight);
+  // Autograd hands the gradient of a sum / mean as an expanded (stride 0) vector: N scalars, cheap to materialise.
+  ce.lse = lse.contiguous();
+  ce.target_mass = target_mass.contiguous();
+  at::Tensor grad_logits = at::empty_like(ce.logits);
+  if (grad_logits.numel() > 0) {
+    Backend::cross_entropy_backward(ce, grad_rows.contiguous(), ignore_index, label_smoothing, grad_logits);
+  }
   return grad_logits;
 }
 

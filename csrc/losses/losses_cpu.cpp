@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <type_traits>
 #include <limits>
 
 #include "common/cpu_elementwise.h"
@@ -28,120 +29,185 @@ A reduce_sum(const Vectorized<A>& v) {
 
 // ---- cross entropy ----
 
-// With q_j the target's weight on class j (one-hot and/or smoothed, times the class weight) and B = sum_j q_j:
+// With q_j the target's weight on class j (one-hot and/or smoothed, times the class weight) and B = sum_j q_j (the
+// target mass):
 //   loss = sum_j q_j (lse - z_j) = B log(s) - sum_j q_j (z_j - m),   s = sum_j exp(z_j - m), m = max_j z_j
-//   d loss / d z_j = B softmax_j - q_j
-// Class-index targets: q_j = (1 - eps) w_y [j == y] + eps / C w_j; probability targets: q_j = w_j ((1-eps) t_j + eps/C).
+//   d loss / d z_j = B softmax_j - q_j = B exp(z_j - lse) - q_j
+// Class-index targets: q_j = (1 - eps) w_y [j == y] + eps / C w_j; probabilities: q_j = w_j ((1-eps) t_j + eps / C).
+// The one-hot term is handled apart from the vector loops, which see only the smoothing / probability part.
 template <typename T, bool kProb, bool kWeighted>
-void cross_entropy_rows(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing) {
+struct CrossEntropyRows {
   using A = opmath_t<T>;
   using V = Vectorized<A>;
-  constexpr int64_t kW = V::size();
-  const int64_t n = ce.logits.size(0), c = ce.logits.size(1);
-  const T* logits = ce.logits.const_data_ptr<T>();
-  const A* weight = kWeighted ? ce.weight.const_data_ptr<A>() : nullptr;
-  const T* prob = kProb ? ce.target.const_data_ptr<T>() : nullptr;
-  const int64_t* index = kProb ? nullptr : ce.target.const_data_ptr<int64_t>();
-  A* loss = ce.loss.data_ptr<A>();
-  A* row_weight = ce.row_weight.data_ptr<A>();
-  T* grad = ce.grad.defined() ? ce.grad.data_ptr<T>() : nullptr;
-  const A keep = A(1) - static_cast<A>(label_smoothing);  // weight of the target class (index targets)
-  const A spread = static_cast<A>(label_smoothing) / static_cast<A>(c);  // smoothing mass per class
-  const bool smooth = kProb || label_smoothing > 0;
+  static constexpr int64_t kW = V::size();
+
+  const CrossEntropyTensors& ce;
+  int64_t ignore_index;
+  int64_t c = ce.logits.size(1);
+  const T* logits = ce.logits.template const_data_ptr<T>();
+  const A* weight = kWeighted ? ce.weight.template const_data_ptr<A>() : nullptr;
+  const T* prob = kProb ? ce.target.template const_data_ptr<T>() : nullptr;
+  const int64_t* index = kProb ? nullptr : ce.target.template const_data_ptr<int64_t>();
+  A keep;    // 1 - eps: the weight of the target class (index targets) or of the probabilities
+  A spread;  // eps / C: the smoothing mass per class
+  bool smooth = kProb || spread > 0;  // false: q is one-hot and the vector loops skip it
   std::atomic<int64_t> bad_row{-1};
 
-  // q_j without the one-hot term, for a vector of classes starting at j and for one class.
-  auto q_vec = [&](const T* t, int64_t j) {
+  CrossEntropyRows(const CrossEntropyTensors& t, int64_t ignore, double eps)
+      : ce(t), ignore_index(ignore), keep(A(1) - static_cast<A>(eps)),
+        spread(static_cast<A>(eps) / static_cast<A>(t.logits.size(1))) {}
+
+  // q_j without the one-hot term, for kW classes starting at j and for class j alone.
+  V q_vec(const T* t, int64_t j) const {
     V q = kProb ? cpu::load_opmath(t + j) * V(keep) + V(spread) : V(spread);
     if constexpr (kWeighted) q = q * V::loadu(weight + j);
     return q;
-  };
-  auto q_one = [&](const T* t, int64_t j) {
+  }
+  A q_one(const T* t, int64_t j) const {
     A q = kProb ? static_cast<A>(t[j]) * keep + spread : spread;
     if constexpr (kWeighted) q *= weight[j];
     return q;
-  };
+  }
 
-  const int64_t grain = std::max<int64_t>(1, cpu::kElementwiseGrain / c);
-  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T* z = logits + i * c;
-      const T* t = kProb ? prob + i * c : nullptr;
-      T* g = grad ? grad + i * c : nullptr;
-      int64_t y = -1;
-      A w_y = 1;
-      if constexpr (!kProb) {
-        y = index[i];
-        const bool in_range = y >= 0 && y < c;
-        if (y == ignore_index || !in_range) {  // ignored rows: no loss, no weight, no gradient
-          if (!in_range && y != ignore_index) bad_row.store(i);
-          loss[i] = 0;
-          row_weight[i] = 0;
-          if (g) std::fill(g, g + c, T(0));
+  // The class of row i, or -1 when the row is ignored or its class is out of range (then remembered for the error).
+  int64_t target_class(int64_t i) {
+    if constexpr (kProb) return 0;
+    const int64_t y = index[i];
+    if (y == ignore_index) return -1;
+    if (y < 0 || y >= c) {
+      bad_row.store(i);
+      return -1;
+    }
+    return y;
+  }
+  A one_hot_weight(int64_t y) const {
+    if constexpr (kProb) return 0;
+    return keep * (kWeighted ? weight[y] : A(1));
+  }
+
+  void raise_if_bad_target() const {
+    const int64_t bad = bad_row.load();
+    TORCH_CHECK_INDEX(bad < 0, "fastops.cross_entropy: target ", bad < 0 ? 0 : index[bad], " (row ", bad,
+                      ") is out of bounds for ", c, " classes (ignore_index is ", ignore_index, ")");
+  }
+
+  int64_t grain() const { return std::max<int64_t>(1, cpu::kElementwiseGrain / c); }
+
+  void forward() {
+    double* loss = ce.loss.template data_ptr<double>();
+    double* row_weight = ce.row_weight.template data_ptr<double>();
+    A* lse = ce.lse.template data_ptr<A>();
+    A* mass = ce.target_mass.template data_ptr<A>();
+    at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T* z = logits + i * c;
+        const T* t = kProb ? prob + i * c : nullptr;
+        const int64_t y = target_class(i);
+        if (y < 0) {  // ignored rows: no loss, no weight, no gradient
+          loss[i] = row_weight[i] = lse[i] = mass[i] = 0;
           continue;
         }
-        if constexpr (kWeighted) w_y = weight[y];
+        // Sweep 1: the row maximum (NaN propagates through maximum()).
+        int64_t j = 0;
+        V vmax(-std::numeric_limits<A>::infinity());
+        for (; j + kW <= c; j += kW) vmax = at::vec::maximum(vmax, cpu::load_opmath(z + j));
+        A m = at::vec::vec_reduce_all<A>([](const V& a, const V& b) { return at::vec::maximum(a, b); }, vmax);
+        for (; j < c; ++j) {
+          const A zj = static_cast<A>(z[j]);
+          m = (zj > m || std::isnan(zj)) ? zj : m;
+        }
+        // Sweep 2: s = sum exp(z - m), qz = sum q (z - m), qsum = sum q.
+        V vs(0), vqz(0), vq(0);
+        j = 0;
+        for (; j + kW <= c; j += kW) {
+          const V d = cpu::load_opmath(z + j) - V(m);
+          vs = vs + d.exp();
+          if (smooth) {
+            const V q = q_vec(t, j);
+            vqz = at::vec::fmadd(q, d, vqz);
+            vq = vq + q;
+          }
+        }
+        // Per-row scalars continue in double: the final combination cancels, and short rows are all tail.
+        double s = reduce_sum(vs), qz = reduce_sum(vqz), qsum = reduce_sum(vq);
+        for (; j < c; ++j) {
+          const double d = static_cast<double>(z[j]) - static_cast<double>(m);
+          s += std::exp(d);
+          if (smooth) {
+            const double q = q_one(t, j);
+            qz += q * d;
+            qsum += q;
+          }
+        }
+        if constexpr (!kProb) {
+          qz += static_cast<double>(one_hot_weight(y)) * (static_cast<double>(z[y]) - static_cast<double>(m));
+          qsum += one_hot_weight(y);
+        }
+        const double log_s = std::log(s);
+        loss[i] = qsum * log_s - qz;
+        row_weight[i] = kProb ? 1.0 : (kWeighted ? weight[y] : 1.0);
+        lse[i] = static_cast<A>(m + log_s);
+        mass[i] = static_cast<A>(qsum);
       }
-      // Sweep 1: the row maximum (NaN propagates through maximum()).
-      int64_t j = 0;
-      V vmax(-std::numeric_limits<A>::infinity());
-      for (; j + kW <= c; j += kW) vmax = at::vec::maximum(vmax, cpu::load_opmath(z + j));
-      A m = at::vec::vec_reduce_all<A>([](const V& a, const V& b) { return at::vec::maximum(a, b); }, vmax);
-      for (; j < c; ++j) {
-        const A zj = static_cast<A>(z[j]);
-        m = (zj > m || std::isnan(zj)) ? zj : m;
-      }
-      // Sweep 2: s = sum exp(z - m), qz = sum q (z - m), qsum = sum q (smoothing / probability terms only).
-      V vs(0), vqz(0), vq(0);
-      j = 0;
-      for (; j + kW <= c; j += kW) {
-        const V d = cpu::load_opmath(z + j) - V(m);
-        vs = vs + d.exp();
-        if (smooth) {
-          const V q = q_vec(t, j);
-          vqz = at::vec::fmadd(q, d, vqz);
-          vq = vq + q;
+    });
+    raise_if_bad_target();
+  }
+
+  void backward(const at::Tensor& grad_rows, at::Tensor& grad_logits) {
+    const double* upstream = grad_rows.template const_data_ptr<double>();
+    const A* lse = ce.lse.template const_data_ptr<A>();
+    const A* mass = ce.target_mass.template const_data_ptr<A>();
+    T* grad = grad_logits.template data_ptr<T>();
+    at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T* z = logits + i * c;
+        const T* t = kProb ? prob + i * c : nullptr;
+        T* g = grad + i * c;
+        const int64_t y = target_class(i);
+        if (y < 0) {
+          std::fill(g, g + c, T(0));
+          continue;
+        }
+        // g_j = u (B exp(z_j - lse) - q_j), rounded once.
+        const A u = static_cast<A>(upstream[i]), lse_i = lse[i], scale = mass[i] * u;
+        int64_t j = 0;
+        for (; j + kW <= c; j += kW) {
+          V gj = (cpu::load_opmath(z + j) - V(lse_i)).exp() * V(scale);
+          if (smooth) gj = gj - q_vec(t, j) * V(u);
+          cpu::store_opmath(g + j, gj);
+        }
+        for (; j < c; ++j) {
+          A gj = std::exp(static_cast<A>(z[j]) - lse_i) * scale;
+          if (smooth) gj -= q_one(t, j) * u;
+          g[j] = static_cast<T>(gj);
+        }
+        if constexpr (!kProb) {  // the one-hot term, recomputed so that g[y] is rounded once
+          const A q_y = (smooth ? q_one(t, y) : A(0)) + one_hot_weight(y);
+          g[y] = static_cast<T>(std::exp(static_cast<A>(z[y]) - lse_i) * scale - q_y * u);
         }
       }
-      A s = reduce_sum(vs), qz = reduce_sum(vqz), qsum = reduce_sum(vq);
-      for (; j < c; ++j) {
-        const A d = static_cast<A>(z[j]) - m;
-        s += std::exp(d);
-        if (smooth) {
-          const A q = q_one(t, j);
-          qz += q * d;
-          qsum += q;
-        }
-      }
-      if constexpr (!kProb) {
-        qz += keep * w_y * (static_cast<A>(z[y]) - m);
-        qsum += keep * w_y;
-      }
-      loss[i] = qsum * std::log(s) - qz;
-      row_weight[i] = kProb ? A(1) : w_y;
-      if (!g) continue;
-      // Sweep 3: gradient = qsum * exp(z - m) / s - q.
-      const A scale = qsum / s;
-      j = 0;
-      for (; j + kW <= c; j += kW) {
-        V gj = (cpu::load_opmath(z + j) - V(m)).exp() * V(scale);
-        if (smooth) gj = gj - q_vec(t, j);
-        cpu::store_opmath(g + j, gj);
-      }
-      for (; j < c; ++j) {
-        A gj = std::exp(static_cast<A>(z[j]) - m) * scale;
-        if (smooth) gj -= q_one(t, j);
-        g[j] = static_cast<T>(gj);
-      }
-      if constexpr (!kProb) {  // the one-hot term, recomputed so that g[y] is rounded once
-        g[y] = static_cast<T>(std::exp(static_cast<A>(z[y]) - m) * scale - (smooth ? q_one(t, y) : A(0)) -
-                              keep * w_y);
-      }
+    });
+    raise_if_bad_target();
+  }
+};
+
+// Calls fn(CrossEntropyRows<T, kProb, kWeighted>&) for the logits' dtype and the target / weight kinds.
+template <typename Fn>
+void with_cross_entropy_rows(const CrossEntropyTensors& ce, int64_t ignore_index, double eps, Fn&& fn) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ce.logits.scalar_type(), "fastops_cross_entropy", [&] {
+    auto run = [&](auto prob, auto weighted) {
+      CrossEntropyRows<scalar_t, decltype(prob)::value, decltype(weighted)::value> rows(ce, ignore_index, eps);
+      fn(rows);
+    };
+    const bool weighted = ce.weight.defined();
+    if (ce.probability_target()) {
+      if (weighted) run(std::true_type{}, std::true_type{});
+      else run(std::true_type{}, std::false_type{});
+    } else {
+      if (weighted) run(std::false_type{}, std::true_type{});
+      else run(std::false_type{}, std::false_type{});
     }
   });
-  const int64_t bad = bad_row.load();
-  TORCH_CHECK_INDEX(bad < 0, "fastops.cross_entropy: target ", bad < 0 ? 0 : index[bad], " (row ", bad,
-                    ") is out of bounds for ", c, " classes (ignore_index is ", ignore_index, ")");
 }
 
 // ---- elementwise losses ----
@@ -263,36 +329,13 @@ void pointwise_backward_typed(const Loss& loss, const at::Tensor& grad_output, c
 
 struct CpuBackend {
   static void cross_entropy_forward(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ce.logits.scalar_type(), "fastops_cross_entropy", [&] {
-      const bool weighted = ce.weight.defined();
-      if (ce.probability_target()) {
-        if (weighted) cross_entropy_rows<scalar_t, true, true>(ce, ignore_index, label_smoothing);
-        else cross_entropy_rows<scalar_t, true, false>(ce, ignore_index, label_smoothing);
-      } else {
-        if (weighted) cross_entropy_rows<scalar_t, false, true>(ce, ignore_index, label_smoothing);
-        else cross_entropy_rows<scalar_t, false, false>(ce, ignore_index, label_smoothing);
-      }
-    });
+    with_cross_entropy_rows(ce, ignore_index, label_smoothing, [](auto& rows) { rows.forward(); });
   }
 
-  static void cross_entropy_backward(const at::Tensor& grad_rows, const at::Tensor& saved, at::Tensor& out) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "fastops_ce_backward", [&] {
-      using A = opmath_t<scalar_t>;
-      using V = Vectorized<A>;
-      constexpr int64_t kW = V::size();
-      const int64_t n = saved.size(0), c = saved.size(1);
-      const A* rows = grad_rows.const_data_ptr<A>();
-      const scalar_t* src = saved.const_data_ptr<scalar_t>();
-      scalar_t* dst = out.data_ptr<scalar_t>();
-      at::parallel_for(0, n, std::max<int64_t>(1, cpu::kElementwiseGrain / c), [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const V r(rows[i]);
-          int64_t j = 0;
-          for (; j + kW <= c; j += kW) cpu::store_opmath(dst + i * c + j, cpu::load_opmath(src + i * c + j) * r);
-          for (; j < c; ++j) dst[i * c + j] = static_cast<scalar_t>(static_cast<A>(src[i * c + j]) * rows[i]);
-        }
-      });
-    });
+  static void cross_entropy_backward(const CrossEntropyTensors& ce, const at::Tensor& grad_rows,
+                                     int64_t ignore_index, double label_smoothing, at::Tensor& grad_logits) {
+    with_cross_entropy_rows(ce, ignore_index, label_smoothing,
+                            [&](auto& rows) { rows.backward(grad_rows, grad_logits); });
   }
 
   static void pointwise_forward(PointwiseLoss kind, const PointwiseTensors& p, double param, Reduction red,
