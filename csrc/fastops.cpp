@@ -14,8 +14,8 @@ TORCH_LIBRARY(fastops, m) {
   // `reduction` is torch's enum: 0 none, 1 mean, 2 sum. Loss math runs in float32 (float64 for float64 inputs).
   // Softmax cross entropy of each row of [N, C] logits. target: int64 [N] class indices (rows equal to ignore_index
   // count for nothing) or [N, C] class probabilities; weight: [C] class weights in the math type. Returns per row:
-  // the loss and the row's weight (w[target], 0 when ignored, 1 for probabilities; 'mean' divides by their sum) in
-  // float64, and the logsumexp and target mass in the math type (what the backward needs besides the logits).
+  // the loss, the row's weight (w[target], 0 when ignored, 1 for probabilities; 'mean' divides by their sum) and
+  // the logsumexp in float64, and the target mass in the math type (what the backward needs besides the logits).
   m.def("cross_entropy_forward(Tensor logits, Tensor target, Tensor? weight, int ignore_index, float label_smoothing)"
         " -> (Tensor loss, Tensor row_weight, Tensor lse, Tensor target_mass)");
   // d loss / d logits for the per-row upstream gradient grad_rows [N] (float64), recomputed from the logits and the forward's

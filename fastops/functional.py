@@ -70,6 +70,8 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
         raise ValueError(f"cross_entropy: input must have a class dimension, got shape {tuple(input.shape)}")
     c = input.shape[1]
     batch_shape = input.shape[:1] + input.shape[2:]
+    if prob and ignore_index != -100:
+        raise RuntimeError("ignore_index is not supported for floating point target")
     if prob and target.shape != input.shape:
         raise RuntimeError(f"cross_entropy: a floating-point target holds class probabilities and must have input's "
                            f"shape {list(input.shape)}, got {list(target.shape)}; class-index targets must be int64")
@@ -97,9 +99,16 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
     return total.to(out_dtype)
 
 
+def _operand_dtype(input: Tensor, target: Tensor, promote: bool = True) -> torch.dtype | None:
+    """The dtype both operands are cast to: none under autocast (its rule casts them to float32), else the promoted
+    dtype (or input's, as torch's huber_loss does)."""
+    if torch.is_autocast_enabled(input.device.type):
+        return None
+    return torch.promote_types(input.dtype, target.dtype) if promote else input.dtype
+
+
 def _broadcast_pair(input: Tensor, target: Tensor, promote: bool) -> tuple[Tensor, Tensor]:
-    """torch's handling of mismatched operands in the regression losses: warn and broadcast; promote dtypes (or
-    cast target to input's dtype, as torch's huber_loss does)."""
+    """torch's handling of mismatched operands in the regression losses: warn and broadcast; then one dtype."""
     if target.shape != input.shape:
         warnings.warn(
             f"Using a target size ({target.size()}) that is different to the input size ({input.size()}). "
@@ -108,8 +117,8 @@ def _broadcast_pair(input: Tensor, target: Tensor, promote: bool) -> tuple[Tenso
             stacklevel=3,
         )
         input, target = torch.broadcast_tensors(input, target)
-    dtype = torch.result_type(input, target) if promote else input.dtype
-    return input.to(dtype), target.to(dtype)
+    dtype = _operand_dtype(input, target, promote)
+    return (input, target) if dtype is None else (input.to(dtype), target.to(dtype))
 
 
 def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean",
@@ -156,8 +165,12 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tens
     for name, t in (("weight", weight), ("pos_weight", pos_weight)):
         if t is not None and t.requires_grad:
             raise NotImplementedError(f"fastops.functional.binary_cross_entropy_with_logits: no gradient for {name}")
-    dtype = torch.result_type(input, target)
+    dtype = _operand_dtype(input, target)
+    if dtype is not None:
+        input, target = input.to(dtype), target.to(dtype)
+        weight = weight.to(dtype) if weight is not None else None
+        pos_weight = pos_weight.to(dtype) if pos_weight is not None else None
     # The kernel reads every operand at the input's shape; weights broadcast here (expand, materialised once).
-    weight = weight.to(dtype).expand_as(input) if weight is not None else None
-    pos_weight = pos_weight.to(dtype).expand_as(input) if pos_weight is not None else None
-    return _ops.binary_cross_entropy_with_logits(input.to(dtype), target.to(dtype), weight, pos_weight, red)
+    weight = weight.expand_as(input) if weight is not None else None
+    pos_weight = pos_weight.expand_as(input) if pos_weight is not None else None
+    return _ops.binary_cross_entropy_with_logits(input, target, weight, pos_weight, red)

@@ -33,9 +33,10 @@ inline at::ScalarType loss_math_type(at::ScalarType dtype) {
 
 // Everything a cross-entropy kernel touches; all tensors are contiguous. `target` is int64 [N] (class indices) or
 // [N, C] probabilities of the logits' dtype; `weight` is [C] in the math type or undefined. Per row: `loss` and
-// `row_weight` (w[target], 0 for ignored rows, 1 for probabilities) in float64, so that the 'mean' / 'sum' over
-// rows adds no rounding of its own; `lse` (log-sum-exp of the logits) and `target_mass` (sum_j q_j, the total
-// weight the target puts on the classes, see losses_cpu.cpp) in the math type.
+// `row_weight` (w[target], 0 for ignored rows, 1 for probabilities) and `lse` (log-sum-exp of the logits) in
+// float64, so that the 'mean' / 'sum' over rows adds no rounding of its own and the backward's z - lse is exact to
+// float precision; `target_mass` (sum_j q_j, the total weight the target puts on the classes, see
+// losses_cpu.cpp) in the math type.
 struct CrossEntropyTensors {
   at::Tensor logits, target, weight;
   at::Tensor loss, row_weight, lse, target_mass;
@@ -97,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_entropy_forward
   const int64_t n = logits.size(0);
   ce.loss = at::empty({n}, logits.options().dtype(at::kDouble));
   ce.row_weight = at::empty({n}, logits.options().dtype(at::kDouble));
-  ce.lse = at::empty({n}, math);
+  ce.lse = at::empty({n}, logits.options().dtype(at::kDouble));
   ce.target_mass = at::empty({n}, math);
   if (n > 0) Backend::cross_entropy_forward(ce, ignore_index, label_smoothing);
   return {ce.loss, ce.row_weight, ce.lse, ce.target_mass};
@@ -113,7 +114,7 @@ at::Tensor cross_entropy_backward(const at::Tensor& grad_rows, const at::Tensor&
   check_cross_entropy_inputs(op, logits, target, weight, label_smoothing);
   const at::ScalarType math = loss_math_type(logits.scalar_type());
   const int64_t n = logits.size(0);
-  for (const auto& [t, name, dtype] : {std::tuple{&grad_rows, "grad_rows", at::kDouble}, {&lse, "lse", math},
+  for (const auto& [t, name, dtype] : {std::tuple{&grad_rows, "grad_rows", at::kDouble}, {&lse, "lse", at::kDouble},
                                        {&target_mass, "target_mass", math}}) {
     check_defined(op, {*t, name});
     TORCH_CHECK(t->scalar_type() == dtype, "fastops.", op, ": ", name, " must be ", dtype, ", got ", t->scalar_type());

@@ -40,6 +40,7 @@ struct CrossEntropyRows {
   using A = opmath_t<T>;
   using V = Vectorized<A>;
   static constexpr int64_t kW = V::size();
+  static constexpr int64_t kFlush = 16;
 
   const CrossEntropyTensors& ce;
   int64_t ignore_index;
@@ -96,7 +97,7 @@ struct CrossEntropyRows {
   void forward() {
     double* loss = ce.loss.template data_ptr<double>();
     double* row_weight = ce.row_weight.template data_ptr<double>();
-    A* lse = ce.lse.template data_ptr<A>();
+    double* lse = ce.lse.template data_ptr<double>();
     A* mass = ce.target_mass.template data_ptr<A>();
     at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
@@ -116,20 +117,26 @@ struct CrossEntropyRows {
           const A zj = static_cast<A>(z[j]);
           m = (zj > m || std::isnan(zj)) ? zj : m;
         }
-        // Sweep 2: s = sum exp(z - m), qz = sum q (z - m), qsum = sum q.
-        V vs(0), vqz(0), vq(0);
+        // Sweep 2: s = sum exp(z - m), qz = sum q (z - m), qsum = sum q. Vector lanes add at most kFlush
+        // vectors in the math type before their total moves to double: long rows lose no accuracy to the sum.
+        double s = 0, qz = 0, qsum = 0;
         j = 0;
-        for (; j + kW <= c; j += kW) {
-          const V d = cpu::load_opmath(z + j) - V(m);
-          vs = vs + d.exp();
-          if (smooth) {
-            const V q = q_vec(t, j);
-            vqz = at::vec::fmadd(q, d, vqz);
-            vq = vq + q;
+        while (j + kW <= c) {
+          V vs(0), vqz(0), vq(0);
+          for (int64_t k = 0; k < kFlush && j + kW <= c; ++k, j += kW) {
+            const V d = cpu::load_opmath(z + j) - V(m);
+            vs = vs + d.exp();
+            if (smooth) {
+              const V q = q_vec(t, j);
+              vqz = at::vec::fmadd(q, d, vqz);
+              vq = vq + q;
+            }
           }
+          s += reduce_sum(vs);
+          qz += reduce_sum(vqz);
+          qsum += reduce_sum(vq);
         }
         // Per-row scalars continue in double: the final combination cancels, and short rows are all tail.
-        double s = reduce_sum(vs), qz = reduce_sum(vqz), qsum = reduce_sum(vq);
         for (; j < c; ++j) {
           const double d = static_cast<double>(z[j]) - static_cast<double>(m);
           s += std::exp(d);
@@ -146,7 +153,7 @@ struct CrossEntropyRows {
         const double log_s = std::log(s);
         loss[i] = qsum * log_s - qz;
         row_weight[i] = kProb ? 1.0 : (kWeighted ? weight[y] : 1.0);
-        lse[i] = static_cast<A>(m + log_s);
+        lse[i] = static_cast<double>(m) + log_s;
         mass[i] = static_cast<A>(qsum);
       }
     });
@@ -155,7 +162,7 @@ struct CrossEntropyRows {
 
   void backward(const at::Tensor& grad_rows, at::Tensor& grad_logits) {
     const double* upstream = grad_rows.template const_data_ptr<double>();
-    const A* lse = ce.lse.template const_data_ptr<A>();
+    const double* lse = ce.lse.template const_data_ptr<double>();
     const A* mass = ce.target_mass.template const_data_ptr<A>();
     T* grad = grad_logits.template data_ptr<T>();
     at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
@@ -168,22 +175,24 @@ struct CrossEntropyRows {
           std::fill(g, g + c, T(0));
           continue;
         }
-        // g_j = u (B exp(z_j - lse) - q_j), rounded once.
-        const A u = static_cast<A>(upstream[i]), lse_i = lse[i], scale = mass[i] * u;
+        // g_j = (B exp(z_j - lse) - q_j) u, rounded once. lse = hi + lo in two math-type numbers, so that
+        // (z - hi) - lo keeps the precision a float64 lse has (z - hi is exact when z is near the row maximum).
+        const A u = static_cast<A>(upstream[i]), b = mass[i];
+        const A hi = static_cast<A>(lse[i]), lo = static_cast<A>(lse[i] - static_cast<double>(hi));
         int64_t j = 0;
         for (; j + kW <= c; j += kW) {
-          V gj = (cpu::load_opmath(z + j) - V(lse_i)).exp() * V(scale);
-          if (smooth) gj = gj - q_vec(t, j) * V(u);
-          cpu::store_opmath(g + j, gj);
+          const V p = ((cpu::load_opmath(z + j) - V(hi)) - V(lo)).exp();
+          const V gj = smooth ? at::vec::fmsub(p, V(b), q_vec(t, j)) : p * V(b);
+          cpu::store_opmath(g + j, gj * V(u));
         }
         for (; j < c; ++j) {
-          A gj = std::exp(static_cast<A>(z[j]) - lse_i) * scale;
-          if (smooth) gj -= q_one(t, j) * u;
-          g[j] = static_cast<T>(gj);
+          const A p = std::exp((static_cast<A>(z[j]) - hi) - lo);
+          g[j] = static_cast<T>((smooth ? std::fma(p, b, -q_one(t, j)) : p * b) * u);
         }
         if constexpr (!kProb) {  // the one-hot term, recomputed so that g[y] is rounded once
+          const A p = std::exp((static_cast<A>(z[y]) - hi) - lo);
           const A q_y = (smooth ? q_one(t, y) : A(0)) + one_hot_weight(y);
-          g[y] = static_cast<T>(std::exp(static_cast<A>(z[y]) - lse_i) * scale - q_y * u);
+          g[y] = static_cast<T>(std::fma(p, b, -q_y) * u);
         }
       }
     });
@@ -231,14 +240,19 @@ void narrow(const opmath_t<T>* src, int64_t len, T* dst) {
   for (; k < len; ++k) dst[k] = static_cast<T>(src[k]);
 }
 
+// Sum in double, in 8 independent lanes (which the compiler vectorises without reassociating anything): the
+// elementwise values are rounded once each, as torch's, and the sum adds (almost) no error of its own.
 template <typename A>
-A sum_buffer(const A* buf, int64_t len) {
-  constexpr int64_t kW = Vectorized<A>::size();
-  Vectorized<A> acc(0);
+double sum_buffer(const A* buf, int64_t len) {
+  constexpr int64_t kLanes = 8;
+  double lanes[kLanes] = {};
   int64_t k = 0;
-  for (; k + kW <= len; k += kW) acc = acc + Vectorized<A>::loadu(buf + k);
-  A s = reduce_sum(acc);
-  for (; k < len; ++k) s += buf[k];
+  for (; k + kLanes <= len; k += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += static_cast<double>(buf[k + l]);
+  }
+  for (; k < len; ++k) lanes[0] += static_cast<double>(buf[k]);
+  double s = 0;
+  for (double v : lanes) s += v;
   return s;
 }
 
@@ -281,7 +295,6 @@ void pointwise_forward_typed(const Loss& loss, const PointwiseTensors& p, double
     });
     return;
   }
-  // Blocks are summed in A, and block sums in double: the error stays near torch's cascade summation.
   const double total = at::parallel_reduce(
       0, blocks, grain, 0.0,
       [&](int64_t b0, int64_t b1, double acc) {
@@ -289,7 +302,7 @@ void pointwise_forward_typed(const Loss& loss, const PointwiseTensors& p, double
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
           loss_block<T, Loss, false>(loss, p, start, len, static_cast<A>(param), buf);
-          acc += static_cast<double>(sum_buffer(buf, len));
+          acc += sum_buffer(buf, len);
         }
         return acc;
       },
