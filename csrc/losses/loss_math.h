@@ -45,10 +45,12 @@ struct SmoothL1 {
     const T ad = d < T(0) ? -d : d;
     return ad < beta ? T(0.5) * d * d / beta : ad - T(0.5) * beta;
   }
-  // Branches in torch's order (<= -beta, >= beta, else), so the kinks and beta = 0 give torch's values.
+  // Branches in torch's order (<= -beta, >= beta, else), so the kinks give torch's values; beta = 0 is torch's
+  // l1_loss, whose gradient is sign(d) (0 where input == target).
   template <typename T>
   FASTOPS_HD T grad(T x, T t, T /*pw*/, T beta) const {
     const T d = x - t;
+    if (beta == T(0)) return T((d > T(0)) - (d < T(0)));
     if (d <= -beta) return T(-1);
     if (d >= beta) return T(1);
     return d / beta;

@@ -49,24 +49,25 @@ struct CrossEntropyRows {
   const A* weight = kWeighted ? ce.weight.template const_data_ptr<A>() : nullptr;
   const T* prob = kProb ? ce.target.template const_data_ptr<T>() : nullptr;
   const int64_t* index = kProb ? nullptr : ce.target.template const_data_ptr<int64_t>();
-  A keep;    // 1 - eps: the weight of the target class (index targets) or of the probabilities
-  A spread;  // eps / C: the smoothing mass per class
+  double keep;    // 1 - eps: the weight of the target class (index targets) or of the probabilities
+  double spread;  // eps / C: the smoothing mass per class
   bool smooth = kProb || spread > 0;  // false: q is one-hot and the vector loops skip it
   std::atomic<int64_t> bad_row{-1};
 
   CrossEntropyRows(const CrossEntropyTensors& t, int64_t ignore, double eps)
-      : ce(t), ignore_index(ignore), keep(A(1) - static_cast<A>(eps)),
-        spread(static_cast<A>(eps) / static_cast<A>(t.logits.size(1))) {}
+      : ce(t), ignore_index(ignore), keep(1.0 - eps), spread(eps / static_cast<double>(t.logits.size(1))) {}
 
-  // q_j without the one-hot term, for kW classes starting at j and for class j alone.
+  // q_j without the one-hot term, for kW classes starting at j (math type) and for class j alone (double: the
+  // per-row scalars are accumulated in double).
   V q_vec(const T* t, int64_t j) const {
-    V q = kProb ? cpu::load_opmath(t + j) * V(keep) + V(spread) : V(spread);
+    V q = kProb ? cpu::load_opmath(t + j) * V(static_cast<A>(keep)) + V(static_cast<A>(spread))
+                : V(static_cast<A>(spread));
     if constexpr (kWeighted) q = q * V::loadu(weight + j);
     return q;
   }
-  A q_one(const T* t, int64_t j) const {
-    A q = kProb ? static_cast<A>(t[j]) * keep + spread : spread;
-    if constexpr (kWeighted) q *= weight[j];
+  double q_one(const T* t, int64_t j) const {
+    double q = kProb ? static_cast<double>(t[j]) * keep + spread : spread;
+    if constexpr (kWeighted) q *= static_cast<double>(weight[j]);
     return q;
   }
 
@@ -81,9 +82,9 @@ struct CrossEntropyRows {
     }
     return y;
   }
-  A one_hot_weight(int64_t y) const {
+  double one_hot_weight(int64_t y) const {
     if constexpr (kProb) return 0;
-    return keep * (kWeighted ? weight[y] : A(1));
+    return keep * (kWeighted ? static_cast<double>(weight[y]) : 1.0);
   }
 
   void raise_if_bad_target() const {
@@ -147,7 +148,7 @@ struct CrossEntropyRows {
           }
         }
         if constexpr (!kProb) {
-          qz += static_cast<double>(one_hot_weight(y)) * (static_cast<double>(z[y]) - static_cast<double>(m));
+          qz += one_hot_weight(y) * (static_cast<double>(z[y]) - static_cast<double>(m));
           qsum += one_hot_weight(y);
         }
         const double log_s = std::log(s);
@@ -187,11 +188,11 @@ struct CrossEntropyRows {
         }
         for (; j < c; ++j) {
           const A p = std::exp((static_cast<A>(z[j]) - hi) - lo);
-          g[j] = static_cast<T>((smooth ? std::fma(p, b, -q_one(t, j)) : p * b) * u);
+          g[j] = static_cast<T>((smooth ? std::fma(p, b, static_cast<A>(-q_one(t, j))) : p * b) * u);
         }
         if constexpr (!kProb) {  // the one-hot term, recomputed so that g[y] is rounded once
           const A p = std::exp((static_cast<A>(z[y]) - hi) - lo);
-          const A q_y = (smooth ? q_one(t, y) : A(0)) + one_hot_weight(y);
+          const A q_y = static_cast<A>((smooth ? q_one(t, y) : 0.0) + one_hot_weight(y));
           g[y] = static_cast<T>(std::fma(p, b, -q_y) * u);
         }
       }
@@ -242,6 +243,20 @@ void narrow(const opmath_t<T>* src, int64_t len, T* dst) {
 
 // Sum in double, in 8 independent lanes (which the compiler vectorises without reassociating anything): the
 // elementwise values are rounded once each, as torch's, and the sum adds (almost) no error of its own.
+// The math type of a reduced elementwise loss: float for 16-bit inputs, double for float32 / float64 (each element
+// is then exact to float precision before the sum, which a float32 result of a large sum needs to round right).
+template <typename T>
+using reduce_math_t = std::conditional_t<cpu::is_reduced_float<T>, float, double>;
+
+template <typename T, typename A>
+void widen_to(const T* src, int64_t len, A* dst) {
+  if constexpr (std::is_same_v<A, opmath_t<T>>) {
+    widen(src, len, dst);
+  } else {
+    for (int64_t k = 0; k < len; ++k) dst[k] = static_cast<A>(src[k]);
+  }
+}
+
 template <typename A>
 double sum_buffer(const A* buf, int64_t len) {
   constexpr int64_t kLanes = 8;
@@ -256,22 +271,21 @@ double sum_buffer(const A* buf, int64_t len) {
   return s;
 }
 
-// Evaluates, for one block starting at flat index `start`, out[k] = weight * Loss::value or ::grad into `buf`.
-template <typename T, typename Loss, bool kGrad>
-void loss_block(const Loss& loss, const PointwiseTensors& p, int64_t start, int64_t len, opmath_t<T> param,
-                opmath_t<T>* buf) {
-  using A = opmath_t<T>;
+// Evaluates, for one block starting at flat index `start`, out[k] = weight * Loss::value or ::grad into `buf`, in
+// math type A.
+template <typename T, typename Loss, bool kGrad, typename A>
+void loss_block(const Loss& loss, const PointwiseTensors& p, int64_t start, int64_t len, A param, A* buf) {
   A x[kBlock], t[kBlock], w[kBlock], pw[kBlock];
-  widen(p.input.const_data_ptr<T>() + start, len, x);
-  widen(p.target.const_data_ptr<T>() + start, len, t);
+  widen_to(p.input.const_data_ptr<T>() + start, len, x);
+  widen_to(p.target.const_data_ptr<T>() + start, len, t);
   const bool has_w = p.weight.defined(), has_pw = p.pos_weight.defined();
-  if (has_pw) widen(p.pos_weight.const_data_ptr<T>() + start, len, pw);
+  if (has_pw) widen_to(p.pos_weight.const_data_ptr<T>() + start, len, pw);
   else std::fill(pw, pw + len, A(1));
   for (int64_t k = 0; k < len; ++k) {
     buf[k] = kGrad ? loss.grad(x[k], t[k], pw[k], param) : loss.value(x[k], t[k], pw[k], param);
   }
   if (has_w) {
-    widen(p.weight.const_data_ptr<T>() + start, len, w);
+    widen_to(p.weight.const_data_ptr<T>() + start, len, w);
     for (int64_t k = 0; k < len; ++k) buf[k] *= w[k];
   }
 }
@@ -295,13 +309,14 @@ void pointwise_forward_typed(const Loss& loss, const PointwiseTensors& p, double
     });
     return;
   }
+  using R = reduce_math_t<T>;
   const double total = at::parallel_reduce(
       0, blocks, grain, 0.0,
       [&](int64_t b0, int64_t b1, double acc) {
-        A buf[kBlock];
+        R buf[kBlock];
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
-          loss_block<T, Loss, false>(loss, p, start, len, static_cast<A>(param), buf);
+          loss_block<T, Loss, false>(loss, p, start, len, static_cast<R>(param), buf);
           acc += sum_buffer(buf, len);
         }
         return acc;
