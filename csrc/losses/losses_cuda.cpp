@@ -42,15 +42,19 @@ struct CudaBackend {
   static void cross_entropy_forward(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing) {
     const c10::cuda::CUDAGuard guard(ce.logits.device());
     CrossEntropyLaunch l = cross_entropy_launch(ce, ignore_index, label_smoothing);
-    at::Tensor bad_row = at::full({1}, -1, ce.logits.options().dtype(at::kLong));
     l.loss = ce.loss.data_ptr<double>();
     l.row_weight = ce.row_weight.data_ptr<double>();
     l.lse = ce.lse.data_ptr<double>();
     l.target_mass = ce.target_mass.data_ptr();
+    if (ce.probability_target()) {
+      cross_entropy_forward_cuda(l, c10::cuda::getCurrentCUDAStream());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+    at::Tensor bad_row = at::full({1}, -1, ce.logits.options().dtype(at::kLong));
     l.bad_row = bad_row.data_ptr<int64_t>();
     cross_entropy_forward_cuda(l, c10::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (ce.probability_target()) return;
     // Reading the flag synchronises with the stream (a few microseconds per call, and no CUDA-graph capture of
     // index-target cross entropy); the price of a Python IndexError instead of a device assert that would kill
     // the CUDA context.

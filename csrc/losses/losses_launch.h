@@ -27,8 +27,9 @@ struct CrossEntropyLaunch {
   double* row_weight;
   double* lse;
   void* target_mass;
-  // Forward only: one device int64, -1 on entry; a row whose class index is out of range writes its index there
-  // (and gets a NaN loss) instead of asserting, so that the binding can raise a Python error after the kernel.
+  // Forward with class indices only: one device int64, -1 on entry; a row whose class index is out of range writes
+  // its index there (and gets a NaN loss) instead of asserting, so that the binding can raise a Python error after
+  // the kernel.
   int64_t* bad_row;
 };
 
