@@ -1,6 +1,6 @@
 import pytest
-
 from conftest import DEVICE, run_case
+
 from fastops.bench import family_cases
 
 CASES = family_cases("losses", DEVICE, quick=True)

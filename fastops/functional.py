@@ -22,14 +22,14 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
 
 # ---- losses ----
 
-import warnings  # noqa: E402
+import warnings
 
-from torch.nn import _reduction as _torch_reduction  # noqa: E402
+from torch.nn import _reduction as _torch_reduction
 
-from .ops.losses import REDUCTIONS as _REDUCTIONS  # noqa: E402
-from .ops.losses import math_dtype as _math_dtype  # noqa: E402
+from .ops.losses import REDUCTIONS as _REDUCTIONS
+from .ops.losses import math_dtype as _math_dtype
 
-__all__ += ["cross_entropy", "mse_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy_with_logits"]
+__all__ += ["binary_cross_entropy_with_logits", "cross_entropy", "huber_loss", "mse_loss", "smooth_l1_loss"]
 
 
 def _reduction_enum(size_average, reduce, reduction: str) -> int:

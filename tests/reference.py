@@ -120,17 +120,20 @@ def classification_samples(device: str, dtype: torch.dtype, *, requires_grad: bo
                     target = torch.randint(0, c, batch, generator=gen)
                     target = torch.where(torch.rand(batch, generator=gen) < 0.25, ignore_index, target).to(device)
                 weight = (torch.rand(c, generator=gen, dtype=torch.float64) + 0.5).to(device, dtype) if weighted else None
-                kwargs = dict(weight=weight, ignore_index=ignore_index, reduction=reduction,
-                              label_smoothing=smoothing)
+                kwargs = {"weight": weight, "ignore_index": ignore_index, "reduction": reduction,
+                          "label_smoothing": smoothing}
                 desc = (f"{shape}-{'prob' if prob else 'index'}-{'w' if weighted else 'nw'}-ls{smoothing}-"
                         f"{reduction}")
                 yield Sample((logits, target), kwargs, desc)
 
 
 def to_reference(x):
-    """float64 CPU copy of a tensor (other values pass through): the precision the oracle computes in."""
+    """float64 CPU copy of a floating tensor (the precision the oracle computes in); other tensors (class indices)
+    move to the CPU; other values pass through."""
     if isinstance(x, torch.Tensor) and x.is_floating_point():
         return x.detach().to(device="cpu", dtype=torch.float64)
+    if isinstance(x, torch.Tensor):
+        return x.cpu()
     return x
 
 

@@ -3,9 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-import fastops
-import fastops.functional as FF
 from reference import (
     DEVICES,
     FLOAT_DTYPES,
@@ -21,6 +18,9 @@ from reference import (
     requires_cuda,
     to_reference,
 )
+
+import fastops
+import fastops.functional as FF
 
 ops = torch.ops.fastops
 REDUCTIONS = ("none", "mean", "sum")
@@ -93,8 +93,9 @@ def test_cross_entropy_gradcheck():
     w = torch.rand(7, dtype=torch.float64) + 0.5
     for target in (index, prob):
         for reduction in REDUCTIONS:
-            kwargs = dict(weight=w, reduction=reduction, label_smoothing=0.15)
-            check_gradcheck(lambda x, **kw: FF.cross_entropy(x, target, **kw), Sample((x,), kwargs, reduction))
+            kwargs = {"weight": w, "reduction": reduction, "label_smoothing": 0.15}
+            check_gradcheck(lambda x, target=target, **kw: FF.cross_entropy(x, target, **kw),
+                            Sample((x,), kwargs, reduction))
 
 
 def test_cross_entropy_gradient_survives_retain_graph():
@@ -152,7 +153,7 @@ def test_cross_entropy_autocast_is_float32_without_an_input_copy(reduction, devi
         out = FF.cross_entropy(x, t, reduction=reduction)
         native = F.cross_entropy(x, t, reduction=reduction)
     assert out.dtype == native.dtype == torch.float32
-    assert_accurate(out, native, F.cross_entropy(to_reference(x), t, reduction=reduction))
+    assert_accurate(out, native, F.cross_entropy(to_reference(x), to_reference(t), reduction=reduction))
     grad = torch.autograd.grad(out.sum(), x)[0]
     assert grad.dtype == torch.bfloat16
     torch.testing.assert_close(grad, torch.autograd.grad(native.sum(), x)[0])
@@ -273,7 +274,7 @@ def test_pointwise_gradcheck(name):
     pos_weight = torch.rand(5, dtype=torch.float64) + 0.5
     weight = torch.rand(4, 1, dtype=torch.float64)
     if name == "bce_with_logits":
-        check_gradcheck(fast, Sample((x, t), dict(weight=weight, pos_weight=pos_weight), "weights"))
+        check_gradcheck(fast, Sample((x, t), {"weight": weight, "pos_weight": pos_weight}, "weights"))
 
 
 @pytest.mark.parametrize("name", POINTWISE)
@@ -302,7 +303,7 @@ def test_pointwise_compile_fullgraph_parity(name, device):
         for layout in ("contiguous", "transposed"):
             x = make_tensor((33, 65), torch.float32, device, layout=layout, requires_grad=True)
             t = make_tensor((33, 65), torch.float32, device, layout=layout, low=0, high=1, requires_grad=True)
-            check_compile_parity(lambda x, t: fast(x, t, reduction=reduction, **kwargs),
+            check_compile_parity(lambda x, t, reduction=reduction: fast(x, t, reduction=reduction, **kwargs),
                                  Sample((x, t), {}, layout), grad=True)
 
 
@@ -336,12 +337,12 @@ def test_pointwise_cpu_cuda_parity(name, dtype):
 # ---- modules ----
 
 MODULES = [
-    (fastops.nn.CrossEntropyLoss, torch.nn.CrossEntropyLoss, dict(weight=torch.rand(5) + 0.5, ignore_index=2,
-                                                                  label_smoothing=0.1)),
-    (fastops.nn.MSELoss, torch.nn.MSELoss, dict(reduction="sum")),
-    (fastops.nn.SmoothL1Loss, torch.nn.SmoothL1Loss, dict(beta=0.5)),
-    (fastops.nn.HuberLoss, torch.nn.HuberLoss, dict(delta=2.0, reduction="none")),
-    (fastops.nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss, dict(weight=torch.rand(5), pos_weight=torch.rand(5))),
+    (fastops.nn.CrossEntropyLoss, torch.nn.CrossEntropyLoss, {"weight": torch.rand(5) + 0.5, "ignore_index": 2,
+                                                                  "label_smoothing": 0.1}),
+    (fastops.nn.MSELoss, torch.nn.MSELoss, {"reduction": "sum"}),
+    (fastops.nn.SmoothL1Loss, torch.nn.SmoothL1Loss, {"beta": 0.5}),
+    (fastops.nn.HuberLoss, torch.nn.HuberLoss, {"delta": 2.0, "reduction": "none"}),
+    (fastops.nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss, {"weight": torch.rand(5), "pos_weight": torch.rand(5)}),
 ]
 
 

@@ -4,6 +4,6 @@ from .activations import ReLU
 
 __all__ = ["ReLU"]
 
-from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss, SmoothL1Loss  # noqa: E402
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss, SmoothL1Loss
 
-__all__ += ["CrossEntropyLoss", "MSELoss", "SmoothL1Loss", "HuberLoss", "BCEWithLogitsLoss"]
+__all__ += ["BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "MSELoss", "SmoothL1Loss"]
