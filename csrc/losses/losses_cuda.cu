@@ -36,13 +36,13 @@ using reduce_math_t = std::conditional_t<std::is_same_v<T, float> || std::is_sam
 // Row kernels are bounded to two resident 512-thread blocks per SM (<= 64 registers): memory-bound kernels need
 // the warps.
 constexpr int kRowThreadsMax = 512;
-constexpr int kRowUnroll = 4;
 
-// Packs in flight per thread: fewer for float64, whose packs hold two values, to stay within the register bound.
+// 16-byte packs each thread loads before using any (bytes in flight); one for float64 (two doubles, double math)
+// to stay within the register bound.
 template <typename T>
 constexpr int row_unroll() {
-  return sizeof(T) >= 8 ? 2 : kRowUnroll;
-}  // packs each thread loads before using any: keeps enough bytes in flight
+  return sizeof(T) >= 8 ? 1 : 4;
+}
 
 // exp for a gradient element that is then rounded to T: the MUFU approximation (relative error ~1e-7) is far
 // below a 16-bit result's rounding, so 16-bit types take it; float32 / float64 keep the accurate exp.
@@ -116,14 +116,16 @@ struct RowParams {
   const T* prob;         // probability targets, or null
   const A* weight;       // class weights, or null
   int64_t c, ignore_index;
-  A keep, spread;  // 1 - eps and eps / C
-  bool smooth;     // q has more than the one-hot term
-  bool aligned;    // every base pointer is 16-byte aligned: rows can be read as packs
+  double keep, spread;  // 1 - eps and eps / C
+  bool smooth;          // q has more than the one-hot term
+  bool aligned;         // every base pointer is 16-byte aligned: rows can be read as packs
 
-  // q_j without the one-hot term.
-  __device__ __forceinline__ A q_at(const T* t_row, int64_t j) const {
-    A q = prob ? to_opmath(t_row[j]) * keep + spread : spread;
-    return weight ? q * __ldg(weight + j) : q;
+  // q_j without the one-hot term, in Q (double where the forward accumulates in double).
+  template <typename Q>
+  __device__ __forceinline__ Q q_at(const T* t_row, int64_t j) const {
+    const Q q = prob ? static_cast<Q>(to_opmath(t_row[j])) * static_cast<Q>(keep) + static_cast<Q>(spread)
+                     : static_cast<Q>(spread);
+    return weight ? q * static_cast<Q>(__ldg(weight + j)) : q;
   }
 };
 
@@ -198,7 +200,7 @@ __global__ void __launch_bounds__(kRowThreadsMax, 2)
     const S d = v - st.m;
     if (st.m != neg_inf<S>()) st.s += exp(d);
     if (rp.smooth) {
-      const S q = static_cast<S>(rp.q_at(t_row, j));
+      const S q = rp.template q_at<S>(t_row, j);
       st.qz += q * d;
       st.qsum += q;
     }
@@ -209,7 +211,7 @@ __global__ void __launch_bounds__(kRowThreadsMax, 2)
   double w_y = 1.0;
   if (rp.index) {  // the one-hot term
     w_y = rp.weight ? static_cast<double>(rp.weight[y]) : 1.0;
-    const double one_hot = static_cast<double>(rp.keep) * w_y;
+    const double one_hot = rp.keep * w_y;
     qz += one_hot * (static_cast<double>(to_opmath(rp.logits[row * rp.c + y])) - static_cast<double>(st.m));
     qsum += one_hot;
   }
@@ -232,30 +234,33 @@ __global__ void __launch_bounds__(kRowThreadsMax, 2)
   const int64_t c = rp.c;
   T* g = grad + row * c;
   int64_t y = -1;
-  A fill = A(0);  // the value of a row that has no gradient
-  bool skip = false;
   if (rp.index) {
     y = rp.index[row];
-    skip = y == rp.ignore_index || y < 0 || y >= c;
-    if (skip && y != rp.ignore_index) fill = NAN;
+    if (y == rp.ignore_index || y < 0 || y >= c) {  // no gradient: 0 when ignored, NaN for a bad class
+      const T fill = from_opmath<T>(y == rp.ignore_index ? A(0) : A(NAN));
+      for (int64_t j = threadIdx.x; j < c; j += blockDim.x) g[j] = fill;
+      return;
+    }
   }
   const A u = static_cast<A>(grad_rows[row]);
   const A b = target_mass[row];
   // lse = hi + lo in two math-type numbers: (z - hi) - lo keeps a float64 lse's precision.
   const A hi = static_cast<A>(lse[row]);
   const A lo = static_cast<A>(lse[row] - static_cast<double>(hi));
-  const A one_hot = (rp.index && !skip) ? rp.keep * (rp.weight ? rp.weight[y] : A(1)) : A(0);
+  const A one_hot = rp.index ? static_cast<A>(rp.keep * (rp.weight ? rp.weight[y] : 1.0)) : A(0);
   const T* t_row = rp.prob ? rp.prob + row * c : nullptr;
+  const A keep = static_cast<A>(rp.keep), spread = static_cast<A>(rp.spread);
   auto grad_at = [&](int64_t j, A v) -> T {
-    if (skip) return from_opmath<T>(fill);
-    A q = rp.smooth ? rp.q_at(t_row, j) : A(0);
+    A q = A(0);
+    if (rp.smooth) {
+      q = t_row ? to_opmath(t_row[j]) * keep + spread : spread;
+      if (rp.weight) q *= __ldg(rp.weight + j);
+    }
     if (j == y) q += one_hot;
     return from_opmath<T>(fma(grad_exp<T>((v - hi) - lo), b, -q) * u);
   };
-  if (!rp.aligned || skip) {
-    for (int64_t j = threadIdx.x; j < c; j += blockDim.x) {
-      g[j] = grad_at(j, skip ? A(0) : to_opmath(rp.logits[row * c + j]));
-    }
+  if (!rp.aligned) {
+    for (int64_t j = threadIdx.x; j < c; j += blockDim.x) g[j] = grad_at(j, to_opmath(rp.logits[row * c + j]));
     return;
   }
   // Same head / packs / tail split as walk_row, with pack-wide stores.
@@ -308,8 +313,8 @@ RowParams<T> row_params(const CrossEntropyLaunch& ce, const void* extra_ptr) {
   rp.weight = static_cast<const A*>(ce.weight);
   rp.c = ce.c;
   rp.ignore_index = ce.ignore_index;
-  rp.keep = static_cast<A>(1.0 - ce.label_smoothing);
-  rp.spread = static_cast<A>(ce.label_smoothing / static_cast<double>(ce.c));
+  rp.keep = 1.0 - ce.label_smoothing;
+  rp.spread = ce.label_smoothing / static_cast<double>(ce.c);
   rp.smooth = ce.probability_target || ce.label_smoothing > 0;
   rp.aligned = cuda::is_aligned16(ce.logits) && cuda::is_aligned16(extra_ptr) &&
                (!ce.probability_target || cuda::is_aligned16(ce.target));
