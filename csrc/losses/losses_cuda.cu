@@ -130,7 +130,7 @@ struct RowParams {
 };
 
 // Calls f(j, v) for every element j of row `row` (v = its logit in A), with 16-byte loads where possible: scalar
-// head elements up to the first 16-byte boundary, packs (kRowUnroll loads in flight per thread), scalar tail.
+// head elements up to the first 16-byte boundary, packs (row_unroll() in flight per thread), scalar tail.
 template <typename T, typename F>
 __device__ __forceinline__ void walk_row(const RowParams<T>& rp, int64_t row, F&& f) {
   using P = Pack16<T>;
