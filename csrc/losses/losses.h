@@ -23,8 +23,8 @@
 
 namespace fastops {
 
-// The accumulation type of a loss over `dtype` logits: float32, or float64 for float64 logits. Per-row losses, row
-// weights and class weights live in this type.
+// The math type of a loss over `dtype` inputs: float32, or float64 for float64 inputs. Class weights and the
+// cross-entropy target mass live in this type.
 inline at::ScalarType loss_math_type(at::ScalarType dtype) {
   return dtype == at::kDouble ? at::kDouble : at::kFloat;
 }
