@@ -183,6 +183,21 @@ def test_cross_entropy_cuda_large_rows_and_misaligned_logits():
                             grad=True)
 
 
+@requires_cuda
+@pytest.mark.cuda
+def test_cross_entropy_cuda_memory_is_one_gradient():
+    # Forward + backward allocate the logits' gradient and [N]-sized row statistics, nothing else [N, C]-sized.
+    x = torch.randn(2048, 32000, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    t = torch.randint(0, 32000, (2048,), device="cuda")
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    (grad,) = torch.autograd.grad(FF.cross_entropy(x, t), x)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    assert extra <= grad.numel() * grad.element_size() + (1 << 20), f"{extra} bytes for a {grad.nbytes}-byte gradient"
+
+
 # ---- elementwise losses ----
 
 # name -> (fastops functional, torch functional, kwargs beyond reduction, the operator)
