@@ -64,3 +64,157 @@ def geglu(gate: Tensor, up: Tensor | None = None, approximate: str = "none") -> 
     if up is None:
         return _ops.geglu.packed(gate, approximate=approximate)
     return _ops.geglu(gate, up, approximate=approximate)
+# ---- losses ----
+
+import warnings
+
+from torch.nn import _reduction as _torch_reduction
+
+from .ops.losses import REDUCTIONS as _REDUCTIONS
+from .ops.losses import math_dtype as _math_dtype
+
+__all__ += ["binary_cross_entropy_with_logits", "cross_entropy", "huber_loss", "mse_loss", "smooth_l1_loss"]
+
+
+def _reduction_enum(size_average, reduce, reduction: str) -> int:
+    if size_average is not None or reduce is not None:  # torch's deprecated arguments still pick the reduction
+        reduction = _torch_reduction.legacy_get_string(size_average, reduce)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    return _REDUCTIONS[reduction]
+
+
+def _loss_dtype(input: Tensor) -> torch.dtype:
+    """torch's output dtype for a loss: the input's, or float32 under autocast (losses are on its fp32 list)."""
+    if input.dtype != torch.float64 and torch.is_autocast_enabled(input.device.type):
+        return torch.float32
+    return input.dtype
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average=None,
+                  ignore_index: int = -100, reduce=None, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """Softmax cross entropy between logits and class-index or class-probability targets. Same contract as
+    :func:`torch.nn.functional.cross_entropy`: input [C], [N, C] or [N, C, d1, ...]; target class indices
+    ([], [N] or [N, d1, ...]) or probabilities (input's shape); 'mean' over class indices divides by the summed
+    weight of the non-ignored targets (nan when all are ignored, as torch).
+
+    The forward reads the logits once (per row: max, sum of exponentials and the target terms); the backward reads
+    them once more and writes the gradient. [N, C, d1, ...] inputs are first permuted to rows of C contiguous
+    classes (one copy, kept for the backward).
+    Under autocast the loss is float32, as torch's, without an fp32 copy of the logits (the kernel reads 16-bit
+    logits and accumulates in float32 either way)."""
+    red = _reduction_enum(size_average, reduce, reduction)
+    out_dtype = _loss_dtype(input)
+    prob = target.is_floating_point()
+    unbatched = input.dim() == 1
+    if unbatched:
+        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    if input.dim() < 2:
+        raise ValueError(f"cross_entropy: input must have a class dimension, got shape {tuple(input.shape)}")
+    c = input.shape[1]
+    batch_shape = input.shape[:1] + input.shape[2:]
+    if prob and ignore_index != -100:
+        raise RuntimeError("ignore_index is not supported for floating point target")
+    if prob and target.shape != input.shape:
+        raise RuntimeError(f"cross_entropy: a floating-point target holds class probabilities and must have input's "
+                           f"shape {list(input.shape)}, got {list(target.shape)}; class-index targets must be int64")
+    if not prob and target.shape != batch_shape:
+        raise ValueError(f"cross_entropy: class-index target must have shape {tuple(batch_shape)} for input of shape "
+                         f"{tuple(input.shape)}, got {tuple(target.shape)}")
+    logits = input.movedim(1, -1).reshape(-1, c) if input.dim() > 2 else input
+    if prob:
+        target = target.movedim(1, -1).reshape(-1, c) if target.dim() > 2 else target
+        if target.dtype != input.dtype and out_dtype != input.dtype:  # autocast: torch would cast both to fp32
+            target = target.to(input.dtype)
+    else:
+        target = target.reshape(-1)
+        if target.dtype == torch.uint8:  # torch accepts Byte class indices too
+            target = target.long()
+    if weight is not None:
+        weight = weight.to(_math_dtype(input.dtype))
+    loss, row_weight, _, _ = _ops.cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing)
+    if red == _REDUCTIONS["none"]:
+        return loss.reshape(() if unbatched else batch_shape).to(out_dtype)
+    # The row losses and weights are float64: their sum adds no rounding before the one to out_dtype.
+    total = loss.sum()
+    if red == _REDUCTIONS["mean"]:
+        total = total / row_weight.sum()
+    return total.to(out_dtype)
+
+
+def _operand_dtype(input: Tensor, target: Tensor, promote: bool = True) -> torch.dtype | None:
+    """The dtype both operands are cast to: none under autocast (its rule casts them to float32), else the promoted
+    dtype (or input's, as torch's huber_loss does)."""
+    if torch.is_autocast_enabled(input.device.type):
+        return None
+    return torch.promote_types(input.dtype, target.dtype) if promote else input.dtype
+
+
+def _broadcast_pair(input: Tensor, target: Tensor, promote: bool) -> tuple[Tensor, Tensor]:
+    """torch's handling of mismatched operands in the regression losses: warn and broadcast; then one dtype."""
+    if target.shape != input.shape:
+        warnings.warn(
+            f"Using a target size ({target.size()}) that is different to the input size ({input.size()}). "
+            "This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.",
+            stacklevel=3,
+        )
+        input, target = torch.broadcast_tensors(input, target)
+    dtype = _operand_dtype(input, target, promote)
+    return (input, target) if dtype is None else (input.to(dtype), target.to(dtype))
+
+
+def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean",
+             weight: Tensor | None = None) -> Tensor:
+    """Mean squared error. Same contract as :func:`torch.nn.functional.mse_loss` (weight is not supported)."""
+    if weight is not None:
+        raise NotImplementedError("fastops.functional.mse_loss: weight is not supported")
+    red = _reduction_enum(size_average, reduce, reduction)
+    input, target = _broadcast_pair(input, target, promote=True)
+    return _ops.mse_loss(input, target, red)
+
+
+def smooth_l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean",
+                   beta: float = 1.0) -> Tensor:
+    """Smooth L1 loss. Same contract as :func:`torch.nn.functional.smooth_l1_loss`."""
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    red = _reduction_enum(size_average, reduce, reduction)
+    input, target = _broadcast_pair(input, target, promote=True)
+    return _ops.smooth_l1_loss(input, target, red, beta)
+
+
+def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0,
+               weight: Tensor | None = None) -> Tensor:
+    """Huber loss. Same contract as :func:`torch.nn.functional.huber_loss` (weight is not supported)."""
+    if weight is not None:
+        raise NotImplementedError("fastops.functional.huber_loss: weight is not supported")
+    if delta <= 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    red = _reduction_enum(None, None, reduction)
+    input, target = _broadcast_pair(input, target, promote=False)
+    return _ops.huber_loss(input, target, red, delta)
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                                     size_average=None, reduce=None, reduction: str = "mean",
+                                     pos_weight: Tensor | None = None) -> Tensor:
+    """Sigmoid + binary cross entropy in one numerically stable step. Same contract as
+    :func:`torch.nn.functional.binary_cross_entropy_with_logits`: weight broadcasts to input, pos_weight over
+    the classes of the last dimension. Gradients flow to input and target (not to weight / pos_weight)."""
+    red = _reduction_enum(size_average, reduce, reduction)
+    if target.shape != input.shape:
+        raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
+    for name, t in (("weight", weight), ("pos_weight", pos_weight)):
+        if t is not None and t.requires_grad:
+            raise NotImplementedError(f"fastops.functional.binary_cross_entropy_with_logits: no gradient for {name}")
+    dtype = _operand_dtype(input, target)
+    if dtype is not None:
+        input, target = input.to(dtype), target.to(dtype)
+        weight = weight.to(dtype) if weight is not None else None
+        pos_weight = pos_weight.to(dtype) if pos_weight is not None else None
+    # The kernel reads every operand at the input's shape; weights broadcast here (expand, materialised once).
+    weight = weight.expand_as(input) if weight is not None else None
+    pos_weight = pos_weight.expand_as(input) if pos_weight is not None else None
+    return _ops.binary_cross_entropy_with_logits(input, target, weight, pos_weight, red)

@@ -99,12 +99,44 @@ def elementwise_samples(device: str, dtype: torch.dtype, *, n_inputs: int = 1, r
             yield Sample(args, {}, f"{tuple(shape)}-{layout}")
 
 
+def classification_samples(device: str, dtype: torch.dtype, *, requires_grad: bool = False,
+                           ignore_index: int = -100) -> Iterator[Sample]:
+    """Samples for a loss over logits with a class dimension (dim 1): args (input, target), kwargs weight /
+    ignore_index / reduction / label_smoothing. Covers [N, C] with odd C (vector tails) and a long row, unbatched
+    [C], [N, C, d1, d2], an empty batch, class-index targets with about a quarter of them ignored, probability
+    targets, class weights (in input's dtype, as torch requires) and every reduction."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = ((1, 1), (7, 5), (9, 1003), (5,), (4, 6, 3, 2), (0, 7))
+    configs = ((False, 0.0, "mean"), (True, 0.0, "mean"), (False, 0.1, "none"), (True, 0.2, "sum"),
+               (True, 0.1, "none"), (False, 0.0, "sum"))
+    for shape in shapes:
+        c = shape[0] if len(shape) == 1 else shape[1]
+        batch = () if len(shape) == 1 else shape[:1] + shape[2:]
+        for prob in (False, True) if ignore_index == -100 else (False,):  # torch: no ignore_index with probabilities
+            for weighted, smoothing, reduction in configs:
+                logits = make_tensor(shape, dtype, device, requires_grad=requires_grad, generator=gen)
+                if prob:
+                    target = torch.rand(shape, generator=gen, dtype=torch.float64).softmax(0 if len(shape) == 1 else 1)
+                    target = target.to(device=device, dtype=dtype)
+                else:
+                    target = torch.randint(0, c, batch, generator=gen)
+                    target = torch.where(torch.rand(batch, generator=gen) < 0.25, ignore_index, target).to(device)
+                weight = (torch.rand(c, generator=gen, dtype=torch.float64) + 0.5).to(device, dtype) if weighted else None
+                kwargs = {"weight": weight, "ignore_index": ignore_index, "reduction": reduction,
+                          "label_smoothing": smoothing}
+                desc = (f"{shape}-{'prob' if prob else 'index'}-{'w' if weighted else 'nw'}-ls{smoothing}-"
+                        f"{reduction}")
+                yield Sample((logits, target), kwargs, desc)
+
+
 def to_reference(x):
-    """float64 contiguous CPU copy of a tensor (other values pass through): the precision the oracle computes in.
-    Contiguous, so the reference takes torch's canonical (vectorised) path whatever the sample's layout: for float64
-    samples torch's own error is then the spread between its layout-dependent paths rather than 0."""
+    """float64 contiguous CPU copy of a floating tensor (the precision the oracle computes in); other tensors (class
+    indices) move to the CPU; other values pass through. Contiguous, so the reference takes torch's canonical
+    (vectorised) path whatever the sample's layout."""
     if isinstance(x, torch.Tensor) and x.is_floating_point():
         return x.detach().to(device="cpu", dtype=torch.float64).contiguous()
+    if isinstance(x, torch.Tensor):
+        return x.cpu()
     return x
 
 
@@ -157,7 +189,7 @@ def check_against_torch(fast_fn: Callable, torch_fn: Callable, sample: Sample, *
     native = torch_fn(*args, **sample.kwargs)
     ref_args = tuple(to_reference(a).requires_grad_(grad and a.requires_grad) if isinstance(a, torch.Tensor)
                      else a for a in args)
-    ref = torch_fn(*ref_args, **sample.kwargs)
+    ref = torch_fn(*ref_args, **{k: to_reference(v) for k, v in sample.kwargs.items()})
     assert_accurate(out, native, ref)
     if not grad:
         return
@@ -169,7 +201,9 @@ def check_against_torch(fast_fn: Callable, torch_fn: Callable, sample: Sample, *
     inputs = [args[i] for i in differentiable]
     g_fast = torch.autograd.grad(out, inputs, upstream.to(out), allow_unused=True)
     g_native = torch.autograd.grad(native, inputs, upstream.to(native), allow_unused=True)
-    g_ref = torch.autograd.grad(ref, [ref_args[i] for i in differentiable], upstream, allow_unused=True)
+    # The reference sees the upstream gradient the ops saw (rounded to their output dtype), like every other input.
+    g_ref = torch.autograd.grad(ref, [ref_args[i] for i in differentiable], upstream.to(out.dtype).double(),
+                                allow_unused=True)
     for i, gf, gn, gr in zip(differentiable, g_fast, g_native, g_ref):
         assert_accurate(gf, gn, gr, what=f"grad of argument {i}")
 

@@ -2,5 +2,9 @@
 
 from .activations import GELU, GeGLU, LeakyReLU, ReLU, Sigmoid, SiLU, SwiGLU, Tanh
 from .convert import convert
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss, SmoothL1Loss
 
-__all__ = ["GELU", "GeGLU", "LeakyReLU", "ReLU", "SiLU", "Sigmoid", "SwiGLU", "Tanh", "convert"]
+__all__ = [
+    "BCEWithLogitsLoss", "CrossEntropyLoss", "GELU", "GeGLU", "HuberLoss", "LeakyReLU", "MSELoss", "ReLU", "SiLU",
+    "Sigmoid", "SmoothL1Loss", "SwiGLU", "Tanh", "convert",
+]

@@ -1,0 +1,107 @@
+// Scalar loss math shared by the CPU kernels and the CUDA kernels (torch-free, host + device), so both backends
+// compute the same formulas. T is the math type: float for 16-bit and float32 tensors, double for float64.
+#pragma once
+
+#if defined(__CUDACC__)
+#define FASTOPS_HD __host__ __device__ __forceinline__
+#else
+#define FASTOPS_HD inline
+#endif
+
+#include <cmath>
+#include <cstdint>
+
+namespace fastops {
+
+// The elementwise losses; the backends switch on it. Cross entropy is a row reduction and has its own kernels.
+enum class PointwiseLoss : int32_t { Mse = 0, SmoothL1 = 1, Huber = 2, BceWithLogits = 3 };
+
+// torch's at::Reduction values, which the schemas take as `int reduction`.
+enum class Reduction : int32_t { None = 0, Mean = 1, Sum = 2 };
+
+}  // namespace fastops
+
+namespace fastops::loss {
+
+// Every loss is value(x, t, pos_weight) and its derivative in x; the kernels multiply both by the elementwise
+// weight where there is one (only binary_cross_entropy_with_logits has weight / pos_weight; the others ignore pw).
+
+// (x - t)^2
+struct Mse {
+  template <typename T>
+  FASTOPS_HD T value(T x, T t, T /*pw*/, T /*param*/) const {
+    const T d = x - t;
+    return d * d;
+  }
+  template <typename T>
+  FASTOPS_HD T grad(T x, T t, T /*pw*/, T /*param*/) const { return T(2) * (x - t); }
+};
+
+// 0.5 d^2 / beta for |d| < beta, |d| - 0.5 beta beyond (beta = 0 is the L1 loss, as in torch).
+struct SmoothL1 {
+  template <typename T>
+  FASTOPS_HD T value(T x, T t, T /*pw*/, T beta) const {
+    const T d = x - t;
+    const T ad = d < T(0) ? -d : d;
+    return ad < beta ? T(0.5) * d * d / beta : ad - T(0.5) * beta;
+  }
+  // Branches in torch's order (<= -beta, >= beta, else), so the kinks give torch's values; beta = 0 is torch's
+  // l1_loss, whose gradient is sign(d) (0 where input == target).
+  template <typename T>
+  FASTOPS_HD T grad(T x, T t, T /*pw*/, T beta) const {
+    const T d = x - t;
+    if (beta == T(0)) return T((d > T(0)) - (d < T(0)));
+    if (d <= -beta) return T(-1);
+    if (d >= beta) return T(1);
+    return d / beta;
+  }
+};
+
+// 0.5 d^2 for |d| < delta, delta (|d| - 0.5 delta) beyond.
+struct Huber {
+  template <typename T>
+  FASTOPS_HD T value(T x, T t, T /*pw*/, T delta) const {
+    const T d = x - t;
+    const T ad = d < T(0) ? -d : d;
+    return ad < delta ? T(0.5) * d * d : delta * (ad - T(0.5) * delta);
+  }
+  template <typename T>
+  FASTOPS_HD T grad(T x, T t, T /*pw*/, T delta) const {
+    const T d = x - t;
+    if (d < -delta) return -delta;
+    if (d > delta) return delta;
+    return d;
+  }
+};
+
+// (1 - t) x + (1 + (pw - 1) t) softplus(-x), with softplus(-x) = log1p(exp(-|x|)) + max(-x, 0) (stable for any x).
+struct BceWithLogits {
+  template <typename T>
+  FASTOPS_HD T value(T x, T t, T pw, T /*param*/) const {
+    using std::exp;
+    using std::log1p;
+    const T ax = x < T(0) ? -x : x;
+    const T softplus_neg = log1p(exp(-ax)) + (x < T(0) ? -x : T(0));
+    return (T(1) - t) * x + (T(1) + (pw - T(1)) * t) * softplus_neg;
+  }
+  // sigmoid(x) (1 + (pw - 1) t) - pw t
+  template <typename T>
+  FASTOPS_HD T grad(T x, T t, T pw, T /*param*/) const {
+    using std::exp;
+    const T sig = T(1) / (T(1) + exp(-x));
+    return sig * (T(1) + (pw - T(1)) * t) - pw * t;
+  }
+};
+
+// Calls fn(Functor{}) for the loss `kind`.
+template <typename Fn>
+FASTOPS_HD void visit_pointwise_loss(PointwiseLoss kind, Fn&& fn) {
+  switch (kind) {
+    case PointwiseLoss::Mse: fn(Mse{}); break;
+    case PointwiseLoss::SmoothL1: fn(SmoothL1{}); break;
+    case PointwiseLoss::Huber: fn(Huber{}); break;
+    case PointwiseLoss::BceWithLogits: fn(BceWithLogits{}); break;
+  }
+}
+
+}  // namespace fastops::loss

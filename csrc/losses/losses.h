@@ -1,0 +1,260 @@
+// Torch-side driver shared by the CPU and CUDA loss bindings: argument checks, layouts and output allocation live
+// here once; a Backend only runs kernels on the tensors it is handed:
+//   Backend::cross_entropy_forward(const CrossEntropyTensors&, int64_t ignore_index, double label_smoothing)
+//   Backend::cross_entropy_backward(const CrossEntropyTensors&, const Tensor& grad_rows, int64_t ignore_index,
+//                                   double label_smoothing, Tensor& grad_logits)
+//   Backend::pointwise_forward(PointwiseLoss, const PointwiseTensors&, double param, Reduction, Tensor& out)
+//   Backend::pointwise_backward(PointwiseLoss, const Tensor& grad_output, const PointwiseTensors&, double param,
+//                               Reduction, Tensor& grad_input)
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include <array>
+#include <limits>
+#include <optional>
+
+#include "common/checks.h"
+#include "common/elementwise.h"
+#include "losses/loss_math.h"
+
+namespace fastops {
+
+// The math type of a loss over `dtype` inputs: float32, or float64 for float64 inputs. Class weights and the
+// cross-entropy target mass live in this type.
+inline at::ScalarType loss_math_type(at::ScalarType dtype) {
+  return dtype == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// ---- cross entropy ----
+
+// Everything a cross-entropy kernel touches; all tensors are contiguous. `target` is int64 [N] (class indices) or
+// [N, C] probabilities of the logits' dtype; `weight` is [C] in the math type or undefined. Per row: `loss` and
+// `row_weight` (w[target], 0 for ignored rows, 1 for probabilities) and `lse` (log-sum-exp of the logits) in
+// float64, so that the 'mean' / 'sum' over rows adds no rounding of its own and the backward's z - lse is exact to
+// float precision; `target_mass` (sum_j q_j, the total weight the target puts on the classes, see
+// losses_cpu.cpp) in the math type.
+struct CrossEntropyTensors {
+  at::Tensor logits, target, weight;
+  at::Tensor loss, row_weight, lse, target_mass;
+  bool probability_target() const { return target.is_floating_point(); }
+};
+
+inline void check_cross_entropy_inputs(const char* op, const at::Tensor& logits, const at::Tensor& target,
+                                       const std::optional<at::Tensor>& weight, double label_smoothing) {
+  check_float_operands(op, {{logits, "logits"}});
+  TORCH_CHECK(logits.dim() == 2, "fastops.", op, ": logits must be 2-D [N, C], got shape ", logits.sizes());
+  TORCH_CHECK(logits.size(1) > 0, "fastops.", op, ": logits must have at least one class, got shape ",
+              logits.sizes());
+  check_defined(op, {target, "target"});
+  TORCH_CHECK(target.device() == logits.device(), "fastops.", op, ": target must be on the device of logits (",
+              logits.device(), "), got ", target.device());
+  if (target.is_floating_point()) {
+    TORCH_CHECK(target.scalar_type() == logits.scalar_type(), "fastops.", op,
+                ": probability target must have the dtype of logits (", logits.scalar_type(), "), got ",
+                target.scalar_type());
+    check_same_shape(op, {logits, "logits"}, {target, "probability target"});
+  } else {
+    TORCH_CHECK(target.scalar_type() == at::kLong, "fastops.", op,
+                ": target must be int64 class indices or floating-point class probabilities, got ",
+                target.scalar_type());
+    TORCH_CHECK(target.dim() == 1 && target.size(0) == logits.size(0), "fastops.", op,
+                ": class-index target must have shape [N] = [", logits.size(0), "], got ", target.sizes());
+  }
+  if (weight.has_value() && weight->defined()) {
+    const at::ScalarType math = loss_math_type(logits.scalar_type());
+    TORCH_CHECK(weight->scalar_type() == math, "fastops.", op, ": weight must be ", math, " for ",
+                logits.scalar_type(), " logits, got ", weight->scalar_type());
+    TORCH_CHECK(weight->dim() == 1 && weight->size(0) == logits.size(1), "fastops.", op,
+                ": weight must have one entry per class (", logits.size(1), "), got shape ", weight->sizes());
+    TORCH_CHECK(weight->device() == logits.device(), "fastops.", op, ": weight must be on the device of logits (",
+                logits.device(), "), got ", weight->device());
+  }
+  TORCH_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0, "fastops.", op,
+              ": label_smoothing must be between 0.0 and 1.0, got ", label_smoothing);
+}
+
+// The kernels walk rows of C contiguous elements; other layouts are copied once here.
+inline CrossEntropyTensors cross_entropy_operands(const at::Tensor& logits, const at::Tensor& target,
+                                                  const std::optional<at::Tensor>& weight) {
+  CrossEntropyTensors ce;
+  ce.logits = logits.contiguous();
+  ce.target = target.contiguous();
+  if (weight.has_value() && weight->defined()) ce.weight = weight->contiguous();
+  return ce;
+}
+
+// Returns (loss, row_weight, lse, target_mass), each [N].
+template <typename Backend>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_entropy_forward(
+    const at::Tensor& logits, const at::Tensor& target, const std::optional<at::Tensor>& weight,
+    int64_t ignore_index, double label_smoothing) {
+  check_cross_entropy_inputs("cross_entropy_forward", logits, target, weight, label_smoothing);
+  CrossEntropyTensors ce = cross_entropy_operands(logits, target, weight);
+  const auto math = logits.options().dtype(loss_math_type(logits.scalar_type()));
+  const int64_t n = logits.size(0);
+  ce.loss = at::empty({n}, logits.options().dtype(at::kDouble));
+  ce.row_weight = at::empty({n}, logits.options().dtype(at::kDouble));
+  ce.lse = at::empty({n}, logits.options().dtype(at::kDouble));
+  ce.target_mass = at::empty({n}, math);
+  if (n > 0) Backend::cross_entropy_forward(ce, ignore_index, label_smoothing);
+  return {ce.loss, ce.row_weight, ce.lse, ce.target_mass};
+}
+
+// grad_logits[i, j] = grad_rows[i] * (target_mass[i] softmax(logits[i])_j - q_ij): one read of the logits and one
+// rounding of each gradient element.
+template <typename Backend>
+at::Tensor cross_entropy_backward(const at::Tensor& grad_rows, const at::Tensor& logits, const at::Tensor& target,
+                                  const std::optional<at::Tensor>& weight, const at::Tensor& lse,
+                                  const at::Tensor& target_mass, int64_t ignore_index, double label_smoothing) {
+  constexpr const char* op = "cross_entropy_backward";
+  check_cross_entropy_inputs(op, logits, target, weight, label_smoothing);
+  const at::ScalarType math = loss_math_type(logits.scalar_type());
+  const int64_t n = logits.size(0);
+  for (const auto& [t, name, dtype] : {std::tuple{&grad_rows, "grad_rows", at::kDouble}, {&lse, "lse", at::kDouble},
+                                       {&target_mass, "target_mass", math}}) {
+    check_defined(op, {*t, name});
+    TORCH_CHECK(t->scalar_type() == dtype, "fastops.", op, ": ", name, " must be ", dtype, ", got ", t->scalar_type());
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == n, "fastops.", op, ": ", name, " must have shape [N] = [", n,
+                "], got ", t->sizes());
+    TORCH_CHECK(t->device() == logits.device(), "fastops.", op, ": ", name, " must be on the device of logits (",
+                logits.device(), "), got ", t->device());
+  }
+  CrossEntropyTensors ce = cross_entropy_operands(logits, target, weight);
+  // Autograd hands the gradient of a sum / mean as an expanded (stride 0) vector: N scalars, cheap to materialise.
+  ce.lse = lse.contiguous();
+  ce.target_mass = target_mass.contiguous();
+  at::Tensor grad_logits = at::empty_like(ce.logits);
+  if (grad_logits.numel() > 0) {
+    Backend::cross_entropy_backward(ce, grad_rows.contiguous(), ignore_index, label_smoothing, grad_logits);
+  }
+  return grad_logits;
+}
+
+// ---- elementwise losses (mse, smooth_l1, huber, binary_cross_entropy_with_logits) ----
+
+// input and target, plus BCE's optional weight and pos_weight (undefined when absent), in one dense layout.
+struct PointwiseTensors {
+  at::Tensor input, target, weight, pos_weight;
+};
+
+inline Reduction to_reduction(const char* op, int64_t reduction) {
+  TORCH_CHECK(reduction >= 0 && reduction <= 2, "fastops.", op,
+              ": reduction must be 0 (none), 1 (mean) or 2 (sum), got ", reduction);
+  return static_cast<Reduction>(reduction);
+}
+
+inline PointwiseTensors pointwise_operands(const char* op, const at::Tensor& input, const at::Tensor& target,
+                                           const std::optional<at::Tensor>& weight,
+                                           const std::optional<at::Tensor>& pos_weight) {
+  check_float_operands(op, {{input, "input"}, {target, "target"}});
+  check_same_shape(op, {input, "input"}, {target, "target"});
+  const bool has_w = weight.has_value() && weight->defined();
+  const bool has_pw = pos_weight.has_value() && pos_weight->defined();
+  // Optional operands must match input exactly (the Python wrapper broadcasts them), then share its layout.
+  for (const auto& [t, name, present] : {std::tuple{&weight, "weight", has_w}, {&pos_weight, "pos_weight", has_pw}}) {
+    if (!present) continue;
+    check_float_operands(op, {{input, "input"}, {**t, name}});
+    check_same_shape(op, {input, "input"}, {**t, name});
+  }
+  PointwiseTensors p;
+  if (has_w && has_pw) {
+    auto [x, t, w, pw] = dense_common_layout<4>({input, target, *weight, *pos_weight});
+    p = {x, t, w, pw};
+  } else if (has_w || has_pw) {
+    auto [x, t, extra] = dense_common_layout<3>({input, target, has_w ? *weight : *pos_weight});
+    p = {x, t, has_w ? extra : at::Tensor(), has_pw ? extra : at::Tensor()};
+  } else {
+    auto [x, t] = dense_common_layout<2>({input, target});
+    p = {x, t, at::Tensor(), at::Tensor()};
+  }
+  return p;
+}
+
+// 'none' returns the elementwise loss in input's layout; 'mean' / 'sum' a 0-dim tensor of input's dtype.
+template <typename Backend>
+at::Tensor pointwise_loss_forward(const char* op, PointwiseLoss kind, const at::Tensor& input,
+                                  const at::Tensor& target, const std::optional<at::Tensor>& weight,
+                                  const std::optional<at::Tensor>& pos_weight, int64_t reduction, double param) {
+  const Reduction red = to_reduction(op, reduction);
+  const PointwiseTensors p = pointwise_operands(op, input, target, weight, pos_weight);
+  at::Tensor out = red == Reduction::None ? at::empty_like(p.input) : at::empty({}, p.input.options());
+  if (p.input.numel() > 0) {
+    Backend::pointwise_forward(kind, p, param, red, out);
+  } else if (red != Reduction::None) {
+    out.fill_(red == Reduction::Mean ? std::numeric_limits<double>::quiet_NaN() : 0.0);  // torch: mean of nothing
+  }
+  return out;
+}
+
+// grad_output is the loss's gradient: input-shaped for 'none', 0-dim for 'mean' / 'sum'.
+template <typename Backend>
+at::Tensor pointwise_loss_backward(const char* op, PointwiseLoss kind, const at::Tensor& grad_output,
+                                   const at::Tensor& input, const at::Tensor& target,
+                                   const std::optional<at::Tensor>& weight,
+                                   const std::optional<at::Tensor>& pos_weight, int64_t reduction, double param) {
+  const Reduction red = to_reduction(op, reduction);
+  check_float_operands(op, {{input, "input"}, {grad_output, "grad_output"}});
+  at::Tensor grad = grad_output;
+  PointwiseTensors p;
+  if (red == Reduction::None) {
+    check_same_shape(op, {input, "input"}, {grad_output, "grad_output"});
+    p = pointwise_operands(op, input, target, weight, pos_weight);
+    // The kernel walks grad_output with the operands' flat index, so it must share their layout.
+    if (grad.strides() != p.input.strides()) {
+      p.input = p.input.contiguous();
+      p.target = p.target.contiguous();
+      if (p.weight.defined()) p.weight = p.weight.contiguous();
+      if (p.pos_weight.defined()) p.pos_weight = p.pos_weight.contiguous();
+      grad = grad.contiguous();
+    }
+  } else {
+    TORCH_CHECK(grad_output.dim() == 0, "fastops.", op, ": grad_output of a reduced loss must be 0-dim, got shape ",
+                grad_output.sizes());
+    p = pointwise_operands(op, input, target, weight, pos_weight);
+  }
+  at::Tensor grad_input = at::empty_like(p.input);
+  if (grad_input.numel() > 0) Backend::pointwise_backward(kind, grad, p, param, red, grad_input);
+  return grad_input;
+}
+
+// Registers every loss schema's kernel for one backend (the CPU and CUDA bindings differ only in Backend).
+template <typename Backend>
+void register_loss_kernels(torch::Library& m) {
+  using Opt = const std::optional<at::Tensor>&;
+  using T = const at::Tensor&;
+  m.impl("cross_entropy_forward", &cross_entropy_forward<Backend>);
+  m.impl("cross_entropy_backward", &cross_entropy_backward<Backend>);
+  m.impl("mse_loss", [](T x, T t, int64_t red) {
+    return pointwise_loss_forward<Backend>("mse_loss", PointwiseLoss::Mse, x, t, {}, {}, red, 0.0);
+  });
+  m.impl("mse_loss_backward", [](T g, T x, T t, int64_t red) {
+    return pointwise_loss_backward<Backend>("mse_loss_backward", PointwiseLoss::Mse, g, x, t, {}, {}, red, 0.0);
+  });
+  m.impl("smooth_l1_loss", [](T x, T t, int64_t red, double beta) {
+    return pointwise_loss_forward<Backend>("smooth_l1_loss", PointwiseLoss::SmoothL1, x, t, {}, {}, red, beta);
+  });
+  m.impl("smooth_l1_loss_backward", [](T g, T x, T t, int64_t red, double beta) {
+    return pointwise_loss_backward<Backend>("smooth_l1_loss_backward", PointwiseLoss::SmoothL1, g, x, t, {}, {}, red,
+                                            beta);
+  });
+  m.impl("huber_loss", [](T x, T t, int64_t red, double delta) {
+    return pointwise_loss_forward<Backend>("huber_loss", PointwiseLoss::Huber, x, t, {}, {}, red, delta);
+  });
+  m.impl("huber_loss_backward", [](T g, T x, T t, int64_t red, double delta) {
+    return pointwise_loss_backward<Backend>("huber_loss_backward", PointwiseLoss::Huber, g, x, t, {}, {}, red, delta);
+  });
+  m.impl("binary_cross_entropy_with_logits", [](T x, T t, Opt w, Opt pw, int64_t red) {
+    return pointwise_loss_forward<Backend>("binary_cross_entropy_with_logits", PointwiseLoss::BceWithLogits, x, t, w,
+                                           pw, red, 0.0);
+  });
+  m.impl("binary_cross_entropy_with_logits_backward", [](T g, T x, T t, Opt w, Opt pw, int64_t red) {
+    return pointwise_loss_backward<Backend>("binary_cross_entropy_with_logits_backward", PointwiseLoss::BceWithLogits,
+                                            g, x, t, w, pw, red, 0.0);
+  });
+}
+
+}  // namespace fastops

@@ -1,0 +1,390 @@
+// CPU loss kernels. Cross entropy: one task per block of rows, three vectorised sweeps over each row (max, sum of
+// exponentials with the target terms, gradient), all math in float (double for float64). Elementwise losses: the
+// operands are widened a block at a time into float buffers, the scalar formulas of loss_math.h run over the
+// buffers (simple enough for the compiler to vectorise), and the block is stored or summed.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <cmath>
+#include <type_traits>
+#include <limits>
+
+#include "common/cpu_elementwise.h"
+#include "losses/loss_math.h"
+#include "losses/losses.h"
+
+namespace fastops {
+namespace {
+
+using cpu::opmath_t;
+using cpu::Vectorized;
+
+template <typename A>
+A reduce_sum(const Vectorized<A>& v) {
+  return at::vec::vec_reduce_all<A>([](const Vectorized<A>& a, const Vectorized<A>& b) { return a + b; }, v);
+}
+
+// ---- cross entropy ----
+
+// With q_j the target's weight on class j (one-hot and/or smoothed, times the class weight) and B = sum_j q_j (the
+// target mass):
+//   loss = sum_j q_j (lse - z_j) = B log(s) - sum_j q_j (z_j - m),   s = sum_j exp(z_j - m), m = max_j z_j
+//   d loss / d z_j = B softmax_j - q_j = B exp(z_j - lse) - q_j
+// Class-index targets: q_j = (1 - eps) w_y [j == y] + eps / C w_j; probabilities: q_j = w_j ((1-eps) t_j + eps / C).
+// The one-hot term is handled apart from the vector loops, which see only the smoothing / probability part.
+template <typename T, bool kProb, bool kWeighted>
+struct CrossEntropyRows {
+  using A = opmath_t<T>;
+  using V = Vectorized<A>;
+  static constexpr int64_t kW = V::size();
+  static constexpr int64_t kFlush = 16;
+
+  const CrossEntropyTensors& ce;
+  int64_t ignore_index;
+  int64_t c = ce.logits.size(1);
+  const T* logits = ce.logits.template const_data_ptr<T>();
+  const A* weight = kWeighted ? ce.weight.template const_data_ptr<A>() : nullptr;
+  const T* prob = kProb ? ce.target.template const_data_ptr<T>() : nullptr;
+  const int64_t* index = kProb ? nullptr : ce.target.template const_data_ptr<int64_t>();
+  double keep;    // 1 - eps: the weight of the target class (index targets) or of the probabilities
+  double spread;  // eps / C: the smoothing mass per class
+  bool smooth = kProb || spread > 0;  // false: q is one-hot and the vector loops skip it
+  std::atomic<int64_t> bad_row{-1};
+
+  CrossEntropyRows(const CrossEntropyTensors& t, int64_t ignore, double eps)
+      : ce(t), ignore_index(ignore), keep(1.0 - eps), spread(eps / static_cast<double>(t.logits.size(1))) {}
+
+  // q_j without the one-hot term, for kW classes starting at j (math type) and for class j alone (double: the
+  // per-row scalars are accumulated in double).
+  V q_vec(const T* t, int64_t j) const {
+    V q = kProb ? cpu::load_opmath(t + j) * V(static_cast<A>(keep)) + V(static_cast<A>(spread))
+                : V(static_cast<A>(spread));
+    if constexpr (kWeighted) q = q * V::loadu(weight + j);
+    return q;
+  }
+  double q_one(const T* t, int64_t j) const {
+    double q = kProb ? static_cast<double>(t[j]) * keep + spread : spread;
+    if constexpr (kWeighted) q *= static_cast<double>(weight[j]);
+    return q;
+  }
+
+  // The class of row i, or -1 when the row is ignored or its class is out of range (then remembered for the error).
+  int64_t target_class(int64_t i) {
+    if constexpr (kProb) return 0;
+    const int64_t y = index[i];
+    if (y == ignore_index) return -1;
+    if (y < 0 || y >= c) {
+      bad_row.store(i);
+      return -1;
+    }
+    return y;
+  }
+  double one_hot_weight(int64_t y) const {
+    if constexpr (kProb) return 0;
+    return keep * (kWeighted ? static_cast<double>(weight[y]) : 1.0);
+  }
+
+  void raise_if_bad_target() const {
+    const int64_t bad = bad_row.load();
+    TORCH_CHECK_INDEX(bad < 0, "fastops.cross_entropy: target ", bad < 0 ? 0 : index[bad], " (row ", bad,
+                      ") is out of bounds for ", c, " classes (ignore_index is ", ignore_index, ")");
+  }
+
+  int64_t grain() const { return std::max<int64_t>(1, cpu::kElementwiseGrain / c); }
+
+  void forward() {
+    double* loss = ce.loss.template data_ptr<double>();
+    double* row_weight = ce.row_weight.template data_ptr<double>();
+    double* lse = ce.lse.template data_ptr<double>();
+    A* mass = ce.target_mass.template data_ptr<A>();
+    at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T* z = logits + i * c;
+        const T* t = kProb ? prob + i * c : nullptr;
+        const int64_t y = target_class(i);
+        if (y < 0) {  // ignored rows: no loss, no weight, no gradient
+          loss[i] = row_weight[i] = lse[i] = mass[i] = 0;
+          continue;
+        }
+        // Sweep 1: the row maximum (NaN propagates through maximum()).
+        int64_t j = 0;
+        V vmax(-std::numeric_limits<A>::infinity());
+        for (; j + kW <= c; j += kW) vmax = at::vec::maximum(vmax, cpu::load_opmath(z + j));
+        A m = at::vec::vec_reduce_all<A>([](const V& a, const V& b) { return at::vec::maximum(a, b); }, vmax);
+        for (; j < c; ++j) {
+          const A zj = static_cast<A>(z[j]);
+          m = (zj > m || std::isnan(zj)) ? zj : m;
+        }
+        // Sweep 2: s = sum exp(z - m), qz = sum q (z - m), qsum = sum q. Vector lanes add at most kFlush
+        // vectors in the math type before their total moves to double: long rows lose no accuracy to the sum.
+        double s = 0, qz = 0, qsum = 0;
+        j = 0;
+        while (j + kW <= c) {
+          V vs(0), vqz(0), vq(0);
+          for (int64_t k = 0; k < kFlush && j + kW <= c; ++k, j += kW) {
+            const V d = cpu::load_opmath(z + j) - V(m);
+            vs = vs + d.exp();
+            if (smooth) {
+              const V q = q_vec(t, j);
+              vqz = at::vec::fmadd(q, d, vqz);
+              vq = vq + q;
+            }
+          }
+          s += reduce_sum(vs);
+          qz += reduce_sum(vqz);
+          qsum += reduce_sum(vq);
+        }
+        // Per-row scalars continue in double: the final combination cancels, and short rows are all tail.
+        for (; j < c; ++j) {
+          const double d = static_cast<double>(z[j]) - static_cast<double>(m);
+          s += std::exp(d);
+          if (smooth) {
+            const double q = q_one(t, j);
+            qz += q * d;
+            qsum += q;
+          }
+        }
+        if constexpr (!kProb) {
+          qz += one_hot_weight(y) * (static_cast<double>(z[y]) - static_cast<double>(m));
+          qsum += one_hot_weight(y);
+        }
+        const double log_s = std::log(s);
+        loss[i] = qsum * log_s - qz;
+        row_weight[i] = kProb ? 1.0 : (kWeighted ? weight[y] : 1.0);
+        lse[i] = static_cast<double>(m) + log_s;
+        mass[i] = static_cast<A>(qsum);
+      }
+    });
+    raise_if_bad_target();
+  }
+
+  void backward(const at::Tensor& grad_rows, at::Tensor& grad_logits) {
+    const double* upstream = grad_rows.template const_data_ptr<double>();
+    const double* lse = ce.lse.template const_data_ptr<double>();
+    const A* mass = ce.target_mass.template const_data_ptr<A>();
+    T* grad = grad_logits.template data_ptr<T>();
+    at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T* z = logits + i * c;
+        const T* t = kProb ? prob + i * c : nullptr;
+        T* g = grad + i * c;
+        const int64_t y = target_class(i);
+        if (y < 0) {
+          std::fill(g, g + c, T(0));
+          continue;
+        }
+        // g_j = (B exp(z_j - lse) - q_j) u, rounded once. lse = hi + lo in two math-type numbers, so that
+        // (z - hi) - lo keeps the precision a float64 lse has (z - hi is exact when z is near the row maximum).
+        const A u = static_cast<A>(upstream[i]), b = mass[i];
+        const A hi = static_cast<A>(lse[i]), lo = static_cast<A>(lse[i] - static_cast<double>(hi));
+        int64_t j = 0;
+        for (; j + kW <= c; j += kW) {
+          const V p = ((cpu::load_opmath(z + j) - V(hi)) - V(lo)).exp();
+          const V gj = smooth ? at::vec::fmsub(p, V(b), q_vec(t, j)) : p * V(b);
+          cpu::store_opmath(g + j, gj * V(u));
+        }
+        for (; j < c; ++j) {
+          const A p = std::exp((static_cast<A>(z[j]) - hi) - lo);
+          g[j] = static_cast<T>((smooth ? std::fma(p, b, static_cast<A>(-q_one(t, j))) : p * b) * u);
+        }
+        if constexpr (!kProb) {  // the one-hot term, recomputed so that g[y] is rounded once
+          const A p = std::exp((static_cast<A>(z[y]) - hi) - lo);
+          const A q_y = static_cast<A>((smooth ? q_one(t, y) : 0.0) + one_hot_weight(y));
+          g[y] = static_cast<T>(std::fma(p, b, -q_y) * u);
+        }
+      }
+    });
+    raise_if_bad_target();
+  }
+};
+
+// Calls fn(CrossEntropyRows<T, kProb, kWeighted>&) for the logits' dtype and the target / weight kinds.
+template <typename Fn>
+void with_cross_entropy_rows(const CrossEntropyTensors& ce, int64_t ignore_index, double eps, Fn&& fn) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ce.logits.scalar_type(), "fastops_cross_entropy", [&] {
+    auto run = [&](auto prob, auto weighted) {
+      CrossEntropyRows<scalar_t, decltype(prob)::value, decltype(weighted)::value> rows(ce, ignore_index, eps);
+      fn(rows);
+    };
+    const bool weighted = ce.weight.defined();
+    if (ce.probability_target()) {
+      if (weighted) run(std::true_type{}, std::true_type{});
+      else run(std::true_type{}, std::false_type{});
+    } else {
+      if (weighted) run(std::false_type{}, std::true_type{});
+      else run(std::false_type{}, std::false_type{});
+    }
+  });
+}
+
+// ---- elementwise losses ----
+
+// Operands are widened into float (double) buffers of this many elements at a time.
+constexpr int64_t kBlock = 256;
+
+template <typename T>
+void widen(const T* src, int64_t len, opmath_t<T>* dst) {
+  constexpr int64_t kW = Vectorized<opmath_t<T>>::size();
+  int64_t k = 0;
+  for (; k + kW <= len; k += kW) cpu::load_opmath(src + k).store(dst + k);
+  for (; k < len; ++k) dst[k] = static_cast<opmath_t<T>>(src[k]);
+}
+
+template <typename T>
+void narrow(const opmath_t<T>* src, int64_t len, T* dst) {
+  constexpr int64_t kW = Vectorized<opmath_t<T>>::size();
+  int64_t k = 0;
+  for (; k + kW <= len; k += kW) cpu::store_opmath(dst + k, Vectorized<opmath_t<T>>::loadu(src + k));
+  for (; k < len; ++k) dst[k] = static_cast<T>(src[k]);
+}
+
+// Sum in double, in 8 independent lanes (which the compiler vectorises without reassociating anything): the
+// elementwise values are rounded once each, as torch's, and the sum adds (almost) no error of its own.
+// The math type of a reduced elementwise loss: float for 16-bit inputs, double for float32 / float64 (each element
+// is then exact to float precision before the sum, which a float32 result of a large sum needs to round right).
+template <typename T>
+using reduce_math_t = std::conditional_t<cpu::is_reduced_float<T>, float, double>;
+
+template <typename T, typename A>
+void widen_to(const T* src, int64_t len, A* dst) {
+  if constexpr (std::is_same_v<A, opmath_t<T>>) {
+    widen(src, len, dst);
+  } else {
+    for (int64_t k = 0; k < len; ++k) dst[k] = static_cast<A>(src[k]);
+  }
+}
+
+template <typename A>
+double sum_buffer(const A* buf, int64_t len) {
+  constexpr int64_t kLanes = 8;
+  double lanes[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= len; k += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += static_cast<double>(buf[k + l]);
+  }
+  for (; k < len; ++k) lanes[0] += static_cast<double>(buf[k]);
+  double s = 0;
+  for (double v : lanes) s += v;
+  return s;
+}
+
+// Evaluates, for one block starting at flat index `start`, out[k] = weight * Loss::value or ::grad into `buf`, in
+// math type A.
+template <typename T, typename Loss, bool kGrad, typename A>
+void loss_block(const Loss& loss, const PointwiseTensors& p, int64_t start, int64_t len, A param, A* buf) {
+  A x[kBlock], t[kBlock], w[kBlock], pw[kBlock];
+  widen_to(p.input.const_data_ptr<T>() + start, len, x);
+  widen_to(p.target.const_data_ptr<T>() + start, len, t);
+  const bool has_w = p.weight.defined(), has_pw = p.pos_weight.defined();
+  if (has_pw) widen_to(p.pos_weight.const_data_ptr<T>() + start, len, pw);
+  else std::fill(pw, pw + len, A(1));
+  for (int64_t k = 0; k < len; ++k) {
+    buf[k] = kGrad ? loss.grad(x[k], t[k], pw[k], param) : loss.value(x[k], t[k], pw[k], param);
+  }
+  if (has_w) {
+    widen_to(p.weight.const_data_ptr<T>() + start, len, w);
+    for (int64_t k = 0; k < len; ++k) buf[k] *= w[k];
+  }
+}
+
+template <typename T, typename Loss>
+void pointwise_forward_typed(const Loss& loss, const PointwiseTensors& p, double param, Reduction red,
+                             at::Tensor& out) {
+  using A = opmath_t<T>;
+  const int64_t n = p.input.numel();
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int64_t grain = std::max<int64_t>(1, cpu::kElementwiseGrain / kBlock);
+  if (red == Reduction::None) {
+    T* y = out.data_ptr<T>();
+    at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+      A buf[kBlock];
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+        loss_block<T, Loss, false>(loss, p, start, len, static_cast<A>(param), buf);
+        narrow(buf, len, y + start);
+      }
+    });
+    return;
+  }
+  using R = reduce_math_t<T>;
+  const double total = at::parallel_reduce(
+      0, blocks, grain, 0.0,
+      [&](int64_t b0, int64_t b1, double acc) {
+        R buf[kBlock];
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+          loss_block<T, Loss, false>(loss, p, start, len, static_cast<R>(param), buf);
+          acc += sum_buffer(buf, len);
+        }
+        return acc;
+      },
+      std::plus<double>());
+  out.fill_(red == Reduction::Mean ? total / static_cast<double>(n) : total);
+}
+
+template <typename T, typename Loss>
+void pointwise_backward_typed(const Loss& loss, const at::Tensor& grad_output, const PointwiseTensors& p,
+                              double param, Reduction red, at::Tensor& grad_input) {
+  using A = opmath_t<T>;
+  const int64_t n = p.input.numel();
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int64_t grain = std::max<int64_t>(1, cpu::kElementwiseGrain / kBlock);
+  const bool per_element = red == Reduction::None;
+  // A reduced loss has one upstream gradient, spread over n elements by 'mean'.
+  const A upstream = per_element ? A(1)
+                                 : static_cast<A>(grad_output.item<double>() /
+                                                  (red == Reduction::Mean ? static_cast<double>(n) : 1.0));
+  const T* go = per_element ? grad_output.const_data_ptr<T>() : nullptr;
+  T* gi = grad_input.data_ptr<T>();
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    A buf[kBlock], gbuf[kBlock];
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+      loss_block<T, Loss, true>(loss, p, start, len, static_cast<A>(param), buf);
+      if (per_element) {
+        widen(go + start, len, gbuf);
+        for (int64_t k = 0; k < len; ++k) buf[k] *= gbuf[k];
+      } else {
+        for (int64_t k = 0; k < len; ++k) buf[k] *= upstream;
+      }
+      narrow(buf, len, gi + start);
+    }
+  });
+}
+
+struct CpuBackend {
+  static void cross_entropy_forward(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing) {
+    with_cross_entropy_rows(ce, ignore_index, label_smoothing, [](auto& rows) { rows.forward(); });
+  }
+
+  static void cross_entropy_backward(const CrossEntropyTensors& ce, const at::Tensor& grad_rows,
+                                     int64_t ignore_index, double label_smoothing, at::Tensor& grad_logits) {
+    with_cross_entropy_rows(ce, ignore_index, label_smoothing,
+                            [&](auto& rows) { rows.backward(grad_rows, grad_logits); });
+  }
+
+  static void pointwise_forward(PointwiseLoss kind, const PointwiseTensors& p, double param, Reduction red,
+                                at::Tensor& out) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.input.scalar_type(), "fastops_loss_forward", [&] {
+      loss::visit_pointwise_loss(kind, [&](auto l) { pointwise_forward_typed<scalar_t>(l, p, param, red, out); });
+    });
+  }
+
+  static void pointwise_backward(PointwiseLoss kind, const at::Tensor& grad_output, const PointwiseTensors& p,
+                                 double param, Reduction red, at::Tensor& grad_input) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.input.scalar_type(), "fastops_loss_backward", [&] {
+      loss::visit_pointwise_loss(kind, [&](auto l) {
+        pointwise_backward_typed<scalar_t>(l, grad_output, p, param, red, grad_input);
+      });
+    });
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastops, CPU, m) { register_loss_kernels<CpuBackend>(m); }
+
+}  // namespace fastops

@@ -1,0 +1,109 @@
+// CUDA binding of the loss kernels: device guard, current stream, tensors -> launch structs, launch check, and the
+// out-of-range class check of cross entropy (a device flag read back after the forward kernel).
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "losses/losses.h"
+#include "losses/losses_launch.h"
+
+namespace fastops {
+namespace {
+
+CrossEntropyLaunch cross_entropy_launch(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing) {
+  CrossEntropyLaunch l{};
+  l.dtype = to_dtype(ce.logits.scalar_type());
+  l.logits = ce.logits.const_data_ptr();
+  l.target = ce.target.const_data_ptr();
+  l.probability_target = ce.probability_target();
+  l.weight = ce.weight.defined() ? ce.weight.const_data_ptr() : nullptr;
+  l.n = ce.logits.size(0);
+  l.c = ce.logits.size(1);
+  l.ignore_index = ignore_index;
+  l.label_smoothing = label_smoothing;
+  return l;
+}
+
+PointwiseLaunch pointwise_launch(PointwiseLoss kind, const PointwiseTensors& p, double param) {
+  return {kind,
+          to_dtype(p.input.scalar_type()),
+          p.input.const_data_ptr(),
+          p.target.const_data_ptr(),
+          p.weight.defined() ? p.weight.const_data_ptr() : nullptr,
+          p.pos_weight.defined() ? p.pos_weight.const_data_ptr() : nullptr,
+          p.input.numel(),
+          param};
+}
+
+struct CudaBackend {
+  static void cross_entropy_forward(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing) {
+    const c10::cuda::CUDAGuard guard(ce.logits.device());
+    CrossEntropyLaunch l = cross_entropy_launch(ce, ignore_index, label_smoothing);
+    l.loss = ce.loss.data_ptr<double>();
+    l.row_weight = ce.row_weight.data_ptr<double>();
+    l.lse = ce.lse.data_ptr<double>();
+    l.target_mass = ce.target_mass.data_ptr();
+    if (ce.probability_target()) {
+      cross_entropy_forward_cuda(l, c10::cuda::getCurrentCUDAStream());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+    at::Tensor bad_row = at::full({1}, -1, ce.logits.options().dtype(at::kLong));
+    l.bad_row = bad_row.data_ptr<int64_t>();
+    cross_entropy_forward_cuda(l, c10::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    // Reading the flag synchronises with the stream (a few microseconds per call, and no CUDA-graph capture of
+    // index-target cross entropy); the price of a Python IndexError instead of a device assert that would kill
+    // the CUDA context.
+    const int64_t bad = bad_row.item<int64_t>();
+    TORCH_CHECK_INDEX(bad < 0, "fastops.cross_entropy: target ", bad < 0 ? 0 : ce.target[bad].item<int64_t>(),
+                      " (row ", bad, ") is out of bounds for ", l.c, " classes (ignore_index is ", ignore_index,
+                      ")");
+  }
+
+  static void cross_entropy_backward(const CrossEntropyTensors& ce, const at::Tensor& grad_rows,
+                                     int64_t ignore_index, double label_smoothing, at::Tensor& grad_logits) {
+    const c10::cuda::CUDAGuard guard(ce.logits.device());
+    const CrossEntropyLaunch l = cross_entropy_launch(ce, ignore_index, label_smoothing);
+    cross_entropy_backward_cuda(l, grad_rows.const_data_ptr<double>(), ce.lse.const_data_ptr<double>(),
+                                ce.target_mass.const_data_ptr(), grad_logits.data_ptr(),
+                                c10::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  static void pointwise_forward(PointwiseLoss kind, const PointwiseTensors& p, double param, Reduction red,
+                                at::Tensor& out) {
+    const c10::cuda::CUDAGuard guard(p.input.device());
+    const PointwiseLaunch l = pointwise_launch(kind, p, param);
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    if (red == Reduction::None) {
+      pointwise_loss_forward_cuda(l, out.data_ptr(), stream);
+    } else {
+      // The partial sums live until the second kernel has run: the caching allocator keeps the block reserved for
+      // this stream until then.
+      at::Tensor partials = at::empty({pointwise_loss_partials(l.n)}, p.input.options().dtype(at::kDouble));
+      pointwise_loss_reduce_cuda(l, red == Reduction::Mean, partials.data_ptr<double>(), out.data_ptr(), stream);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  static void pointwise_backward(PointwiseLoss kind, const at::Tensor& grad_output, const PointwiseTensors& p,
+                                 double param, Reduction red, at::Tensor& grad_input) {
+    const c10::cuda::CUDAGuard guard(p.input.device());
+    const PointwiseLaunch l = pointwise_launch(kind, p, param);
+    const bool scalar = red != Reduction::None;
+    const double norm = red == Reduction::Mean ? 1.0 / static_cast<double>(l.n) : 1.0;
+    pointwise_loss_backward_cuda(l, grad_output.const_data_ptr(), scalar, norm, grad_input.data_ptr(),
+                                 c10::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastops, CUDA, m) { register_loss_kernels<CudaBackend>(m); }
+
+}  // namespace fastops

@@ -1,0 +1,71 @@
+// Torch-free entry points of the loss CUDA kernels (raw pointers, sizes, the stream). Included by losses_cuda.cu,
+// which defines them, and by losses_cuda.cpp, which checks and allocates in torch terms.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "common/dtype.h"
+#include "losses/loss_math.h"
+
+namespace fastops {
+
+// One cross-entropy call on contiguous [n, c] logits. `target` is int64 [n] class indices or [n, c] probabilities
+// of the logits' dtype; `weight` is [c] in the math type (float, double for float64 logits) or null.
+// `target_mass` is in the math type; `loss`, `row_weight`, `lse` are float64 (see losses.h).
+struct CrossEntropyLaunch {
+  DType dtype;
+  const void* logits;
+  const void* target;
+  bool probability_target;
+  const void* weight;
+  int64_t n, c;
+  int64_t ignore_index;
+  double label_smoothing;
+  double* loss;
+  double* row_weight;
+  double* lse;
+  void* target_mass;
+  // Forward with class indices only: one device int64, -1 on entry; a row whose class index is out of range writes
+  // its index there (and gets a NaN loss) instead of asserting, so that the binding can raise a Python error after
+  // the kernel.
+  int64_t* bad_row;
+};
+
+void cross_entropy_forward_cuda(const CrossEntropyLaunch& ce, cudaStream_t stream);
+
+// grad_logits = (target_mass softmax(logits) - q) * grad_rows[:, None], with `lse` and `target_mass` from the
+// forward (ce's output pointers are unused). Rows with an out-of-range class (which the forward has already
+// rejected) get NaN gradients.
+void cross_entropy_backward_cuda(const CrossEntropyLaunch& ce, const double* grad_rows, const double* lse,
+                                 const void* target_mass, void* grad_logits, cudaStream_t stream);
+
+// The elementwise losses over n elements of one dense layout; weight / pos_weight may be null.
+struct PointwiseLaunch {
+  PointwiseLoss kind;
+  DType dtype;
+  const void* input;
+  const void* target;
+  const void* weight;
+  const void* pos_weight;
+  int64_t n;
+  double param;
+};
+
+// How many float64 partial sums pointwise_loss_reduce_cuda needs as workspace for n elements.
+int64_t pointwise_loss_partials(int64_t n);
+
+// out[i] = loss(i) ('none').
+void pointwise_loss_forward_cuda(const PointwiseLaunch& p, void* out, cudaStream_t stream);
+
+// *out (one element of the input's dtype) = sum of the losses, divided by n when mean; deterministic (fixed-order
+// two-stage sum, no atomics). `partials` holds pointwise_loss_partials(n) doubles.
+void pointwise_loss_reduce_cuda(const PointwiseLaunch& p, bool mean, double* partials, void* out,
+                                cudaStream_t stream);
+
+// grad_input[i] = d loss(i) / d input * grad_output[i] (or * grad_output[0] * norm when grad_is_scalar).
+void pointwise_loss_backward_cuda(const PointwiseLaunch& p, const void* grad_output, bool grad_is_scalar,
+                                  double norm, void* grad_input, cudaStream_t stream);
+
+}  // namespace fastops

@@ -1,0 +1,429 @@
+"""The loss family against torch: accuracy, gradients, registration (opcheck), torch.compile, autocast, bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from reference import (
+    DEVICES,
+    FLOAT_DTYPES,
+    Sample,
+    assert_accurate,
+    check_against_torch,
+    check_compile_parity,
+    check_gradcheck,
+    check_opcheck,
+    classification_samples,
+    elementwise_samples,
+    make_tensor,
+    requires_cuda,
+    to_reference,
+)
+
+import fastops
+import fastops.functional as FF
+
+ops = torch.ops.fastops
+REDUCTIONS = ("none", "mean", "sum")
+
+# The accuracy rule measures torch's error against a float64 evaluation of torch itself, which is zero for float64
+# inputs; any other summation order then "fails" by an ulp. float64 results are compared with torch at
+# torch.testing.assert_close's default float64 tolerances instead (and carry the gradchecks).
+ORACLE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def check_float64_close(fast, native, sample):
+    out = fast(*sample.args, **sample.kwargs)
+    ref = native(*sample.args, **sample.kwargs)
+    torch.testing.assert_close(out, ref, equal_nan=True)
+    inputs = [a for a in sample.args if isinstance(a, torch.Tensor) and a.requires_grad]
+    if inputs and out.numel():
+        up = torch.randn_like(out)
+        for g, r in zip(torch.autograd.grad(out, inputs, up), torch.autograd.grad(ref, inputs, up)):
+            torch.testing.assert_close(g, r, equal_nan=True)
+
+# ---- cross entropy ----
+
+
+@pytest.mark.parametrize("dtype", ORACLE_DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_matches_torch(dtype, device):
+    for sample in classification_samples(device, dtype, requires_grad=True):
+        check_against_torch(FF.cross_entropy, F.cross_entropy, sample, grad=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_float64_close_to_torch(device):
+    for sample in classification_samples(device, torch.float64, requires_grad=True):
+        check_float64_close(FF.cross_entropy, F.cross_entropy, sample)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_non_default_ignore_index(device):
+    for sample in classification_samples(device, torch.float32, requires_grad=True, ignore_index=1):
+        check_against_torch(FF.cross_entropy, F.cross_entropy, sample, grad=True)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_all_ignored_is_torch(reduction, device):
+    x = torch.randn(4, 6, device=device, requires_grad=True)
+    t = torch.full((4,), -100, device=device)
+    w = torch.rand(6, device=device)
+    out, ref = FF.cross_entropy(x, t, w, reduction=reduction), F.cross_entropy(x, t, w, reduction=reduction)
+    torch.testing.assert_close(out, ref, equal_nan=True)
+    g = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0], equal_nan=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_extreme_logits(device):
+    # Large, tied and -inf logits: the running max keeps exp() finite; a row of one huge logit has zero loss.
+    x = torch.tensor([[1e4, 0.0, -1e4], [50.0, 50.0, 50.0], [-float("inf"), 0.0, 1.0], [88.0, -88.0, 3.0]],
+                     device=device, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 1], device=device)
+    for reduction in REDUCTIONS:
+        check_against_torch(FF.cross_entropy, F.cross_entropy, Sample((x, t), {"reduction": reduction}, reduction),
+                            grad=True)
+
+
+def test_cross_entropy_gradcheck():
+    x = make_tensor((5, 7), torch.float64, "cpu", requires_grad=True)
+    index = torch.tensor([0, 6, -100, 3, 3])
+    prob = torch.rand(5, 7, dtype=torch.float64).softmax(1)
+    w = torch.rand(7, dtype=torch.float64) + 0.5
+    for target in (index, prob):
+        for reduction in REDUCTIONS:
+            kwargs = {"weight": w, "reduction": reduction, "label_smoothing": 0.15}
+            check_gradcheck(lambda x, target=target, **kw: FF.cross_entropy(x, target, **kw),
+                            Sample((x,), kwargs, reduction))
+
+
+def test_cross_entropy_gradient_survives_retain_graph():
+    x = torch.randn(4, 9, requires_grad=True)
+    loss = FF.cross_entropy(x, torch.tensor([1, 2, 3, 4]))
+    first = torch.autograd.grad(loss, x, retain_graph=True)[0]
+    second = torch.autograd.grad(loss, x)[0]
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_opcheck(dtype, device):
+    x = make_tensor((6, 13), dtype, device, requires_grad=True)
+    index = torch.tensor([0, 12, -100, 5, 5, 1], device=device)
+    prob = torch.rand(6, 13, device=device).softmax(1).to(dtype)
+    w = torch.rand(13, device=device)
+    for target in (index, prob):
+        for weight in (None, w):
+            check_opcheck(ops.cross_entropy_forward, Sample((x, target, weight, -100, 0.1), {}, ""))
+            _, _, lse, mass = ops.cross_entropy_forward(x, target, weight, -100, 0.1)
+            rows = torch.rand(6, device=device, dtype=torch.float64)
+            check_opcheck(ops.cross_entropy_backward, Sample((rows, x.detach(), target, weight, lse, mass, -100, 0.1),
+                                                             {}, ""))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_compile_fullgraph_parity(device):
+    x = make_tensor((8, 33), torch.float32, device, requires_grad=True)
+    t = torch.randint(0, 33, (8,), device=device)
+    w = torch.rand(33, device=device)
+    x4 = make_tensor((2, 5, 3, 4), torch.float32, device, requires_grad=True)
+    t4 = torch.randint(0, 5, (2, 3, 4), device=device)
+    check_compile_parity(lambda x: FF.cross_entropy(x, t, w, label_smoothing=0.1), Sample((x,), {}, "2d"),
+                         grad=True)
+    check_compile_parity(lambda x: FF.cross_entropy(x, t4, reduction="none"), Sample((x4,), {}, "4d"), grad=True)
+
+
+def test_cross_entropy_compile_inductor_dynamic():
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, t: FF.cross_entropy(x, t) * 2, fullgraph=True, dynamic=True)
+    for n in (5, 17, 300):
+        x = torch.randn(n, 11)
+        t = torch.randint(0, 11, (n,))
+        torch.testing.assert_close(compiled(x, t), F.cross_entropy(x, t) * 2)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_autocast_is_float32_without_an_input_copy(reduction, device):
+    x = make_tensor((16, 100), torch.bfloat16, device, requires_grad=True)
+    t = torch.randint(0, 100, (16,), device=device)
+    dtype = torch.bfloat16 if device == "cpu" else torch.float16
+    with torch.autocast(device, dtype=dtype):
+        out = FF.cross_entropy(x, t, reduction=reduction)
+        native = F.cross_entropy(x, t, reduction=reduction)
+    assert out.dtype == native.dtype == torch.float32
+    assert_accurate(out, native, F.cross_entropy(to_reference(x), to_reference(t), reduction=reduction))
+    grad = torch.autograd.grad(out.sum(), x)[0]
+    assert grad.dtype == torch.bfloat16
+    torch.testing.assert_close(grad, torch.autograd.grad(native.sum(), x)[0])
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_cross_entropy_cpu_cuda_parity(dtype):
+    for sample in classification_samples("cpu", dtype, requires_grad=False):
+        on_cuda = [a.cuda() if isinstance(a, torch.Tensor) else a for a in sample.args]
+        kw_cuda = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in sample.kwargs.items()}
+        cpu_out = FF.cross_entropy(*sample.args, **sample.kwargs)
+        torch.testing.assert_close(FF.cross_entropy(*on_cuda, **kw_cuda).cpu(), cpu_out, equal_nan=True,
+                                   rtol=4 * torch.finfo(dtype).eps, atol=4 * torch.finfo(dtype).eps)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cross_entropy_cuda_large_rows_and_misaligned_logits():
+    # C = 50257 (odd, so rows are not 16-byte aligned), and a logits view one element into its storage.
+    for c, offset in ((50257, 0), (32000, 1)):
+        base = torch.randn(3 * c + offset, device="cuda", dtype=torch.bfloat16)
+        x = base[offset:].view(3, c).requires_grad_()
+        t = torch.tensor([0, c - 1, 7], device="cuda")
+        check_against_torch(FF.cross_entropy, F.cross_entropy, Sample((x, t), {"label_smoothing": 0.1}, str(c)),
+                            grad=True)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cross_entropy_cuda_memory_is_one_gradient():
+    # Forward + backward allocate the logits' gradient and [N]-sized row statistics, nothing else [N, C]-sized.
+    x = torch.randn(2048, 32000, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    t = torch.randint(0, 32000, (2048,), device="cuda")
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    (grad,) = torch.autograd.grad(FF.cross_entropy(x, t), x)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    assert extra <= grad.numel() * grad.element_size() + (1 << 20), f"{extra} bytes for a {grad.nbytes}-byte gradient"
+
+
+# ---- elementwise losses ----
+
+# name -> (fastops functional, torch functional, kwargs beyond reduction, the operator)
+POINTWISE = {
+    "mse_loss": (FF.mse_loss, F.mse_loss, {}, ops.mse_loss),
+    "smooth_l1_loss": (FF.smooth_l1_loss, F.smooth_l1_loss, {"beta": 0.7}, ops.smooth_l1_loss),
+    "smooth_l1_loss_beta0": (FF.smooth_l1_loss, F.smooth_l1_loss, {"beta": 0.0}, ops.smooth_l1_loss),
+    "huber_loss": (FF.huber_loss, F.huber_loss, {"delta": 1.3}, ops.huber_loss),
+    "bce_with_logits": (FF.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, {},
+                        ops.binary_cross_entropy_with_logits),
+}
+
+
+def _pointwise_samples(name, device, dtype, reductions=REDUCTIONS):
+    kwargs = POINTWISE[name][2]
+    for reduction in reductions:
+        for sample in elementwise_samples(device, dtype, n_inputs=2, requires_grad=True):
+            x, t = sample.args
+            if name == "bce_with_logits":  # targets are probabilities in [0.0, 1.0)
+                t = (t.detach() / 8 + 0.5).requires_grad_()
+            yield Sample((x, t), dict(kwargs, reduction=reduction), f"{sample.desc}-{reduction}")
+
+
+@pytest.mark.parametrize("name", POINTWISE)
+@pytest.mark.parametrize("dtype", ORACLE_DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_pointwise_loss_matches_torch(name, dtype, device):
+    fast, native, _, _ = POINTWISE[name]
+    for sample in _pointwise_samples(name, device, dtype):
+        check_against_torch(fast, native, sample, grad=True)
+
+
+@pytest.mark.parametrize("name", POINTWISE)
+@pytest.mark.parametrize("device", DEVICES)
+def test_pointwise_loss_float64_close_to_torch(name, device):
+    fast, native, _, _ = POINTWISE[name]
+    for sample in _pointwise_samples(name, device, torch.float64):
+        check_float64_close(fast, native, sample)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_bce_with_logits_weight_and_pos_weight(reduction, dtype, device):
+    x = make_tensor((6, 4, 5), dtype, device, low=-8, high=8, requires_grad=True)
+    t = make_tensor((6, 4, 5), dtype, device, low=0, high=1)
+    weight = make_tensor((4, 1), dtype, device, low=0.5, high=2)  # broadcasts to input
+    pos_weight = make_tensor((5,), dtype, device, low=0.5, high=3)  # one per class of the last dim
+    for kwargs in ({"weight": weight}, {"pos_weight": pos_weight}, {"weight": weight, "pos_weight": pos_weight}):
+        sample = Sample((x, t), dict(kwargs, reduction=reduction), str(list(kwargs)))
+        check_against_torch(FF.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, sample,
+                            grad=True)
+
+
+@pytest.mark.parametrize("name", ("mse_loss", "smooth_l1_loss", "huber_loss"))
+def test_regression_loss_broadcasts_and_warns_like_torch(name):
+    fast, native, kwargs, _ = POINTWISE[name]
+    x = torch.randn(4, 3, requires_grad=True)
+    t = torch.randn(3, requires_grad=True)
+    with pytest.warns(UserWarning, match="different to the input size"):
+        out = fast(x, t, **kwargs)
+    with pytest.warns(UserWarning):
+        ref = native(x, t, **kwargs)
+    torch.testing.assert_close(out, ref)
+    for g, r in zip(torch.autograd.grad(out, (x, t)), torch.autograd.grad(ref, (x, t))):
+        torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("name", ("mse_loss", "smooth_l1_loss"))
+def test_mixed_dtypes_promote_like_torch(name):
+    fast, native, kwargs, _ = POINTWISE[name]
+    x = torch.randn(5, 3, dtype=torch.bfloat16)
+    t = torch.rand(5, 3)
+    out, ref = fast(x, t, **kwargs), native(x, t, **kwargs)
+    assert out.dtype == ref.dtype
+    torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize("name", POINTWISE)
+def test_pointwise_gradcheck(name):
+    fast = POINTWISE[name][0]
+    x = make_tensor((4, 5), torch.float64, "cpu", requires_grad=True)
+    # Targets a fixed distance from the inputs keep finite differences off the kinks at |x - t| = beta / delta.
+    offset = torch.tensor([-2.0, -0.35, 0.2, 0.5, 3.0], dtype=torch.float64)
+    t = (x.detach() + offset if name != "bce_with_logits" else torch.rand(4, 5, dtype=torch.float64)).requires_grad_()
+    for reduction in REDUCTIONS:
+        kwargs = dict(POINTWISE[name][2], reduction=reduction)
+        check_gradcheck(fast, Sample((x, t), kwargs, reduction))
+    pos_weight = torch.rand(5, dtype=torch.float64) + 0.5
+    weight = torch.rand(4, 1, dtype=torch.float64)
+    if name == "bce_with_logits":
+        check_gradcheck(fast, Sample((x, t), {"weight": weight, "pos_weight": pos_weight}, "weights"))
+
+
+@pytest.mark.parametrize("name", POINTWISE)
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_pointwise_opcheck(name, dtype, device):
+    _, _, kwargs, op = POINTWISE[name]
+    param = tuple(kwargs.values())
+    for i, sample in enumerate(_pointwise_samples(name, device, dtype)):
+        if i % 3 or sample.args[0].numel() == 0:  # every third sample: all layouts and reductions, a third the cost
+            continue
+        x, t = sample.args
+        reduction = {"none": 0, "mean": 1, "sum": 2}[sample.kwargs["reduction"]]
+        extra = (None, None, reduction) if name == "bce_with_logits" else (reduction, *param)
+        check_opcheck(op, Sample((x, t, *extra), {}, sample.desc))
+    x = make_tensor((3, 4), dtype, device, requires_grad=True)
+    t = make_tensor((3, 4), dtype, device, low=0, high=1)
+    check_opcheck(ops.binary_cross_entropy_with_logits, Sample((x, t, t + 1, t * 2, 1), {}, "weights"))
+
+
+@pytest.mark.parametrize("name", POINTWISE)
+@pytest.mark.parametrize("device", DEVICES)
+def test_pointwise_compile_fullgraph_parity(name, device):
+    fast, _, kwargs, _ = POINTWISE[name]
+    for reduction in REDUCTIONS:
+        for layout in ("contiguous", "transposed"):
+            x = make_tensor((33, 65), torch.float32, device, layout=layout, requires_grad=True)
+            t = make_tensor((33, 65), torch.float32, device, layout=layout, low=0, high=1, requires_grad=True)
+            check_compile_parity(lambda x, t, reduction=reduction: fast(x, t, reduction=reduction, **kwargs),
+                                 Sample((x, t), {}, layout), grad=True)
+
+
+@pytest.mark.parametrize("name", POINTWISE)
+@pytest.mark.parametrize("device", DEVICES)
+def test_pointwise_autocast_runs_in_float32(name, device):
+    fast, native, kwargs, _ = POINTWISE[name]
+    x = make_tensor((8, 9), torch.bfloat16, device, requires_grad=True)
+    t = make_tensor((8, 9), torch.float32, device, low=0, high=1)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        out, ref = fast(x, t, **kwargs), native(x, t, **kwargs)
+    assert out.dtype == ref.dtype == torch.float32
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(torch.autograd.grad(out, x)[0], torch.autograd.grad(ref, x)[0])
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", POINTWISE)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_pointwise_cpu_cuda_parity(name, dtype):
+    fast, _, kwargs, _ = POINTWISE[name]
+    x = make_tensor((1000, 37), dtype, "cpu")
+    t = make_tensor((1000, 37), dtype, "cpu", low=0, high=1)
+    eps = torch.finfo(dtype).eps
+    for reduction in REDUCTIONS:
+        torch.testing.assert_close(fast(x.cuda(), t.cuda(), reduction=reduction, **kwargs).cpu(),
+                                   fast(x, t, reduction=reduction, **kwargs), rtol=8 * eps, atol=8 * eps)
+
+
+# ---- modules ----
+
+MODULES = [
+    (fastops.nn.CrossEntropyLoss, torch.nn.CrossEntropyLoss, {"weight": torch.rand(5) + 0.5, "ignore_index": 2,
+                                                                  "label_smoothing": 0.1}),
+    (fastops.nn.MSELoss, torch.nn.MSELoss, {"reduction": "sum"}),
+    (fastops.nn.SmoothL1Loss, torch.nn.SmoothL1Loss, {"beta": 0.5}),
+    (fastops.nn.HuberLoss, torch.nn.HuberLoss, {"delta": 2.0, "reduction": "none"}),
+    (fastops.nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss, {"weight": torch.rand(5), "pos_weight": torch.rand(5)}),
+]
+
+
+@pytest.mark.parametrize("fast_cls,torch_cls,kwargs", MODULES, ids=lambda m: getattr(m, "__name__", ""))
+def test_module_is_drop_in(fast_cls, torch_cls, kwargs):
+    fast, native = fast_cls(**kwargs), torch_cls(**kwargs)
+    assert fast.state_dict().keys() == native.state_dict().keys()
+    assert repr(fast) == repr(native)
+    x = torch.randn(7, 5)
+    t = torch.randint(0, 5, (7,)) if fast_cls is fastops.nn.CrossEntropyLoss else torch.rand(7, 5)
+    torch.testing.assert_close(fast(x, t), native(x, t))
+
+
+# ---- bad input ----
+
+_x = torch.randn(3, 5)
+_t = torch.tensor([0, 4, 1])
+
+BAD_INPUTS = [
+    (lambda: FF.cross_entropy(_x, torch.tensor([0, 5, 1])), IndexError,
+     r"fastops\.cross_entropy: target 5 \(row 1\) is out of bounds for 5 classes"),
+    (lambda: FF.cross_entropy(_x, torch.tensor([0, -1, 1])), IndexError, r"target -1 \(row 1\) is out of bounds"),
+    (lambda: FF.cross_entropy(_x, torch.tensor([0, -100, 1]), ignore_index=3), IndexError, r"target -100"),
+    (lambda: FF.cross_entropy(_x, torch.tensor([0.0, 1.0, 2.0])), RuntimeError,
+     r"floating-point target holds class probabilities and must have input's shape \[3, 5\], got \[3\]"),
+    (lambda: FF.cross_entropy(_x, _t.int()), RuntimeError, r"target must be int64 class indices"),
+    (lambda: FF.cross_entropy(_x, torch.tensor([0, 1])), ValueError, r"class-index target must have shape \(3,\)"),
+    (lambda: FF.cross_entropy(_x, _t, weight=torch.ones(4)), RuntimeError,
+     r"weight must have one entry per class \(5\), got shape \[4\]"),
+    (lambda: FF.cross_entropy(_x, _t, label_smoothing=1.5), RuntimeError, r"label_smoothing must be between"),
+    (lambda: FF.cross_entropy(_x, _t, reduction="avg"), ValueError, r"avg is not a valid value for reduction"),
+    (lambda: FF.cross_entropy(_x.long(), _t), RuntimeError, r"logits must be float16/bfloat16/float32/float64"),
+    (lambda: ops.cross_entropy_forward(_x, _t, torch.ones(5, dtype=torch.float64), -100, 0.0), RuntimeError,
+     r"weight must be Float for Float logits, got Double"),
+    (lambda: ops.cross_entropy_backward(torch.ones(2, dtype=torch.float64), _x, _t, None, torch.ones(3),
+                                        torch.ones(3), -100, 0.0),
+     RuntimeError, r"cross_entropy_backward: grad_rows must have shape \[N\] = \[3\], got \[2\]"),
+    (lambda: FF.mse_loss(_t, _t), RuntimeError, r"fastops\.mse_loss: input must be float16/bfloat16"),
+    (lambda: FF.cross_entropy(torch.rand(3, 5), torch.rand(3, 5), ignore_index=1), RuntimeError,
+     r"ignore_index is not supported for floating point target"),
+    (lambda: ops.mse_loss(_x, torch.randn(3, 4), 1), RuntimeError, r"target must have the shape of input \[3, 5\]"),
+    (lambda: ops.mse_loss(_x, _x, 3), RuntimeError, r"reduction must be 0 \(none\), 1 \(mean\) or 2 \(sum\)"),
+    (lambda: ops.huber_loss(_x, _x.double(), 1, 1.0), RuntimeError, r"target must have the dtype of input"),
+    (lambda: FF.binary_cross_entropy_with_logits(_x, torch.rand(5)), ValueError,
+     r"Target size \(torch.Size\(\[5\]\)\) must be the same as input size"),
+    (lambda: FF.binary_cross_entropy_with_logits(_x, _x, pos_weight=torch.ones(4)), RuntimeError, r"expand"),
+    (lambda: ops.binary_cross_entropy_with_logits(_x, _x, torch.ones(5), None, 1), RuntimeError,
+     r"weight must have the shape of input"),
+    (lambda: FF.smooth_l1_loss(_x, _x, beta=-1.0), RuntimeError, r"negative values for beta"),
+    (lambda: ops.mse_loss_backward(torch.ones(3), _x, _x, 1), RuntimeError,
+     r"grad_output of a reduced loss must be 0-dim"),
+]
+
+
+@pytest.mark.parametrize("call,error,message", BAD_INPUTS)
+def test_bad_input_raises_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_bad_target_raises_without_killing_the_process():
+    x = torch.randn(4, 1000, device="cuda")
+    with pytest.raises(IndexError, match=r"target 1000 \(row 2\) is out of bounds for 1000 classes"):
+        FF.cross_entropy(x, torch.tensor([0, 1, 1000, 2], device="cuda"))
+    torch.cuda.synchronize()  # the context survives: no device-side assert
+    torch.testing.assert_close(FF.cross_entropy(x, torch.tensor([0, 1, 2, 3], device="cuda")),
+                               F.cross_entropy(x, torch.tensor([0, 1, 2, 3], device="cuda")))
