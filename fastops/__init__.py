@@ -9,11 +9,11 @@ import torch
 from . import _C  # noqa: F401  (loading the library registers every schema and kernel)
 from . import ops  # noqa: F401  (fake kernels, autograd, autocast)
 from . import functional, nn
-from .functional import relu
+from .functional import linear, matmul, relu
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", "nn", "relu", "has_cuda_kernels"]
+__all__ = ["functional", "nn", "relu", "matmul", "linear", "has_cuda_kernels"]
 
 
 def has_cuda_kernels() -> bool:

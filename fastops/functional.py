@@ -6,7 +6,7 @@ from torch import Tensor
 
 _ops = torch.ops.fastops
 
-__all__ = ["relu"]
+__all__ = ["relu", "matmul", "linear"]
 
 
 def _maybe_inplace(x: Tensor, result: Tensor, inplace: bool) -> Tensor:
@@ -18,3 +18,26 @@ def _maybe_inplace(x: Tensor, result: Tensor, inplace: bool) -> Tensor:
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """max(input, 0) elementwise (NaN propagates). Same contract as :func:`torch.nn.functional.relu`."""
     return _maybe_inplace(input, _ops.relu(input), inplace)
+
+
+def matmul(input: Tensor, other: Tensor) -> Tensor:
+    """Matrix product with :func:`torch.matmul`'s contract: 1-D operands are promoted to a row (input) or a column
+    (other) and the added dim is removed again; batch dims broadcast. float32 on CUDA uses TF32 tensor cores iff
+    ``torch.backends.cuda.matmul.allow_tf32`` (i.e. ``torch.get_float32_matmul_precision() != 'highest'``)."""
+    if input.dim() == 0 or other.dim() == 0:
+        raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {input.dim()}D and "
+                           f"{other.dim()}D")
+    a = input.unsqueeze(0) if input.dim() == 1 else input
+    b = other.unsqueeze(-1) if other.dim() == 1 else other
+    out = _ops.matmul(a, b)
+    if other.dim() == 1:
+        out = out.squeeze(-1)
+    if input.dim() == 1:
+        out = out.squeeze(-2) if other.dim() > 1 else out.squeeze(-1)
+    return out
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``input @ weight.T + bias`` with :func:`torch.nn.functional.linear`'s contract; the bias add is fused into the
+    GEMM and the weight is read transposed in place."""
+    return _ops.linear(input, weight, bias)

@@ -2,7 +2,7 @@
 
 from .core import CSV_COLUMNS, Case, Result, run_cases
 
-FAMILIES = ("activations",)
+FAMILIES = ("activations", "matmul")
 
 __all__ = ["CSV_COLUMNS", "Case", "Result", "run_cases", "FAMILIES", "family_cases"]
 
