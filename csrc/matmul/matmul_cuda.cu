@@ -4,6 +4,8 @@
 //                      fallback for 16-bit types. 128x128x8 block tile, 256 threads, each thread an 8x8 register
 //                      tile, shared memory double-buffered with register prefetch, 16-byte loads where aligned.
 //   small_gemm_kernel  float64: a plain 32x32 shared-memory tiled kernel (correctness for gradcheck, not speed).
+//   mma_gemm_kernel    bfloat16 / float16 on tensor cores (sm_80+): 128x128x32 block tile, 8 warps of 64x32,
+//                      mma.sync.m16n8k16 fed by ldmatrix(.trans) from a 4-stage cp.async shared-memory ring.
 //   column_sum_*       the fused column reduction behind linear's bias gradient.
 // All offsets are int64; edge tiles load zeros (predicated) and store under a bounds check.
 #include <algorithm>
@@ -225,12 +227,16 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t batch = blockIdx.z; batch < pr.batch; batch += gridDim.z) {
       const T* a_base = a.p + batch * a.batch_stride;
       const T* b_base = b.p + batch * b.batch_stride;
-      Acc acc[2][2] = {};
+      Acc acc[2][2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) acc[i][j] = Acc(0);
       for (int64_t k0 = 0; k0 < pr.k; k0 += kSmallTile) {
         load_small_tile(a, a_base, m0, k0, pr.k, tid, a_tile);
         load_small_tile(b, b_base, n0, k0, pr.k, tid, b_tile);
         __syncthreads();
-#pragma unroll 8
+#pragma unroll 4
         for (int k = 0; k < kSmallTile; ++k) {
 #pragma unroll
           for (int i = 0; i < 2; ++i)
@@ -288,6 +294,263 @@ void launch(const GemmArgs& g, cudaStream_t stream) {
 }  // namespace simt
 
 // ---------------------------------------------------------------------------------------------------------------
+// Tensor-core GEMM (sm_80+): mma.sync m16n8k16 for bfloat16 / float16, fed by ldmatrix from a cp.async pipeline
+// ---------------------------------------------------------------------------------------------------------------
+namespace tc {
+
+constexpr int kBM = 128, kBN = 128, kBK = 32, kStages = 4, kThreads = 256;
+constexpr int kTileBytes = kBM * kBK * 2;  // one operand's tile in one stage (128 x 32 16-bit values)
+constexpr int kSmemBytes = kStages * 2 * kTileBytes;
+
+// Shared-memory tiles are stored the way the operand is contiguous in global memory, so that every global read is a
+// whole 16-byte chunk (cp.async) and every transposition happens in ldmatrix (.trans) instead of in registers:
+//   k-contiguous operand: 128 rows (m or n) of 32 k values = 4 chunks per row
+//   outer-contiguous:      32 rows (k) of 128 m or n values = 16 chunks per row
+// Chunks are XOR-swizzled within a row so that the 8 row addresses of one ldmatrix hit 8 distinct 16-byte bank
+// groups (no conflicts); the swizzle is a bijection per row, so cp.async writes stay conflict-free too.
+template <bool kKContiguous>
+struct TileLayout {
+  static constexpr int kChunksPerRow = kKContiguous ? 4 : 16;
+  static constexpr int kRows = kKContiguous ? kBM : kBK;
+  __device__ static __forceinline__ uint32_t offset(int row, int chunk) {
+    const int swizzled = kKContiguous ? chunk ^ ((row >> 1) & 3) : chunk ^ (row & 7);
+    return static_cast<uint32_t>((row * kChunksPerRow + swizzled) * 16);
+  }
+};
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, asynchronously; bytes past src_bytes are zero-filled (edge tiles, K tails).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+template <bool kTrans>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
+  if constexpr (kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+template <typename T>
+struct Operand {
+  const T* p;
+  int64_t ld;
+  int64_t batch_stride;
+  int64_t outer;  // M or N
+  bool async16;   // 16-byte cp.async is legal: pointer, ld and batch stride are multiples of 16 bytes
+};
+
+// One operand's kBK slice starting at k0 into a stage: 512 chunks of 8 values, 2 per thread, consecutive threads
+// on consecutive chunks of a row (coalesced). Chunks past the matrix edge are zero-filled; when 16-byte copies are
+// not legal (odd leading dimension, misaligned view) the chunk is gathered with predicated scalar loads instead.
+template <typename T, bool kKContiguous>
+__device__ __forceinline__ void load_stage(const Operand<T>& op, const T* base, int64_t o0, int64_t k0, int64_t k_size,
+                                           uint8_t* tile, int tid) {
+  using Layout = TileLayout<kKContiguous>;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int e = tid + i * kThreads;
+    const int row = e / Layout::kChunksPerRow, chunk = e % Layout::kChunksPerRow;
+    int64_t outer_idx, k_idx, valid;
+    if constexpr (kKContiguous) {
+      outer_idx = o0 + row;
+      k_idx = k0 + chunk * 8;
+      valid = outer_idx < op.outer ? k_size - k_idx : 0;
+    } else {
+      k_idx = k0 + row;
+      outer_idx = o0 + chunk * 8;
+      valid = k_idx < k_size ? op.outer - outer_idx : 0;
+    }
+    valid = valid < 0 ? 0 : (valid > 8 ? 8 : valid);
+    const T* src = base + (kKContiguous ? outer_idx * op.ld + k_idx : k_idx * op.ld + outer_idx);
+    uint8_t* dst = tile + Layout::offset(row, chunk);
+    if (op.async16) {
+      cp_async16(smem_address(dst), valid > 0 ? src : base, static_cast<int>(valid * sizeof(T)));
+    } else {
+      alignas(16) T v[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = j < valid ? src[j] : cuda::from_opmath<T>(0.0f);
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
+    }
+  }
+}
+
+struct Problem {
+  int64_t batch, m, n, k, ldc, batch_stride_c;
+};
+
+// 8 warps as 2 (m) x 4 (n), each computing a 64 x 32 piece of the 128 x 128 block tile: per 16-deep k step, 4 A
+// fragments (ldmatrix.x4) and 4 B fragments (2 ldmatrix.x4) feed 16 mma.sync into 64 fp32 accumulators a thread.
+template <typename T, bool kAKContiguous, bool kBKContiguous>
+__global__ void __launch_bounds__(kThreads)
+    mma_gemm_kernel(Problem pr, Operand<T> a, Operand<T> b, T* __restrict__ c, const T* __restrict__ bias) {
+  extern __shared__ __align__(128) uint8_t smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int warp_m = warp >> 2, warp_n = warp & 3;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kBM;
+  const int64_t k_tiles = (pr.k + kBK - 1) / kBK;
+  auto a_stage = [&](int s) { return smem + s * 2 * kTileBytes; };
+  auto b_stage = [&](int s) { return smem + s * 2 * kTileBytes + kTileBytes; };
+
+  for (int64_t n_tile = blockIdx.y; n_tile * kBN < pr.n; n_tile += gridDim.y) {
+    const int64_t n0 = n_tile * kBN;
+    for (int64_t batch = blockIdx.z; batch < pr.batch; batch += gridDim.z) {
+      const T* a_base = a.p + batch * a.batch_stride;
+      const T* b_base = b.p + batch * b.batch_stride;
+      float acc[4][4][4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+      // Prologue: the first kStages - 1 slices in flight. A group is committed even when empty so that
+      // wait_group<kStages - 2> always means "the slice about to be used has landed".
+#pragma unroll
+      for (int s = 0; s < kStages - 1; ++s) {
+        if (s < k_tiles) {
+          load_stage<T, kAKContiguous>(a, a_base, m0, s * kBK, pr.k, a_stage(s), tid);
+          load_stage<T, kBKContiguous>(b, b_base, n0, s * kBK, pr.k, b_stage(s), tid);
+        }
+        cp_async_commit();
+      }
+
+      for (int64_t kt = 0; kt < k_tiles; ++kt) {
+        cp_async_wait<kStages - 2>();
+        __syncthreads();  // slice kt visible to all warps; every warp is done with the stage refilled below
+        const int64_t next = kt + kStages - 1;
+        if (next < k_tiles) {
+          const int s = static_cast<int>(next % kStages);
+          load_stage<T, kAKContiguous>(a, a_base, m0, next * kBK, pr.k, a_stage(s), tid);
+          load_stage<T, kBKContiguous>(b, b_base, n0, next * kBK, pr.k, b_stage(s), tid);
+        }
+        cp_async_commit();
+
+        const int s = static_cast<int>(kt % kStages);
+        const uint32_t a_tile = smem_address(a_stage(s)), b_tile = smem_address(b_stage(s));
+#pragma unroll
+        for (int ks = 0; ks < kBK / 16; ++ks) {
+          uint32_t af[4][4], bf[4][2];
+#pragma unroll
+          for (int mi = 0; mi < 4; ++mi) {
+            const int m_base = warp_m * 64 + mi * 16;
+            if constexpr (kAKContiguous) {  // [m][k]: lanes address rows m, matrices (m lo/hi) x (k lo/hi)
+              const int row = m_base + (lane & 7) + ((lane >> 3) & 1) * 8, col = ks * 16 + (lane >> 4) * 8;
+              ldmatrix_x4<false>(af[mi], a_tile + TileLayout<true>::offset(row, col / 8));
+            } else {  // [k][m]: lanes address rows k; .trans turns each 8x8 into the row-major fragment
+              const int row = ks * 16 + (lane & 7) + (lane >> 4) * 8, col = m_base + ((lane >> 3) & 1) * 8;
+              ldmatrix_x4<true>(af[mi], a_tile + TileLayout<false>::offset(row, col / 8));
+            }
+          }
+#pragma unroll
+          for (int np = 0; np < 2; ++np) {
+            const int n_base = warp_n * 32 + np * 16;
+            uint32_t r[4];
+            if constexpr (kBKContiguous) {  // [n][k]: the "col" B fragment is a row-major read of n rows
+              const int row = n_base + (lane & 7) + (lane >> 4) * 8, col = ks * 16 + ((lane >> 3) & 1) * 8;
+              ldmatrix_x4<false>(r, b_tile + TileLayout<true>::offset(row, col / 8));
+            } else {  // [k][n]
+              const int row = ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, col = n_base + (lane >> 4) * 8;
+              ldmatrix_x4<true>(r, b_tile + TileLayout<false>::offset(row, col / 8));
+            }
+            bf[2 * np][0] = r[0];
+            bf[2 * np][1] = r[1];
+            bf[2 * np + 1][0] = r[2];
+            bf[2 * np + 1][1] = r[3];
+          }
+#pragma unroll
+          for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < 4; ++ni) mma_16816<T>(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+        }
+      }
+      cp_async_wait<0>();
+      __syncthreads();  // the shared memory is reused by this block's next tile
+
+      // Accumulator (mi, ni, r): row lane/4 (+8 for r >= 2), column 2 * (lane % 4) + (r % 2) of the 16x8 tile.
+      T* c_base = c + batch * pr.batch_stride_c;
+#pragma unroll
+      for (int mi = 0; mi < 4; ++mi) {
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) {
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const int64_t row = m0 + warp_m * 64 + mi * 16 + (lane >> 2) + (r >> 1) * 8;
+            const int64_t col = n0 + warp_n * 32 + ni * 8 + (lane & 3) * 2 + (r & 1);
+            if (row < pr.m && col < pr.n) {
+              float v = acc[mi][ni][r];
+              if (bias != nullptr) v += cuda::to_opmath(bias[col]);
+              c_base[row * pr.ldc + col] = cuda::from_opmath<T>(v);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+Operand<T> operand_of(const MatrixRef& ref, int64_t outer) {
+  constexpr int64_t kPerChunk = 16 / sizeof(T);
+  const bool async16 = cuda::is_aligned16(ref.data) && ref.ld % kPerChunk == 0 && ref.batch_stride % kPerChunk == 0;
+  return {static_cast<const T*>(ref.data), ref.ld, ref.batch_stride, outer, async16};
+}
+
+template <typename T, bool kAKContiguous, bool kBKContiguous>
+void launch_layout(const GemmArgs& g, dim3 grid, cudaStream_t stream) {
+  auto kernel = mma_gemm_kernel<T, kAKContiguous, kBKContiguous>;
+  // Over 48 KiB of dynamic shared memory needs an opt-in (cheap; the attribute is per kernel, per device).
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  const Problem pr{g.batch, g.m, g.n, g.k, g.ldc, g.batch_stride_c};
+  kernel<<<grid, kThreads, kSmemBytes, stream>>>(pr, operand_of<T>(g.a, g.m), operand_of<T>(g.b, g.n),
+                                                  static_cast<T*>(g.c), static_cast<const T*>(g.bias));
+}
+
+template <typename T>
+void launch(const GemmArgs& g, dim3 grid, cudaStream_t stream) {
+  // A (m x k) is k-contiguous unless transposed; B (k x n) is k-contiguous only when transposed.
+  const bool a_k = !g.a.trans, b_k = g.b.trans;
+  if (a_k && b_k) return launch_layout<T, true, true>(g, grid, stream);
+  if (a_k) return launch_layout<T, true, false>(g, grid, stream);
+  if (b_k) return launch_layout<T, false, true>(g, grid, stream);
+  return launch_layout<T, false, false>(g, grid, stream);
+}
+
+}  // namespace tc
+
+// ---------------------------------------------------------------------------------------------------------------
 // Column sum (bias gradient)
 // ---------------------------------------------------------------------------------------------------------------
 constexpr int kSumCols = 32, kSumRows = 8, kMaxBands = 128, kRowsPerBand = 512;
@@ -328,11 +591,16 @@ __global__ void column_sum_finish_kernel(const double* __restrict__ workspace, i
 // ---------------------------------------------------------------------------------------------------------------
 // Kernel selection
 // ---------------------------------------------------------------------------------------------------------------
-enum class GemmKernel { Simt };
+enum class GemmKernel { Simt, MmaSync };
 
-// The seam where tensor-core kernels plug in: by dtype, TF32 permission and compute capability (a Hopper wgmma
-// kernel would be chosen here for major == 9).
-GemmKernel select_gemm_kernel(const GemmArgs& /*args*/, int /*cc_major*/) { return GemmKernel::Simt; }
+// The seam where kernels are chosen: by dtype, TF32 permission and compute capability. 16-bit types take the
+// mma.sync tensor-core kernel on sm_80+ (Ampere, Ada, and Hopper until its wgmma kernel plugs in here for
+// cc_major == 9); float32 (TF32 not yet on tensor cores), float64 and pre-Ampere GPUs take the CUDA-core kernels.
+GemmKernel select_gemm_kernel(const GemmArgs& args, int cc_major) {
+  const bool sixteen_bit = args.dtype == DType::BFloat16 || args.dtype == DType::Float16;
+  if (sixteen_bit && cc_major >= 8) return GemmKernel::MmaSync;
+  return GemmKernel::Simt;
+}
 
 int current_cc_major() {
   int device = 0, major = 0;
@@ -351,6 +619,11 @@ void gemm_cuda(const GemmArgs& args, cudaStream_t stream) {
         simt::launch<T>(args, stream);
       });
       return;
+    case GemmKernel::MmaSync: {
+      const dim3 grid = simt::grid_for(args, tc::kBM, tc::kBN);
+      if (args.dtype == DType::BFloat16) return tc::launch<__nv_bfloat16>(args, grid, stream);
+      return tc::launch<__half>(args, grid, stream);
+    }
   }
 }
 
