@@ -18,10 +18,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <memory>
 #include <type_traits>
 #include <vector>
 
+#include "common/cpu_elementwise.h"
 #include "matmul/matmul.h"
 
 namespace fastops {
@@ -85,7 +85,7 @@ struct CpuGemm {
 
   // One kNR-column sliver of B[p0 : p0 + kc, j0 : j0 + cols] stored k-major (kNR values per k), zero-padded.
   void pack_b_sliver(Acc* dst, int64_t p0, int64_t kc, int64_t j0, int64_t cols) const {
-    if (!g.b.trans && cols == kNR) {  // rows of B are contiguous: copy (and widen) a vector pair at a time
+    if (!g.b.trans && cols == kNR) {  // rows of B are contiguous: a straight (widening) copy per k
       for (int64_t p = 0; p < kc; ++p) {
         const T* src = b + (p0 + p) * g.b.ld + j0;
         for (int64_t j = 0; j < kNR; ++j) dst[p * kNR + j] = static_cast<Acc>(src[j]);
@@ -142,6 +142,24 @@ struct CpuGemm {
   // Merges a micro-kernel tile into C rows [i, i + rows) and columns [j, j + cols): adds the partial sums of the
   // earlier K slices, and on the last slice the bias, rounding to T once.
   void store_tile(const Acc* tile, int64_t i, int64_t rows, int64_t j, int64_t cols, bool first, bool last) const {
+    if (cols == kNR) {  // full-width tile: whole vectors
+      for (int64_t r = 0; r < rows; ++r) {
+        const Acc* t = tile + r * kNR;
+        Acc* w = first && last ? nullptr : ws + (i + r) * ldw + j;
+        T* out = c + (i + r) * g.ldc + j;
+        for (int64_t q = 0; q < kNR; q += kVec) {
+          V v = V::loadu(t + q);
+          if (!first) v = v + V::loadu(w + q);
+          if (last) {
+            if (bias) v = v + V::loadu(bias + j + q);
+            cpu::store_opmath(out + q, v);
+          } else {
+            v.store(w + q);
+          }
+        }
+      }
+      return;
+    }
     for (int64_t r = 0; r < rows; ++r) {
       const Acc* t = tile + r * kNR;
       Acc* w = first && last ? nullptr : ws + (i + r) * ldw + j;
