@@ -19,6 +19,7 @@ from reference import (
     check_opcheck,
     make_tensor,
     matmul_samples,
+    max_error,
     requires_cuda,
     to_reference,
 )
@@ -55,6 +56,16 @@ def test_matmul_matches_torch(dtype, device):
 def test_matmul_medium_shape_crosses_every_block(dtype, device):
     for sample in matmul_samples(device, dtype, shapes=(MATMUL_MEDIUM_SHAPE,), layouts=(("contiguous", "mT"),)):
         check_against_torch(ops.matmul, torch.matmul, sample)
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_reads_expanded_views_in_place(dtype, device):
+    # Stride 0 along the first dim: a batch stride of 0 (3-D) or a leading dimension of 0 (2-D, repeated rows).
+    for a_shape, b_shape in (((4, 5, 6), (4, 6, 3)), ((5, 6), (6, 7)), ((3, 1, 9), (1, 9, 33))):
+        a = make_tensor(a_shape, dtype, device, layout="expanded")
+        b = make_tensor(b_shape, dtype, device, layout="expanded")
+        check_against_torch(ops.matmul, torch.matmul, Sample((a, b), {}, f"{a_shape}x{b_shape}-expanded"))
 
 
 # (a shape, b shape) pairs covering torch.matmul's 1-D promotion rules.
@@ -201,14 +212,31 @@ def test_autocast_under_compile_and_backward():
 @pytest.mark.parametrize("shape", (MATMUL_SHAPES[3], MATMUL_SHAPES[4], MATMUL_SHAPES[6], ((), (), 300, 257, 129)),
                          ids=str)
 def test_cuda_tf32_follows_torch_precision_setting(shape):
-    prev = torch.backends.cuda.matmul.allow_tf32
+    # Each precision setting is checked against torch under the same setting (TF32 error is torch's TF32 error).
+    prev = torch.get_float32_matmul_precision()
     try:
-        for allow in (True, False):
-            torch.backends.cuda.matmul.allow_tf32 = allow
+        for precision in ("high", "highest"):
+            torch.set_float32_matmul_precision(precision)
             for sample in matmul_samples("cuda", torch.float32, shapes=(shape,)):
                 check_against_torch(ops.matmul, torch.matmul, sample)
     finally:
+        torch.set_float32_matmul_precision(prev)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_tf32_switch_changes_the_kernel():
+    a, b = make_tensor((300, 257), torch.float32, "cuda"), make_tensor((257, 129), torch.float32, "cuda")
+    prev = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        tf32 = ops.matmul(a, b)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        full = ops.matmul(a, b)
+    finally:
         torch.backends.cuda.matmul.allow_tf32 = prev
+    ref = torch.matmul(to_reference(a), to_reference(b))
+    assert max_error(full, ref) < max_error(tf32, ref)  # 10-bit TF32 mantissas: visibly less accurate
 
 
 @requires_cuda
