@@ -23,6 +23,17 @@ using cuda::opmath_t;
 // ---------------------------------------------------------------------------------------------------------------
 // SIMT GEMM
 // ---------------------------------------------------------------------------------------------------------------
+// Calls fn(a_k_contiguous, b_k_contiguous) as std::bool_constants, so kernels specialise their loaders per layout.
+// A (m x k) is k-contiguous unless transposed; B (k x n) is k-contiguous only when transposed.
+template <typename Fn>
+void with_layouts(const GemmArgs& g, Fn&& fn) {
+  const bool a_k = !g.a.trans, b_k = g.b.trans;
+  if (a_k && b_k) return fn(std::true_type{}, std::true_type{});
+  if (a_k) return fn(std::true_type{}, std::false_type{});
+  if (b_k) return fn(std::false_type{}, std::true_type{});
+  return fn(std::false_type{}, std::false_type{});
+}
+
 namespace simt {
 
 constexpr int kBM = 128, kBN = 128, kBK = 8, kThreads = 256;
@@ -60,11 +71,11 @@ __device__ __forceinline__ void load_four(const T* src, bool vec4, opmath_t<T> (
 // This thread's 4 elements of the operand's kBM x kBK tile at (o0, k0), zero outside the matrix. Threads map to the
 // contiguous direction so that a warp reads whole cache lines: 2 threads x 4 along k per outer index when k is
 // contiguous, 32 threads x 4 along the outer dim per k otherwise.
-template <typename T>
+template <typename T, bool kKContiguous>
 __device__ __forceinline__ void load_tile(const Operand<T>& op, const T* base, int64_t o0, int64_t k0, int64_t k_size,
                                           int tid, opmath_t<T> (&r)[4]) {
   using Acc = opmath_t<T>;
-  if (op.k_contiguous) {
+  if constexpr (kKContiguous) {
     const int64_t o = o0 + (tid >> 1), k = k0 + (tid & 1) * 4;
     const T* src = base + o * op.ld + k;
     if (o < op.outer && k + 3 < k_size) {
@@ -86,9 +97,9 @@ __device__ __forceinline__ void load_tile(const Operand<T>& op, const T* base, i
 }
 
 // Shared-memory tiles are k-major (tile[k][outer]), so the compute loop reads 4 consecutive outer values at once.
-template <typename Acc, int kStride>
-__device__ __forceinline__ void store_tile(Acc (*tile)[kStride], bool k_contiguous, int tid, const Acc (&r)[4]) {
-  if (k_contiguous) {
+template <bool kKContiguous, typename Acc, int kStride>
+__device__ __forceinline__ void store_tile(Acc (*tile)[kStride], int tid, const Acc (&r)[4]) {
+  if constexpr (kKContiguous) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) tile[(tid & 1) * 4 + i][tid >> 1] = r[i];
   } else {
@@ -123,7 +134,7 @@ struct Problem {
 // warp's reads of B cover 16 distinct float4s (no bank conflicts beyond the 2-wavefront minimum).
 // One block per SM: the 8x8 accumulators plus int64 addressing need ~175 registers (capping at 128 for two blocks
 // per SM spills).
-template <typename T>
+template <typename T, bool kAKContiguous, bool kBKContiguous>
 __global__ void __launch_bounds__(kThreads)
     simt_gemm_kernel(Problem pr, Operand<T> a, Operand<T> b, T* __restrict__ c, const T* __restrict__ bias) {
   using Acc = opmath_t<T>;
@@ -145,18 +156,18 @@ __global__ void __launch_bounds__(kThreads)
         for (int j = 0; j < 8; ++j) acc[i][j] = Acc(0);
 
       Acc a_next[4], b_next[4];
-      load_tile(a, a_base, m0, 0, pr.k, tid, a_next);
-      load_tile(b, b_base, n0, 0, pr.k, tid, b_next);
-      store_tile(a_tile[0], a.k_contiguous, tid, a_next);
-      store_tile(b_tile[0], b.k_contiguous, tid, b_next);
+      load_tile<T, kAKContiguous>(a, a_base, m0, 0, pr.k, tid, a_next);
+      load_tile<T, kBKContiguous>(b, b_base, n0, 0, pr.k, tid, b_next);
+      store_tile<kAKContiguous>(a_tile[0], tid, a_next);
+      store_tile<kBKContiguous>(b_tile[0], tid, b_next);
       __syncthreads();
 
       for (int64_t kt = 0; kt < k_tiles; ++kt) {
         const int cur = kt & 1;
         const bool more = kt + 1 < k_tiles;
         if (more) {  // global loads of the next tile are in flight during this tile's math
-          load_tile(a, a_base, m0, (kt + 1) * kBK, pr.k, tid, a_next);
-          load_tile(b, b_base, n0, (kt + 1) * kBK, pr.k, tid, b_next);
+          load_tile<T, kAKContiguous>(a, a_base, m0, (kt + 1) * kBK, pr.k, tid, a_next);
+          load_tile<T, kBKContiguous>(b, b_base, n0, (kt + 1) * kBK, pr.k, tid, b_next);
         }
 #pragma unroll
         for (int kk = 0; kk < kBK; ++kk) {
@@ -171,8 +182,8 @@ __global__ void __launch_bounds__(kThreads)
             for (int j = 0; j < 8; ++j) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
         }
         if (more) {
-          store_tile(a_tile[cur ^ 1], a.k_contiguous, tid, a_next);
-          store_tile(b_tile[cur ^ 1], b.k_contiguous, tid, b_next);
+          store_tile<kAKContiguous>(a_tile[cur ^ 1], tid, a_next);
+          store_tile<kBKContiguous>(b_tile[cur ^ 1], tid, b_next);
         }
         __syncthreads();
       }
@@ -288,7 +299,10 @@ void launch(const GemmArgs& g, cudaStream_t stream) {
   if constexpr (std::is_same_v<T, double>) {
     small_gemm_kernel<T><<<grid_for(g, kSmallTile, kSmallTile), kThreads, 0, stream>>>(pr, a, b, c, bias);
   } else {
-    simt_gemm_kernel<T><<<grid_for(g, kBM, kBN), kThreads, 0, stream>>>(pr, a, b, c, bias);
+    with_layouts(g, [&](auto a_k, auto b_k) {
+      simt_gemm_kernel<T, decltype(a_k)::value, decltype(b_k)::value>
+          <<<grid_for(g, kBM, kBN), kThreads, 0, stream>>>(pr, a, b, c, bias);
+    });
   }
 }
 
@@ -615,24 +629,16 @@ Operand<T> operand_of(const MatrixRef& ref, int64_t outer) {
   return {static_cast<const T*>(ref.data), ref.ld, ref.batch_stride, outer, async16};
 }
 
-template <typename T, bool kAKContiguous, bool kBKContiguous>
-void launch_layout(const GemmArgs& g, dim3 grid, cudaStream_t stream) {
-  auto kernel = mma_gemm_kernel<T, kAKContiguous, kBKContiguous>;
-  // Over 48 KiB of dynamic shared memory needs an opt-in (cheap; the attribute is per kernel, per device).
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  const Problem pr{g.batch, g.m, g.n, g.k, g.ldc, g.batch_stride_c};
-  kernel<<<grid, kThreads, kSmemBytes, stream>>>(pr, operand_of<T>(g.a, g.m), operand_of<T>(g.b, g.n),
-                                                  static_cast<T*>(g.c), static_cast<const T*>(g.bias));
-}
-
 template <typename T>
 void launch(const GemmArgs& g, dim3 grid, cudaStream_t stream) {
-  // A (m x k) is k-contiguous unless transposed; B (k x n) is k-contiguous only when transposed.
-  const bool a_k = !g.a.trans, b_k = g.b.trans;
-  if (a_k && b_k) return launch_layout<T, true, true>(g, grid, stream);
-  if (a_k) return launch_layout<T, true, false>(g, grid, stream);
-  if (b_k) return launch_layout<T, false, true>(g, grid, stream);
-  return launch_layout<T, false, false>(g, grid, stream);
+  const Problem pr{g.batch, g.m, g.n, g.k, g.ldc, g.batch_stride_c};
+  with_layouts(g, [&](auto a_k, auto b_k) {
+    auto kernel = mma_gemm_kernel<T, decltype(a_k)::value, decltype(b_k)::value>;
+    // Over 48 KiB of dynamic shared memory needs an opt-in (cheap; the attribute is per kernel, per device).
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    kernel<<<grid, kThreads, kSmemBytes, stream>>>(pr, operand_of<T>(g.a, g.m), operand_of<T>(g.b, g.n),
+                                                    static_cast<T*>(g.c), static_cast<const T*>(g.bias));
+  });
 }
 
 }  // namespace tc
