@@ -1,7 +1,7 @@
 // CUDA GEMM kernels and the kernel selector. Torch-free (see shared/DESIGN.md, rule 4).
 //
-//   simt_gemm_kernel   CUDA-core GEMM for float32 (when TF32 is not allowed) and float64; also the portable
-//                      fallback for 16-bit types. 128x128x8 block tile, 256 threads, each thread an 8x8 register
+//   simt_gemm_kernel   CUDA-core GEMM for float32 when TF32 is not allowed; also the pre-Ampere fallback for
+//                      16-bit types and TF32. 128x128x8 block tile, 256 threads, each thread an 8x8 register
 //                      tile, shared memory double-buffered with register prefetch, 16-byte loads where aligned.
 //   small_gemm_kernel  float64: a plain 32x32 shared-memory tiled kernel (correctness for gradcheck, not speed).
 //   mma_gemm_kernel    bfloat16 / float16 / TF32 on tensor cores (sm_80+): 128x128 block tile (k depth 32 / 16),
@@ -20,9 +20,6 @@ namespace {
 
 using cuda::opmath_t;
 
-// ---------------------------------------------------------------------------------------------------------------
-// SIMT GEMM
-// ---------------------------------------------------------------------------------------------------------------
 // Calls fn(a_k_contiguous, b_k_contiguous) as std::bool_constants, so kernels specialise their loaders per layout.
 // A (m x k) is k-contiguous unless transposed; B (k x n) is k-contiguous only when transposed.
 template <typename Fn>
@@ -34,6 +31,9 @@ void with_layouts(const GemmArgs& g, Fn&& fn) {
   return fn(std::false_type{}, std::false_type{});
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// SIMT GEMM
+// ---------------------------------------------------------------------------------------------------------------
 namespace simt {
 
 constexpr int kBM = 128, kBN = 128, kBK = 8, kThreads = 256;
@@ -510,7 +510,8 @@ __device__ __forceinline__ void mma_tf32_stage(const uint8_t* a_stage, const uin
   const int g = lane >> 2, t = lane & 3;
   auto a_at = [&](int m, int k) { return to_tf32(*reinterpret_cast<const float*>(a_stage + ALayout::element(m, k))); };
   auto b_at = [&](int n, int k) { return to_tf32(*reinterpret_cast<const float*>(b_stage + BLayout::element(n, k))); };
-#pragma unroll
+  // Not unrolled: the two k steps' 24 gathered fragments live at once otherwise, and sm_80 then spills.
+#pragma unroll 1
   for (int ks = 0; ks < kBK<float> / 8; ++ks) {
     const int k = ks * 8 + t;
     uint32_t af[4][4], bf[4][2];
