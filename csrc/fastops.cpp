@@ -76,6 +76,16 @@ TORCH_LIBRARY(fastops, m) {
   // d binary_cross_entropy_with_logits / d input.
   m.def("binary_cross_entropy_with_logits_backward(Tensor grad_output, Tensor input, Tensor target, Tensor? weight, "
         "Tensor? pos_weight, int reduction) -> Tensor");
+
+  // ---- matmul ----
+  // torch.matmul for operands of >= 2 dims: (..., m, k) x (..., k, n) -> (broadcast batch..., m, n), contiguous;
+  // transposed operands and broadcast batches are read in place. CUDA float32 uses TF32 tensor cores iff torch's
+  // float32 matmul precision allows it (torch.backends.cuda.matmul.allow_tf32).
+  m.def("matmul(Tensor a, Tensor b) -> Tensor");
+  // torch.nn.functional.linear: x (..., in) . weight (out, in)^T + bias (out), bias fused into the GEMM epilogue.
+  m.def("linear(Tensor x, Tensor weight, Tensor? bias=None) -> Tensor");
+  // Linear's bias gradient: grad_output (..., out) summed over every dim but the last (one column reduction).
+  m.def("bias_grad(Tensor grad_output) -> Tensor");
 }
 
 // `import fastops._C` loads this shared library, whose static initialisers run the registrations above; the

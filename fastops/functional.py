@@ -6,7 +6,8 @@ from torch import Tensor
 
 _ops = torch.ops.fastops
 
-__all__ = ["bias_act", "geglu", "gelu", "leaky_relu", "relu", "sigmoid", "silu", "swiglu", "tanh"]
+__all__ = ["bias_act", "geglu", "gelu", "leaky_relu", "linear", "matmul", "relu", "sigmoid", "silu", "swiglu",
+           "tanh"]
 
 
 def _maybe_inplace(x: Tensor, result: Tensor, inplace: bool) -> Tensor:
@@ -218,3 +219,29 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tens
     weight = weight.expand_as(input) if weight is not None else None
     pos_weight = pos_weight.expand_as(input) if pos_weight is not None else None
     return _ops.binary_cross_entropy_with_logits(input, target, weight, pos_weight, red)
+
+
+# ---- matmul ----
+
+
+def matmul(input: Tensor, other: Tensor) -> Tensor:
+    """Matrix product with :func:`torch.matmul`'s contract: 1-D operands are promoted to a row (input) or a column
+    (other) and the added dim is removed again; batch dims broadcast. float32 on CUDA uses TF32 tensor cores iff
+    ``torch.backends.cuda.matmul.allow_tf32`` (i.e. ``torch.get_float32_matmul_precision() != 'highest'``)."""
+    if input.dim() == 0 or other.dim() == 0:
+        raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {input.dim()}D and "
+                           f"{other.dim()}D")
+    a = input.unsqueeze(0) if input.dim() == 1 else input
+    b = other.unsqueeze(-1) if other.dim() == 1 else other
+    out = _ops.matmul(a, b)
+    if other.dim() == 1:
+        out = out.squeeze(-1)
+    if input.dim() == 1:
+        out = out.squeeze(-2) if other.dim() > 1 else out.squeeze(-1)
+    return out
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``input @ weight.T + bias`` with :func:`torch.nn.functional.linear`'s contract; the bias add is fused into the
+    GEMM and the weight is read transposed in place."""
+    return _ops.linear(input, weight, bias)

@@ -76,6 +76,8 @@ def make_tensor(shape: Sequence[int], dtype: torch.dtype, device: str, *, layout
         for s in shape:
             n *= s
         t = rand((n + 1,))[1:].view(shape)
+    elif layout == "mT":  # the last two dims swapped in memory: column-major matrices (a transposed operand)
+        t = rand(shape[:-2] + (shape[-1], shape[-2])).mT if len(shape) >= 2 else rand(shape)
     elif layout == "expanded":  # stride 0 along the first dim: overlapping memory
         t = rand((1,) + shape[1:]).expand(shape)
     else:
@@ -127,6 +129,43 @@ def classification_samples(device: str, dtype: torch.dtype, *, requires_grad: bo
                 desc = (f"{shape}-{'prob' if prob else 'index'}-{'w' if weighted else 'nw'}-ls{smoothing}-"
                         f"{reduction}")
                 yield Sample((logits, target), kwargs, desc)
+
+
+# (batch dims of a, batch dims of b, m, k, n): a (*batch_a, m, k) times b (*batch_b, k, n). Degenerate sizes (1, K=1,
+# primes, empty, K=0), batches that broadcast either way, and one medium problem that crosses the CPU kernel's cache
+# blocks in every dim (row blocks, K slices, column panels).
+MATMUL_SHAPES = (
+    ((), (), 1, 1, 1),
+    ((), (), 1, 37, 53),
+    ((), (), 29, 1, 31),
+    ((), (), 13, 17, 19),
+    ((), (), 67, 300, 45),
+    ((3,), (3,), 5, 7, 9),
+    ((2, 3), (), 4, 6, 5),
+    ((), (2,), 4, 6, 5),
+    ((2, 1), (1, 3), 3, 4, 5),
+    ((), (), 0, 4, 3),
+    ((), (), 3, 0, 4),
+    ((2,), (2,), 3, 4, 0),
+)
+MATMUL_MEDIUM_SHAPE = ((), (), 150, 520, 2100)
+
+# Operand layouts for (a, b): row-major, column-major (transposed views), gaps, and a misaligned start.
+MATMUL_LAYOUTS = (("contiguous", "contiguous"), ("mT", "contiguous"), ("contiguous", "mT"), ("mT", "mT"),
+                  ("sliced", "offset1"))
+
+
+def matmul_samples(device: str, dtype: torch.dtype, *, requires_grad: bool = False, shapes=MATMUL_SHAPES,
+                   layouts=MATMUL_LAYOUTS, low: float = -4.0, high: float = 4.0) -> Iterator[Sample]:
+    """(a, b) operand pairs for a matrix product: every shape x layout pair."""
+    gen = torch.Generator().manual_seed(0)
+    for batch_a, batch_b, m, k, n in shapes:
+        for layout_a, layout_b in layouts:
+            a = make_tensor(batch_a + (m, k), dtype, device, layout=layout_a, low=low, high=high,
+                            requires_grad=requires_grad, generator=gen)
+            b = make_tensor(batch_b + (k, n), dtype, device, layout=layout_b, low=low, high=high,
+                            requires_grad=requires_grad, generator=gen)
+            yield Sample((a, b), {}, f"{batch_a + (m, k)}x{batch_b + (k, n)}-{layout_a}-{layout_b}")
 
 
 def to_reference(x):

@@ -2,9 +2,10 @@
 
 from .activations import GELU, GeGLU, LeakyReLU, ReLU, Sigmoid, SiLU, SwiGLU, Tanh
 from .convert import convert
+from .linear import Linear
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss, SmoothL1Loss
 
 __all__ = [
-    "BCEWithLogitsLoss", "CrossEntropyLoss", "GELU", "GeGLU", "HuberLoss", "LeakyReLU", "MSELoss", "ReLU", "SiLU",
-    "Sigmoid", "SmoothL1Loss", "SwiGLU", "Tanh", "convert",
+    "BCEWithLogitsLoss", "CrossEntropyLoss", "GELU", "GeGLU", "HuberLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU",
+    "SiLU", "Sigmoid", "SmoothL1Loss", "SwiGLU", "Tanh", "convert",
 ]

@@ -1,0 +1,161 @@
+// Torch-side driver shared by the CPU and CUDA matmul bindings: argument checks, the operand layouts (read in place
+// through GemmArgs' layout flags and batch strides wherever torch's strides allow it), output allocation and the
+// empty / K == 0 cases live here once; a Backend only runs kernels on what it is handed:
+//   Backend::gemm(GemmArgs)                              C = op(A) . op(B) (+ bias), every size > 0; the backend
+//                                                        sets allow_tf32 (CUDA: torch's float32 matmul precision)
+//   Backend::column_sum(const Tensor& g, Tensor& out)    out[j] = sum_i g[i, j], g 2-D contiguous with rows > 0
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/SmallVector.h>
+
+#include <optional>
+
+#include "common/checks.h"
+#include "matmul/gemm.h"
+
+namespace fastops {
+
+using Shape = c10::SmallVector<int64_t, 6>;
+
+// The leading (batch) dims broadcast against each other as torch.matmul does.
+inline Shape broadcast_batch(const char* op, at::IntArrayRef a, at::IntArrayRef b) {
+  const size_t n = std::max(a.size(), b.size());
+  Shape out(n, 1);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t sa = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    const int64_t sb = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    TORCH_CHECK(sa == sb || sa == 1 || sb == 1, "fastops.", op, ": batch dims of a ", a, " and b ", b,
+                " cannot be broadcast together");
+    out[i] = sa == 1 ? sb : sa;
+  }
+  return out;
+}
+
+// The one stride that walks all batch dims (every dim but the last two) as a single flattened index, when one
+// exists: contiguous batches, a broadcast (stride 0) operand, and anything that collapses like a view.
+inline std::optional<int64_t> flat_batch_stride(const at::Tensor& t) {
+  std::optional<int64_t> stride;
+  int64_t next = 0;  // the stride the next outer non-trivial dim must have to continue the flat index
+  for (int64_t d = t.dim() - 3; d >= 0; --d) {
+    if (t.size(d) == 1) continue;
+    if (!stride) {
+      stride = t.stride(d);
+    } else if (t.stride(d) != next) {
+      return std::nullopt;
+    }
+    next = t.stride(d) * t.size(d);
+  }
+  return stride.value_or(0);
+}
+
+// An operand (..., rows, cols) as the kernels read it. `storage` owns the memory `ref` points into: the input
+// itself when its layout is readable in place, else a contiguous copy.
+struct Operand {
+  at::Tensor storage;
+  MatrixRef ref;
+};
+
+inline Operand matrix_operand(const at::Tensor& t) {
+  const int64_t rows = t.size(-2), cols = t.size(-1);
+  const int64_t row_stride = t.stride(-2), col_stride = t.stride(-1);
+  const std::optional<int64_t> batch_stride = flat_batch_stride(t);
+  if (batch_stride) {
+    if (col_stride == 1 || cols == 1) {
+      return {t, {t.const_data_ptr(), rows == 1 ? cols : row_stride, false, *batch_stride}};
+    }
+    if (row_stride == 1 || rows == 1) {
+      return {t, {t.const_data_ptr(), cols == 1 ? rows : col_stride, true, *batch_stride}};
+    }
+  }
+  at::Tensor dense = t.contiguous();
+  return {dense, {dense.const_data_ptr(), cols, false, rows * cols}};
+}
+
+inline GemmArgs gemm_args(const Operand& a, const Operand& b, at::Tensor& c, int64_t batch, int64_t m, int64_t n,
+                          int64_t k, const at::Tensor* bias) {
+  GemmArgs args;
+  args.dtype = to_dtype(c.scalar_type());
+  args.batch = batch;
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  args.a = a.ref;
+  args.b = b.ref;
+  args.c = c.data_ptr();
+  args.ldc = n;
+  args.batch_stride_c = m * n;
+  args.bias = bias ? bias->const_data_ptr() : nullptr;
+  return args;
+}
+
+// torch.matmul for operands of at least 2 dims (fastops.functional.matmul adds and removes the dims of 1-D ones).
+template <typename Backend>
+at::Tensor matmul_forward(const at::Tensor& a, const at::Tensor& b) {
+  check_float_operands("matmul", {{a, "a"}, {b, "b"}});
+  TORCH_CHECK(a.dim() >= 2 && b.dim() >= 2, "fastops.matmul: a and b must have at least 2 dims, got ", a.dim(),
+              " and ", b.dim());
+  TORCH_CHECK(a.size(-1) == b.size(-2), "fastops.matmul: a's last dim (", a.size(-1),
+              ") must equal b's second-to-last dim (", b.size(-2), "); shapes ", a.sizes(), " and ", b.sizes());
+  const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
+  Shape shape = broadcast_batch("matmul", a.sizes().slice(0, a.dim() - 2), b.sizes().slice(0, b.dim() - 2));
+  int64_t batch = 1;
+  for (int64_t s : shape) batch *= s;
+  Shape a_shape = shape, b_shape = shape;
+  a_shape.append({m, k});
+  b_shape.append({k, n});
+  shape.append({m, n});
+  at::Tensor out = at::empty(shape, a.options());
+  if (out.numel() == 0) return out;
+  if (k == 0) return out.zero_();
+  const Operand ao = matrix_operand(a.expand(a_shape)), bo = matrix_operand(b.expand(b_shape));
+  Backend::gemm(gemm_args(ao, bo, out, batch, m, n, k, nullptr));
+  return out;
+}
+
+// torch.nn.functional.linear: x (..., in) . weight(out, in)^T + bias(out). The weight is read transposed in place.
+template <typename Backend>
+at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias) {
+    check_float_operands("linear", {{x, "x"}, {weight, "weight"}, {*bias, "bias"}});
+  } else {
+    check_float_operands("linear", {{x, "x"}, {weight, "weight"}});
+  }
+  TORCH_CHECK(x.dim() >= 1, "fastops.linear: x must have at least 1 dim, got a scalar");
+  TORCH_CHECK(weight.dim() == 2, "fastops.linear: weight must be 2-D (out_features, in_features), got ",
+              weight.sizes());
+  TORCH_CHECK(x.size(-1) == weight.size(1), "fastops.linear: x's last dim (", x.size(-1),
+              ") must equal weight's in_features (", weight.size(1), ")");
+  const int64_t n = weight.size(0), k = weight.size(1);
+  TORCH_CHECK(!has_bias || (bias->dim() == 1 && bias->size(0) == n), "fastops.linear: bias must have shape [", n,
+              "], got ", has_bias ? bias->sizes() : at::IntArrayRef{});
+  Shape shape(x.sizes().begin(), x.sizes().end() - 1);
+  shape.push_back(n);
+  at::Tensor out = at::empty(shape, x.options());
+  if (out.numel() == 0) return out;
+  if (k == 0) return has_bias ? out.copy_(*bias) : out.zero_();
+  const at::Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, k});
+  const at::Tensor bias_dense = has_bias ? bias->contiguous() : at::Tensor();
+  const Operand xo = matrix_operand(x2), wo = matrix_operand(weight.t());
+  at::Tensor out2 = out.view({-1, n});
+  Backend::gemm(gemm_args(xo, wo, out2, 1, x2.size(0), n, k, has_bias ? &bias_dense : nullptr));
+  return out;
+}
+
+// The bias gradient of linear: grad_output summed over every dim but the last.
+template <typename Backend>
+at::Tensor bias_grad_forward(const at::Tensor& grad_output) {
+  check_float_operands("bias_grad", {{grad_output, "grad_output"}});
+  TORCH_CHECK(grad_output.dim() >= 1, "fastops.bias_grad: grad_output must have at least 1 dim, got a scalar");
+  const int64_t n = grad_output.size(-1);
+  at::Tensor out = at::empty({n}, grad_output.options());
+  if (n == 0) return out;
+  if (grad_output.numel() == 0) return out.zero_();
+  const at::Tensor g = grad_output.reshape({-1, n}).contiguous();
+  Backend::column_sum(g, out);
+  return out;
+}
+
+}  // namespace fastops

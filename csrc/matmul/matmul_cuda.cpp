@@ -1,0 +1,65 @@
+// CUDA binding of the matmul family: device guard, current stream, torch's TF32 setting, workspace, launch check.
+#include <ATen/Context.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "matmul/matmul.h"
+#include "matmul/matmul_launch.h"
+
+namespace fastops {
+namespace {
+
+struct CudaBackend {
+  static void gemm(GemmArgs args) {
+    // Read at call time (not baked into the graph), so eager and torch.compile follow
+    // torch.backends.cuda.matmul.allow_tf32 / torch.set_float32_matmul_precision alike.
+    args.allow_tf32 = at::globalContext().allowTF32CuBLAS();
+    gemm_cuda(args, c10::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  static void column_sum(const at::Tensor& g, at::Tensor& out) {
+    const int64_t rows = g.size(0), cols = g.size(1);
+    at::Tensor workspace = at::empty({column_sum_bands(rows), cols}, g.options().dtype(at::kDouble));
+    column_sum_cuda(to_dtype(g.scalar_type()), g.const_data_ptr(), rows, cols, out.data_ptr(),
+                    workspace.data_ptr<double>(), c10::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+// The device of `t`, current while the kernels are enqueued. Set only when t is on CUDA: a CPU operand reaching
+// here (mixed devices) then fails the driver's device check with its message instead of inside the guard.
+void set_device_of(c10::cuda::OptionalCUDAGuard& guard, const at::Tensor& t) {
+  if (t.is_cuda()) guard.set_device(t.device());
+}
+
+at::Tensor matmul_cuda(const at::Tensor& a, const at::Tensor& b) {
+  c10::cuda::OptionalCUDAGuard guard;
+  set_device_of(guard, a);
+  return matmul_forward<CudaBackend>(a, b);
+}
+
+at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  c10::cuda::OptionalCUDAGuard guard;
+  set_device_of(guard, x);
+  return linear_forward<CudaBackend>(x, weight, bias);
+}
+
+at::Tensor bias_grad_cuda(const at::Tensor& grad_output) {
+  c10::cuda::OptionalCUDAGuard guard;
+  set_device_of(guard, grad_output);
+  return bias_grad_forward<CudaBackend>(grad_output);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastops, CUDA, m) {
+  m.impl("matmul", &matmul_cuda);
+  m.impl("linear", &linear_cuda);
+  m.impl("bias_grad", &bias_grad_cuda);
+}
+
+}  // namespace fastops

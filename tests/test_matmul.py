@@ -1,0 +1,338 @@
+"""The matmul family against torch: matmul (2-D, batched, broadcast, 1-D), linear, bias_grad and nn.Linear —
+accuracy, gradients, registration (opcheck), torch.compile, autocast, TF32, bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastops
+from reference import (
+    DEVICES,
+    FLOAT_DTYPES,
+    MATMUL_MEDIUM_SHAPE,
+    MATMUL_SHAPES,
+    Sample,
+    assert_accurate,
+    check_against_torch,
+    check_compile_parity,
+    check_gradcheck,
+    check_opcheck,
+    make_tensor,
+    matmul_samples,
+    max_error,
+    requires_cuda,
+    to_reference,
+)
+
+ops = torch.ops.fastops
+
+
+def _exactly_summable(sample: Sample) -> Sample:
+    """Rounds the operands to multiples of 1/64 so that every product and partial sum is exact in float64: torch's
+    float64 result then *is* the exact one, and the accuracy rule (error <= 2x torch's) demands exactness from
+    fastops too instead of comparing two float64 summation orders against each other."""
+    with torch.no_grad():
+        for t in sample.args:
+            if isinstance(t, torch.Tensor):
+                t.mul_(64).round_().div_(64)
+    return sample
+
+
+def _accuracy_samples(device, dtype, requires_grad, shapes=MATMUL_SHAPES):
+    for sample in matmul_samples(device, dtype, requires_grad=requires_grad, shapes=shapes):
+        yield _exactly_summable(sample) if dtype == torch.float64 else sample
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_matches_torch(dtype, device):
+    # float64 gradients are checked by gradcheck: their upstream gradient is not exactly summable.
+    for sample in _accuracy_samples(device, dtype, requires_grad=True):
+        check_against_torch(ops.matmul, torch.matmul, sample, grad=dtype != torch.float64)
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_medium_shape_crosses_every_block(dtype, device):
+    for sample in matmul_samples(device, dtype, shapes=(MATMUL_MEDIUM_SHAPE,), layouts=(("contiguous", "mT"),)):
+        check_against_torch(ops.matmul, torch.matmul, sample)
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_reads_expanded_views_in_place(dtype, device):
+    # Stride 0 along the first dim: a batch stride of 0 (3-D) or a leading dimension of 0 (2-D, repeated rows).
+    for a_shape, b_shape in (((4, 5, 6), (4, 6, 3)), ((5, 6), (6, 7)), ((3, 1, 9), (1, 9, 33))):
+        a = make_tensor(a_shape, dtype, device, layout="expanded")
+        b = make_tensor(b_shape, dtype, device, layout="expanded")
+        check_against_torch(ops.matmul, torch.matmul, Sample((a, b), {}, f"{a_shape}x{b_shape}-expanded"))
+
+
+# (a shape, b shape) pairs covering torch.matmul's 1-D promotion rules.
+VECTOR_CASES = (((7,), (7,)), ((7,), (7, 3)), ((4, 7), (7,)), ((2, 4, 7), (7,)), ((7,), (2, 7, 3)))
+
+
+@pytest.mark.parametrize("shapes", VECTOR_CASES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_functional_matmul_handles_vectors_like_torch(shapes, device):
+    a, b = (make_tensor(s, torch.float32, device, requires_grad=True) for s in shapes)
+    check_against_torch(fastops.functional.matmul, torch.matmul, Sample((a, b), {}, str(shapes)), grad=True)
+
+
+def linear_samples(device, dtype, requires_grad=False):
+    """(x, weight, bias) with x of 1, 2 and 3 dims, transposed / sliced operands, and no bias."""
+    gen = torch.Generator().manual_seed(0)
+    cases = (((7,), 7, 3, True, "contiguous", "contiguous"),
+             ((1, 1), 1, 1, True, "contiguous", "contiguous"),
+             ((13, 17), 17, 19, True, "mT", "contiguous"),
+             ((13, 17), 17, 19, False, "contiguous", "mT"),
+             ((2, 3, 33), 33, 10, True, "contiguous", "sliced"),
+             ((3, 4, 40), 40, 12, True, "transposed", "offset1"),
+             ((0, 5), 5, 4, True, "contiguous", "contiguous"),
+             ((4, 0), 0, 3, True, "contiguous", "contiguous"),
+             ((3, 0), 0, 3, False, "contiguous", "contiguous"),
+             ((6, 300), 300, 70, True, "contiguous", "contiguous"))
+    for x_shape, fan_in, fan_out, has_bias, x_layout, w_layout in cases:
+        def make(shape, layout):
+            return make_tensor(shape, dtype, device, layout=layout, requires_grad=requires_grad, generator=gen)
+        x = make(x_shape, x_layout)
+        w = make((fan_out, fan_in), w_layout)
+        args = (x, w, make((fan_out,), "contiguous")) if has_bias else (x, w)
+        yield Sample(args, {}, f"x{x_shape}-{x_layout}-w{(fan_out, fan_in)}-{w_layout}-bias={has_bias}")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear_matches_torch(dtype, device):
+    for sample in linear_samples(device, dtype, requires_grad=True):
+        if dtype == torch.float64:
+            sample = _exactly_summable(sample)
+        check_against_torch(fastops.functional.linear, F.linear, sample, grad=dtype != torch.float64)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_bias_grad_matches_torch_sum(dtype, device):
+    for shape in ((1,), (5, 3), (2, 7, 33), (1000, 17), (0, 4), (3, 0)):
+        g = make_tensor(shape, dtype, device)
+        if dtype == torch.float64:
+            g = _exactly_summable(Sample((g,), {}, "")).args[0]
+
+        def native(t):
+            return t.sum(dim=tuple(range(t.dim() - 1))) if t.dim() > 1 else t.clone()
+
+        check_against_torch(ops.bias_grad, native, Sample((g,), {}, str(shape)))
+
+
+def test_gradcheck_matmul():
+    small = [s for s in MATMUL_SHAPES if s[3] * (s[2] + s[4]) <= 400]  # finite differences cost one call per input
+    for sample in matmul_samples("cpu", torch.float64, requires_grad=True, shapes=small,
+                                 layouts=(("contiguous", "mT"), ("sliced", "offset1"))):
+        check_gradcheck(ops.matmul, sample)
+
+
+def test_double_backward():
+    x = make_tensor((3, 4), torch.float64, "cpu", requires_grad=True)
+    w = make_tensor((5, 4), torch.float64, "cpu", requires_grad=True)
+    b = make_tensor((5,), torch.float64, "cpu", requires_grad=True)
+    assert torch.autograd.gradgradcheck(fastops.functional.linear, (x, w, b))
+    assert torch.autograd.gradgradcheck(fastops.functional.matmul, (x, w.t()))
+
+
+def test_gradcheck_linear_and_bias_grad():
+    for sample in linear_samples("cpu", torch.float64, requires_grad=True):
+        if sample.args[0].numel() <= 300:
+            check_gradcheck(fastops.functional.linear, sample)
+    g = make_tensor((3, 4, 5), torch.float64, "cpu", requires_grad=True)
+    check_gradcheck(ops.bias_grad, Sample((g,), {}, "3x4x5"))
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(dtype, device):
+    for sample in matmul_samples(device, dtype, requires_grad=True, shapes=MATMUL_SHAPES[::2],
+                                 layouts=(("contiguous", "mT"),)):
+        check_opcheck(ops.matmul, sample)
+    for sample in linear_samples(device, dtype, requires_grad=True):
+        check_opcheck(ops.linear, sample)
+    check_opcheck(ops.bias_grad, Sample((make_tensor((4, 6), dtype, device, requires_grad=True),), {}, "4x6"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compile_fullgraph_parity(device):
+    for sample in matmul_samples(device, torch.float32, requires_grad=True, shapes=MATMUL_SHAPES[5:9],
+                                 layouts=(("mT", "contiguous"),)):
+        check_compile_parity(fastops.functional.matmul, sample, grad=True)
+    for sample in linear_samples(device, torch.float32, requires_grad=True):
+        if sample.args[0].numel() > 0:
+            check_compile_parity(fastops.functional.linear, sample, grad=True)
+
+
+def test_compile_inductor_linear_dynamic():
+    torch._dynamo.reset()
+    w, b = torch.randn(8, 16), torch.randn(8)
+    compiled = torch.compile(lambda x: fastops.functional.linear(x, w, b) * 2, fullgraph=True, dynamic=True)
+    for rows in (3, 17, 40):
+        x = torch.randn(rows, 16)
+        torch.testing.assert_close(compiled(x), fastops.functional.linear(x, w, b) * 2, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("autocast_dtype", (torch.bfloat16, torch.float16), ids=str)
+def test_autocast_runs_in_the_current_autocast_dtype(autocast_dtype):
+    x, w, b = torch.randn(9, 33), torch.randn(5, 33), torch.randn(5)
+    with torch.autocast("cpu", dtype=autocast_dtype):
+        out = fastops.functional.linear(x, w, b)
+        native = F.linear(x, w, b)
+        prod = fastops.functional.matmul(x, w.t())
+    assert out.dtype == native.dtype == prod.dtype == autocast_dtype
+    cast = [t.to(autocast_dtype) for t in (x, w, b)]
+    assert_accurate(out, native, F.linear(*map(to_reference, cast)))
+    assert_accurate(prod, torch.matmul(cast[0], cast[1].t()), torch.matmul(*map(to_reference, (cast[0], cast[1].t()))))
+    with torch.autocast("cpu", dtype=autocast_dtype):  # float64 is not an autocast type: it keeps its precision
+        assert fastops.functional.linear(x.double(), w.double()).dtype == torch.float64
+
+
+def test_autocast_under_compile_and_backward():
+    x, w = torch.randn(9, 33, requires_grad=True), torch.randn(5, 33, requires_grad=True)
+
+    def f(x, w):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fastops.functional.linear(x, w)
+
+    torch._dynamo.reset()
+    eager, compiled = f(x, w), torch.compile(f, fullgraph=True, backend="aot_eager")(x, w)
+    assert compiled.dtype == eager.dtype == torch.bfloat16
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    gx, gw = torch.autograd.grad(eager.float().sum(), (x, w))
+    assert gx.dtype == gw.dtype == torch.float32  # gradients flow back through the cast to the inputs' dtype
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", (MATMUL_SHAPES[3], MATMUL_SHAPES[4], MATMUL_SHAPES[6], ((), (), 300, 257, 129)),
+                         ids=str)
+def test_cuda_tf32_follows_torch_precision_setting(shape):
+    # Each precision setting is checked against torch under the same setting (TF32 error is torch's TF32 error).
+    prev = torch.get_float32_matmul_precision()
+    try:
+        for precision in ("high", "highest"):
+            torch.set_float32_matmul_precision(precision)
+            for sample in matmul_samples("cuda", torch.float32, shapes=(shape,)):
+                check_against_torch(ops.matmul, torch.matmul, sample)
+    finally:
+        torch.set_float32_matmul_precision(prev)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_tf32_switch_changes_the_kernel():
+    a, b = make_tensor((300, 257), torch.float32, "cuda"), make_tensor((257, 129), torch.float32, "cuda")
+    prev = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        tf32 = ops.matmul(a, b)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        full = ops.matmul(a, b)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+    ref = torch.matmul(to_reference(a), to_reference(b))
+    assert max_error(full, ref) < max_error(tf32, ref)  # 10-bit TF32 mantissas: visibly less accurate
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_cuda_larger_shapes_and_alignment(dtype):
+    # Sizes around tile edges, K not a multiple of the K tile, and odd leading dimensions (scalar load paths).
+    shapes = (((), (), 129, 65, 257), ((2,), (2,), 64, 128, 64), ((), (), 1, 4096, 1), ((), (), 255, 33, 7),
+              ((), (), 512, 1000, 384))
+    for sample in matmul_samples("cuda", dtype, shapes=shapes):
+        if dtype == torch.float64:
+            sample = _exactly_summable(sample)
+        check_against_torch(ops.matmul, torch.matmul, sample)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_cpu_cuda_parity(dtype):
+    a, b = make_tensor((70, 90), dtype, "cpu"), make_tensor((90, 50), dtype, "cpu")
+    if dtype == torch.float64:
+        a, b = _exactly_summable(Sample((a, b), {}, "")).args
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        out_cuda = ops.matmul(a.cuda(), b.cuda()).cpu()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+    ref = torch.matmul(to_reference(a), to_reference(b))
+    assert_accurate(out_cuda, ops.matmul(a, b), ref)
+
+
+def test_module_is_drop_in():
+    torch.manual_seed(3)
+    fast = fastops.nn.Linear(20, 7)
+    torch.manual_seed(3)
+    native = torch.nn.Linear(20, 7)
+    assert fast.state_dict().keys() == native.state_dict().keys()
+    for name, value in native.state_dict().items():  # same reset_parameters: identical init from the same seed
+        torch.testing.assert_close(fast.state_dict()[name], value, rtol=0, atol=0)
+    other = torch.nn.Linear(20, 7)
+    fast.load_state_dict(other.state_dict())
+    native.load_state_dict(fast.state_dict())
+    x = torch.randn(4, 5, 20)
+    ref = F.linear(*map(to_reference, (x, other.weight, other.bias)))
+    assert_accurate(fast(x), other(x), ref)
+    no_bias = fastops.nn.Linear(3, 2, bias=False, dtype=torch.float64)
+    assert no_bias.bias is None and no_bias.weight.dtype == torch.float64
+    assert repr(no_bias) == repr(torch.nn.Linear(3, 2, bias=False))
+
+
+def test_module_trains():
+    model = torch.nn.Sequential(fastops.nn.Linear(4, 16), torch.nn.Tanh(), fastops.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(64, 4)
+    y = x.sum(dim=1, keepdim=True)
+    first = None
+    for _ in range(50):
+        loss = F.mse_loss(model(x), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1 * first
+
+
+BAD_INPUTS = [
+    (lambda: ops.matmul(torch.zeros(2, 3), torch.zeros(4, 5)),
+     r"fastops\.matmul: a's last dim \(3\) must equal b's second-to-last dim \(4\)"),
+    (lambda: ops.matmul(torch.zeros(3), torch.zeros(3, 2)), r"fastops\.matmul: a and b must have at least 2 dims"),
+    (lambda: ops.matmul(torch.zeros(2, 2, 3), torch.zeros(3, 3, 4)), r"fastops\.matmul: batch dims .* cannot be broadcast"),
+    (lambda: ops.matmul(torch.zeros(2, 3, dtype=torch.long), torch.zeros(3, 2, dtype=torch.long)),
+     r"fastops\.matmul: a must be float16/bfloat16/float32/float64, got Long"),
+    (lambda: ops.matmul(torch.zeros(2, 3), torch.zeros(3, 2, dtype=torch.float64)),
+     r"fastops\.matmul: b must have the dtype of a \(Float\), got Double"),
+    (lambda: ops.linear(torch.zeros(2, 3), torch.zeros(4, 5)),
+     r"fastops\.linear: x's last dim \(3\) must equal weight's in_features \(5\)"),
+    (lambda: ops.linear(torch.zeros(2, 3), torch.zeros(3)), r"fastops\.linear: weight must be 2-D"),
+    (lambda: ops.linear(torch.zeros(2, 3), torch.zeros(4, 3), torch.zeros(5)),
+     r"fastops\.linear: bias must have shape \[4\], got \[5\]"),
+    (lambda: ops.linear(torch.zeros(2, 3), torch.zeros(4, 3), torch.zeros(4, dtype=torch.float16)),
+     r"fastops\.linear: bias must have the dtype of x \(Float\), got Half"),
+    (lambda: ops.linear(torch.tensor(1.0), torch.zeros(4, 1)), r"fastops\.linear: x must have at least 1 dim"),
+    (lambda: ops.bias_grad(torch.tensor(1.0)), r"fastops\.bias_grad: grad_output must have at least 1 dim"),
+    (lambda: fastops.functional.matmul(torch.tensor(1.0), torch.zeros(2)), r"need to be at least 1D"),
+]
+
+
+@pytest.mark.parametrize("call,message", BAD_INPUTS)
+def test_bad_input_raises_clear_error(call, message):
+    with pytest.raises(RuntimeError, match=message):
+        call()
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cpu_cuda_mix_is_rejected():
+    with pytest.raises(RuntimeError, match=r"b must be on the device of a"):
+        ops.matmul(torch.zeros(2, 2, device="cuda"), torch.zeros(2, 2))
