@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import DEVICE, run_case
+
 from fastops.bench import family_cases
 
 CASES = family_cases("matmul", DEVICE, quick=True)

@@ -6,9 +6,12 @@ where AMP applies, an autocast rule. Use :mod:`fastops.functional` or the drop-i
 
 import torch
 
-from . import _C  # noqa: F401  (loading the library registers every schema and kernel)
-from . import ops  # noqa: F401  (fake kernels, autograd, autocast)
-from . import functional, nn
+from . import (
+    _C,  # noqa: F401  (loading the library registers every schema and kernel)
+    functional,
+    nn,
+    ops,  # noqa: F401  (fake kernels, autograd, autocast)
+)
 from .functional import linear, matmul, relu
 
 __version__ = "0.1.0"

@@ -1,26 +1,91 @@
 """ONNX export of fastops ops: a translation table for ``torch.onnx.export(..., dynamo=True)`` that lowers each
 fastops operator to standard ONNX ops, so the exported graph runs in any ONNX runtime without fastops.
 
+    fastops.onnx.export(model, args, "model.onnx")      # torch.onnx.export with the table added
     torch.onnx.export(model, args, dynamo=True, custom_translation_table=fastops.onnx.translation_table())
 
-Requires ``onnxscript`` (which torch's exporter itself needs).
+Requires ``onnxscript`` (which torch's exporter itself needs). Opset 18 primitives only, so any runtime of the last
+years runs the result. Covered: the activations, bias_act, the gated units, matmul and linear (the forward ops a
+model's inference graph contains).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 
 def translation_table() -> dict:
-    """{fastops OpOverload: onnxscript function} for every fastops forward op."""
+    """{fastops OpOverload: onnxscript function} for every fastops forward op an inference graph can contain."""
     from onnxscript import opset18 as op
 
     def relu(x):
         return op.Relu(x)
 
+    def gelu(x, approximate: str = "none"):
+        if approximate == "tanh":
+            inner = op.Mul(op.Add(x, op.Mul(op.Mul(op.Mul(x, x), x), 0.044715)), math.sqrt(2.0 / math.pi))
+            return op.Mul(op.Mul(x, 0.5), op.Add(op.Tanh(inner), 1.0))
+        return op.Mul(op.Mul(x, 0.5), op.Add(op.Erf(op.Mul(x, math.sqrt(0.5))), 1.0))
+
+    def silu(x):
+        return op.Mul(x, op.Sigmoid(x))
+
+    def leaky_relu(x, negative_slope: float = 0.01):
+        return op.LeakyRelu(x, alpha=negative_slope)
+
+    def sigmoid(x):
+        return op.Sigmoid(x)
+
+    def tanh(x):
+        return op.Tanh(x)
+
+    activations = {"relu": relu, "gelu": gelu, "gelu_tanh": lambda x: gelu(x, "tanh"), "silu": silu,
+                   "sigmoid": sigmoid, "tanh": tanh}
+
+    def bias_act(x, bias, act: str):
+        return activations[act](op.Add(x, bias))
+
+    def halves(x):
+        gate, up = op.Split(x, axis=-1, num_outputs=2)
+        return gate, up
+
+    def swiglu(gate, up):
+        return op.Mul(silu(gate), up)
+
+    def swiglu_packed(x):
+        return swiglu(*halves(x))
+
+    def geglu(gate, up, approximate: str = "none"):
+        return op.Mul(gelu(gate, approximate), up)
+
+    def geglu_packed(x, approximate: str = "none"):
+        gate, up = halves(x)
+        return geglu(gate, up, approximate)
+
+    def matmul(a, b):
+        return op.MatMul(a, b)
+
+    def linear(x, weight, bias=None):
+        y = op.MatMul(x, op.Transpose(weight, perm=[1, 0]))
+        return y if bias is None else op.Add(y, bias)
+
     fastops = torch.ops.fastops
     return {
         fastops.relu.default: relu,
+        fastops.gelu.default: gelu,
+        fastops.silu.default: silu,
+        fastops.leaky_relu.default: leaky_relu,
+        fastops.sigmoid.default: sigmoid,
+        fastops.tanh.default: tanh,
+        fastops.bias_act.default: bias_act,
+        fastops.swiglu.default: swiglu,
+        fastops.swiglu.packed: swiglu_packed,
+        fastops.geglu.default: geglu,
+        fastops.geglu.packed: geglu_packed,
+        fastops.matmul.default: matmul,
+        fastops.linear.default: linear,
     }
 
 

@@ -4,8 +4,6 @@ accuracy, gradients, registration (opcheck), torch.compile, autocast, TF32, bad 
 import pytest
 import torch
 import torch.nn.functional as F
-
-import fastops
 from reference import (
     DEVICES,
     FLOAT_DTYPES,
@@ -23,6 +21,8 @@ from reference import (
     requires_cuda,
     to_reference,
 )
+
+import fastops
 
 ops = torch.ops.fastops
 

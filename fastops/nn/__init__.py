@@ -6,6 +6,19 @@ from .linear import Linear
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss, SmoothL1Loss
 
 __all__ = [
-    "BCEWithLogitsLoss", "CrossEntropyLoss", "GELU", "GeGLU", "HuberLoss", "LeakyReLU", "Linear", "MSELoss", "ReLU",
-    "SiLU", "Sigmoid", "SmoothL1Loss", "SwiGLU", "Tanh", "convert",
+    "GELU",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "GeGLU",
+    "HuberLoss",
+    "LeakyReLU",
+    "Linear",
+    "MSELoss",
+    "ReLU",
+    "SiLU",
+    "Sigmoid",
+    "SmoothL1Loss",
+    "SwiGLU",
+    "Tanh",
+    "convert",
 ]

@@ -3,6 +3,8 @@
 One module per op family; importing this package registers them all.
 """
 
-from . import activations  # noqa: F401
-from . import losses  # noqa: F401
-from . import matmul  # noqa: F401
+from . import (
+    activations,  # noqa: F401
+    losses,  # noqa: F401
+    matmul,  # noqa: F401
+)
