@@ -252,6 +252,29 @@ def test_cuda_larger_shapes_and_alignment(dtype):
         check_against_torch(ops.matmul, torch.matmul, sample)
 
 
+# Shapes that select each variant of the Hopper (sm_90a) kernel on an H100/H200: 128 x 128 tiles with split-K
+# (decode-like M = 128), 128 x 256 tiles on a large grid, and edge tiles in M, N and K. On other GPUs they run the
+# mma.sync kernel, which must pass the same rule.
+HOPPER_SHAPES = ((128, 4096, 4096), (2048, 4096, 1024), (1000, 520, 1000), (136, 264, 72))
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=str)
+@pytest.mark.parametrize("m,n,k", HOPPER_SHAPES)
+@pytest.mark.parametrize("layout_a,layout_b", (("contiguous", "contiguous"), ("contiguous", "mT"),
+                                               ("mT", "contiguous"), ("mT", "mT")))
+def test_cuda_tensor_core_paths_every_layout(dtype, m, n, k, layout_a, layout_b):
+    a = make_tensor((m, k), dtype, "cuda", layout=layout_a, low=-2, high=2)
+    b = make_tensor((k, n), dtype, "cuda", layout=layout_b, low=-2, high=2)
+    bias = make_tensor((n,), dtype, "cuda")
+    ref = a.double() @ b.double()  # float64 on the GPU: the CPU would take seconds for these sizes
+    assert_accurate(ops.matmul(a, b), torch.matmul(a, b), ref)
+    # linear reads its weight [n, k] transposed: the other B layout, plus the fused bias.
+    weight = b.t()
+    assert_accurate(ops.linear(a, weight, bias), F.linear(a, weight, bias), ref + bias.double())
+
+
 @requires_cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)

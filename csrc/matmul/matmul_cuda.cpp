@@ -17,7 +17,14 @@ struct CudaBackend {
     // Read at call time (not baked into the graph), so eager and torch.compile follow
     // torch.backends.cuda.matmul.allow_tf32 / torch.set_float32_matmul_precision alike.
     args.allow_tf32 = at::globalContext().allowTF32CuBLAS();
-    gemm_cuda(args, c10::cuda::getCurrentCUDAStream());
+    const int64_t workspace_elems = gemm_cuda_workspace_elems(args);
+    at::Tensor workspace;  // alive until the kernels are enqueued; the caching allocator orders later reuse
+    if (workspace_elems > 0) {
+      workspace = at::empty({workspace_elems}, at::TensorOptions().dtype(at::kFloat).device(
+                                                   at::kCUDA, c10::cuda::current_device()));
+    }
+    C10_CUDA_CHECK(gemm_cuda(args, workspace_elems > 0 ? workspace.data_ptr<float>() : nullptr,
+                             c10::cuda::getCurrentCUDAStream()));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "common/cuda_utils.cuh"
+#include "matmul/gemm_sm90.h"
 #include "matmul/matmul_launch.h"
 
 namespace fastops {
@@ -685,42 +686,90 @@ __global__ void column_sum_finish_kernel(const double* __restrict__ workspace, i
 // ---------------------------------------------------------------------------------------------------------------
 // Kernel selection
 // ---------------------------------------------------------------------------------------------------------------
-enum class GemmKernel { Simt, MmaSync };
+enum class GemmKernel { Simt, MmaSync, Wgmma };
 
-// The seam where kernels are chosen: by dtype, TF32 permission and compute capability. 16-bit types, and float32
-// when torch allows TF32, take the mma.sync tensor-core kernel on sm_80+ (Ampere, Ada, and Hopper until its wgmma
-// kernel plugs in here for cc_major == 9); float32 without TF32, float64 and pre-Ampere GPUs take the CUDA cores.
-GemmKernel select_gemm_kernel(const GemmArgs& args, int cc_major) {
-  const bool tensor_core_type = args.dtype == DType::BFloat16 || args.dtype == DType::Float16 ||
-                                (args.dtype == DType::Float32 && args.allow_tf32);
-  if (tensor_core_type && cc_major >= 8) return GemmKernel::MmaSync;
-  return GemmKernel::Simt;
+// The Hopper kernel's view of a single (unbatched) GEMM: op(A) not transposed is A stored [m, k] (K-major),
+// transposed is A stored [k, m] (MN-major); op(B) not transposed is B stored [k, n] (MN-major), transposed is B
+// stored [n, k] (K-major).
+GemmSm90Problem sm90_problem(const GemmArgs& args) {
+  GemmSm90Problem p{};
+  p.in_dtype = p.out_dtype = args.dtype;
+  p.m = args.m;
+  p.n = args.n;
+  p.k = args.k;
+  p.a = args.a.data;
+  p.lda = args.a.ld;
+  p.a_k_major = !args.a.trans;
+  p.b = args.b.data;
+  p.ldb = args.b.ld;
+  p.b_k_major = args.b.trans;
+  p.c = args.c;
+  p.ldc = args.ldc;
+  p.bias = args.bias;
+  return p;
 }
 
-int current_cc_major() {
-  int device = 0, major = 0;
+struct DeviceInfo {
+  int cc_major, cc_minor, num_sms;
+};
+
+DeviceInfo current_device_info() {
+  int device = 0;
+  DeviceInfo info{};
   cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  return major;
+  cudaDeviceGetAttribute(&info.cc_major, cudaDevAttrComputeCapabilityMajor, device);
+  cudaDeviceGetAttribute(&info.cc_minor, cudaDevAttrComputeCapabilityMinor, device);
+  cudaDeviceGetAttribute(&info.num_sms, cudaDevAttrMultiProcessorCount, device);
+  return info;
+}
+
+// The seam where kernels are chosen: by dtype, TF32 permission and compute capability. On sm_90 (H100/H200),
+// single 16-bit GEMMs whose operands TMA can read take the wgmma kernel; other 16-bit types, and float32 when torch
+// allows TF32, take the mma.sync tensor-core kernel on sm_80+; float32 without TF32, float64 and pre-Ampere GPUs
+// take the CUDA cores.
+GemmKernel select_gemm_kernel(const GemmArgs& args, const DeviceInfo& device) {
+  const bool half_type = args.dtype == DType::BFloat16 || args.dtype == DType::Float16;
+  if (half_type && device.cc_major == 9 && device.cc_minor == 0 && args.batch == 1 &&
+      gemm_sm90_unsupported_reason(sm90_problem(args)) == nullptr) {
+    return GemmKernel::Wgmma;
+  }
+  if ((half_type || (args.dtype == DType::Float32 && args.allow_tf32)) && device.cc_major >= 8) {
+    return GemmKernel::MmaSync;
+  }
+  return GemmKernel::Simt;
 }
 
 }  // namespace
 
-void gemm_cuda(const GemmArgs& args, cudaStream_t stream) {
-  switch (select_gemm_kernel(args, current_cc_major())) {
+int64_t gemm_cuda_workspace_elems(const GemmArgs& args) {
+  const DeviceInfo device = current_device_info();
+  if (select_gemm_kernel(args, device) != GemmKernel::Wgmma) return 0;
+  return gemm_sm90_workspace_elems(sm90_problem(args), device.num_sms);
+}
+
+cudaError_t gemm_cuda(const GemmArgs& args, float* workspace, cudaStream_t stream) {
+  const DeviceInfo device = current_device_info();
+  switch (select_gemm_kernel(args, device)) {
     case GemmKernel::Simt:
       cuda::dispatch_dtype(args.dtype, [&](auto* tag) {
         using T = std::remove_pointer_t<decltype(tag)>;
         simt::launch<T>(args, stream);
       });
-      return;
+      return cudaSuccess;
     case GemmKernel::MmaSync: {
       const dim3 grid = simt::grid_for(args, tc::kBM, tc::kBN);
-      if (args.dtype == DType::BFloat16) return tc::launch<__nv_bfloat16>(args, grid, stream);
-      if (args.dtype == DType::Float16) return tc::launch<__half>(args, grid, stream);
-      return tc::launch<float>(args, grid, stream);
+      if (args.dtype == DType::BFloat16) tc::launch<__nv_bfloat16>(args, grid, stream);
+      else if (args.dtype == DType::Float16) tc::launch<__half>(args, grid, stream);
+      else tc::launch<float>(args, grid, stream);
+      return cudaSuccess;
+    }
+    case GemmKernel::Wgmma: {
+      GemmSm90Problem p = sm90_problem(args);
+      p.workspace = workspace;
+      return gemm_sm90(p, device.num_sms, stream);
     }
   }
+  return cudaErrorInvalidValue;
 }
 
 int64_t column_sum_bands(int64_t rows) {

@@ -11,9 +11,15 @@
 
 namespace fastops {
 
+// fp32 elements of scratch that gemm_cuda needs for `args` on the current device: the Hopper kernel's split-K
+// partial sums for outputs too small to fill the GPU (decode-like M <= 128); 0 for every other problem.
+int64_t gemm_cuda_workspace_elems(const GemmArgs& args);
+
 // C = op(A) . op(B) (+ bias) for every batch (all sizes > 0). The kernel is chosen from the dtype, args.allow_tf32
-// and the current device's compute capability (see select_gemm_kernel in matmul_cuda.cu).
-void gemm_cuda(const GemmArgs& args, cudaStream_t stream);
+// and the current device's compute capability (see select_gemm_kernel in matmul_cuda.cu). `workspace` holds
+// gemm_cuda_workspace_elems(args) floats. Returns a CUDA error the launch itself did not raise (e.g. a TMA
+// descriptor the driver refused); launch errors are left for the caller's launch check.
+cudaError_t gemm_cuda(const GemmArgs& args, float* workspace, cudaStream_t stream);
 
 // How many row bands column_sum_cuda splits `rows` into; its workspace holds that many rows of `cols` doubles.
 int64_t column_sum_bands(int64_t rows);
