@@ -4,6 +4,8 @@ Run with `python -m pytest benchmarks --benchmark-only` (GPU rows need CUDA); ca
 same definitions `python -m fastops.bench` uses.
 """
 
+import functools
+
 import pytest
 import torch
 
@@ -14,11 +16,12 @@ DEVICE = "cuda" if torch.cuda.is_available() and fastops.has_cuda_kernels() else
 
 
 def run_case(benchmark, case, provider, mode):
-    if provider == "compile":
+    if provider == "compile" and "compile" not in case.providers:
         fn = torch.compile(case.providers["torch"])
     else:
         fn = case.providers[provider]
-    run = mode_callable(fn, case.make_inputs(DEVICE), mode)
+    args = case.make_inputs(DEVICE)
+    run = functools.partial(fn, *args) if case.whole_step else mode_callable(fn, args, mode)
     if DEVICE == "cuda":
         def timed():
             run()

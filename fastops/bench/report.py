@@ -20,8 +20,8 @@ def _group(results: Sequence[Result]):
 def table(results: Sequence[Result], ceilings: dict[str, float]) -> str:
     """Markdown table: one row per (op, mode, dtype, shape), fastops vs torch vs compile."""
     header = ("| op | mode | dtype | shape | fastops ms | torch ms | compile ms | vs torch | vs compile "
-              "| fastops rate | % of ceiling |")
-    lines = [header, "|" + "---|" * 11]
+              "| fastops rate | % of ceiling | other providers |")
+    lines = [header, "|" + "---|" * 12]
 
     def ms(r):
         return f"{r.ms:.4g}" if r else "-"
@@ -34,8 +34,10 @@ def table(results: Sequence[Result], ceilings: dict[str, float]) -> str:
         rate = f"{fast.value:.4g} {fast.case.metric()}" if fast else "-"
         ceiling = ceilings.get(fast.case.metric()) if fast else None
         pct = f"{100 * fast.value / ceiling:.0f}%" if fast and ceiling else "-"
+        others = ", ".join(f"{name} {r.ms:.4g} ms" for name, r in by.items()
+                           if name not in ("fastops", "torch", "compile")) or "-"
         lines.append(f"| {op} | {mode} | {dtype} | {shape} | {ms(fast)} | {ms(native)} | {ms(comp)} | "
-                     f"{ratio(fast, native)} | {ratio(fast, comp)} | {rate} | {pct} |")
+                     f"{ratio(fast, native)} | {ratio(fast, comp)} | {rate} | {pct} | {others} |")
     return "\n".join(lines)
 
 
