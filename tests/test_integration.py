@@ -148,6 +148,7 @@ def _ddp_worker(rank, world_size, init_file, x, t, result_file):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only: never depend on how this machine's hostname resolves
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         model = DistributedDataParallel(fastops_mlp())
@@ -158,6 +159,7 @@ def _ddp_worker(rank, world_size, init_file, x, t, result_file):
         opt.step()
         if rank == 0:
             torch.save([p.detach() for p in model.module.parameters()], result_file)
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -4,11 +4,7 @@
 // so that results agree with torch to the last bit where the same libm is used.
 #pragma once
 
-#if defined(__CUDACC__)
-#define FASTOPS_HD __host__ __device__ __forceinline__
-#else
-#define FASTOPS_HD inline
-#endif
+#include "common/host_device.h"
 
 #include <cmath>
 #include <cstdint>

@@ -2,11 +2,7 @@
 // compute the same formulas. T is the math type: float for 16-bit and float32 tensors, double for float64.
 #pragma once
 
-#if defined(__CUDACC__)
-#define FASTOPS_HD __host__ __device__ __forceinline__
-#else
-#define FASTOPS_HD inline
-#endif
+#include "common/host_device.h"
 
 #include <cmath>
 #include <cstdint>
