@@ -8,6 +8,7 @@ import tempfile
 
 import pytest
 import torch
+from reference import requires_cuda
 from torch import nn
 
 import fastops
@@ -178,4 +179,32 @@ def test_ddp_gloo_two_processes_matches_single_process():
     nn.functional.cross_entropy(model(x), t).backward()
     opt.step()
     for p_ddp, p in zip(ddp_params, model.parameters()):
+        torch.testing.assert_close(p_ddp, p.detach())
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_ddp_nccl_one_rank_matches_plain_step():
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not dist.is_nccl_available():
+        pytest.skip("torch built without NCCL")
+    torch.manual_seed(1)
+    x, t = torch.randn(32, 16, device="cuda"), torch.randint(0, 10, (32,), device="cuda")
+    with tempfile.TemporaryDirectory() as tmp:
+        dist.init_process_group("nccl", init_method=f"file://{os.path.join(tmp, 'init')}", rank=0, world_size=1)
+        try:
+            model = DistributedDataParallel(fastops_mlp().cuda(), device_ids=[torch.cuda.current_device()])
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            fastops.functional.cross_entropy(model(x), t).backward()
+            opt.step()
+            ddp_params = [p.detach().clone() for p in model.module.parameters()]
+        finally:
+            dist.destroy_process_group()
+    plain = fastops_mlp().cuda()
+    opt = torch.optim.SGD(plain.parameters(), lr=0.1)
+    fastops.functional.cross_entropy(plain(x), t).backward()
+    opt.step()
+    for p_ddp, p in zip(ddp_params, plain.parameters()):
         torch.testing.assert_close(p_ddp, p.detach())
