@@ -72,20 +72,25 @@ struct Huber {
 
 // (1 - t) x + (1 + (pw - 1) t) softplus(-x), with softplus(-x) = log1p(exp(-|x|)) + max(-x, 0) (stable for any x).
 struct BceWithLogits {
+  // The softplus coefficient. Without pos_weight (pw == 1) it is exactly 1, as in torch's formula: computing
+  // 1 + 0 * t would turn an infinite target into NaN where torch gives +-inf.
+  template <typename T>
+  FASTOPS_HD T softplus_coef(T t, T pw) const { return pw == T(1) ? T(1) : T(1) + (pw - T(1)) * t; }
+
   template <typename T>
   FASTOPS_HD T value(T x, T t, T pw, T /*param*/) const {
     using std::exp;
     using std::log1p;
     const T ax = x < T(0) ? -x : x;
     const T softplus_neg = log1p(exp(-ax)) + (x < T(0) ? -x : T(0));
-    return (T(1) - t) * x + (T(1) + (pw - T(1)) * t) * softplus_neg;
+    return (T(1) - t) * x + softplus_coef(t, pw) * softplus_neg;
   }
   // sigmoid(x) (1 + (pw - 1) t) - pw t
   template <typename T>
   FASTOPS_HD T grad(T x, T t, T pw, T /*param*/) const {
     using std::exp;
     const T sig = T(1) / (T(1) + exp(-x));
-    return sig * (T(1) + (pw - T(1)) * t) - pw * t;
+    return sig * softplus_coef(t, pw) - pw * t;
   }
 };
 
