@@ -241,7 +241,23 @@ def matmul(input: Tensor, other: Tensor) -> Tensor:
     return out
 
 
-def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+LINEAR_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None) -> Tensor:
     """``input @ weight.T + bias`` with :func:`torch.nn.functional.linear`'s contract; the bias add is fused into the
-    GEMM and the weight is read transposed in place."""
-    return _ops.linear(input, weight, bias)
+    GEMM and the weight is read transposed in place.
+
+    ``activation`` (one of ``relu``, ``gelu``, ``gelu_tanh``, ``silu``) applies that activation to the result:
+    the GEMM's output then goes through one fused bias + activation pass (:func:`bias_act`), which keeps the
+    pre-activation for the backward and returns grad_bias from the same read of the gradient."""
+    if activation is None:
+        return _ops.linear(input, weight, bias)
+    if activation not in LINEAR_ACTIVATIONS:
+        raise ValueError(f"fastops.linear: activation must be one of {', '.join(LINEAR_ACTIVATIONS)} or None, "
+                         f"got {activation!r}")
+    pre = _ops.linear(input, weight, None)
+    if bias is None:
+        bias = pre.new_zeros(pre.shape[-1:])
+    # Under autocast the GEMM runs in 16 bits while the bias parameter stays float32: the fused pass takes one dtype.
+    return _ops.bias_act(pre, bias.to(pre.dtype), activation)

@@ -359,3 +359,60 @@ def test_bad_input_raises_clear_error(call, message):
 def test_cpu_cuda_mix_is_rejected():
     with pytest.raises(RuntimeError, match=r"b must be on the device of a"):
         ops.matmul(torch.zeros(2, 2, device="cuda"), torch.zeros(2, 2))
+
+
+# linear(..., activation=) and LinearAct: the GEMM then one fused bias + activation pass.
+TORCH_ACTIVATIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
+    "silu": F.silu,
+}
+
+
+def _linear_act_fns(activation):
+    native = TORCH_ACTIVATIONS[activation]
+    return (lambda x, w, *b: fastops.functional.linear(x, w, *b, activation=activation),
+            lambda x, w, *b: native(F.linear(x, w, *b)))
+
+
+@pytest.mark.parametrize("with_bias", (True, False), ids=("bias", "no_bias"))
+@pytest.mark.parametrize("activation", TORCH_ACTIVATIONS)
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16, torch.float32), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear_activation_matches_torch(device, dtype, activation, with_bias):
+    fast, native = _linear_act_fns(activation)
+    for rows in ((37,), (3, 5), (0,)):
+        x = make_tensor(rows + (29,), dtype, device, requires_grad=True)
+        args = (x, make_tensor((23, 29), dtype, device, requires_grad=True))
+        if with_bias:
+            args += (make_tensor((23,), dtype, device, requires_grad=True),)
+        check_against_torch(fast, native, Sample(args, {}, f"{rows}-{activation}"), grad=True)
+
+
+@pytest.mark.parametrize("activation", TORCH_ACTIVATIONS)
+def test_linear_activation_gradcheck(activation):
+    fast, _ = _linear_act_fns(activation)
+    args = tuple(make_tensor(s, torch.float64, "cpu", low=-1, high=1, requires_grad=True) for s in ((4, 5), (3, 5), (3,)))
+    check_gradcheck(fast, Sample(args, {}, activation))
+
+
+def test_linear_act_module_loads_nn_linear_weights_and_compiles():
+    reference = torch.nn.Sequential(torch.nn.Linear(12, 7), torch.nn.GELU(approximate="tanh"))
+    module = fastops.nn.LinearAct(12, 7, activation="gelu_tanh")
+    assert module.state_dict().keys() == reference[0].state_dict().keys()
+    module.load_state_dict(reference[0].state_dict())
+    x = torch.randn(9, 12)
+    torch.testing.assert_close(module(x), reference(x))
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(module, fullgraph=True)(x), module(x), rtol=0, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 GEMM output, float32 bias parameter
+        assert module(x).dtype == torch.bfloat16
+    assert "activation='gelu_tanh'" in repr(module)
+
+
+def test_linear_activation_rejects_unknown_names():
+    with pytest.raises(ValueError, match=r"fastops\.linear: activation must be one of relu, gelu, gelu_tanh, silu"):
+        fastops.functional.linear(torch.zeros(2, 3), torch.zeros(4, 3), activation="tanh")
+    with pytest.raises(ValueError, match=r"LinearAct: activation must be one of"):
+        fastops.nn.LinearAct(3, 4, activation="softplus")

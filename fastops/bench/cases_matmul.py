@@ -1,8 +1,10 @@
-"""Benchmark cases for the matmul family (headline rows named in shared/DESIGN.md): `matmul` fwd at MxNxK."""
+"""Benchmark cases for the matmul family (headline rows named in shared/DESIGN.md): `matmul` fwd at MxNxK and
+`linear_gelu` fwd/full at tokens x in x out."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 import fastops.functional as FF
 
@@ -32,9 +34,31 @@ def _matmul_case(m: int, n: int, k: int, label: str) -> Case:
     )
 
 
+def _linear_gelu_case(tokens: int, fan_in: int, fan_out: int) -> Case:
+    """gelu(x W^T + b) in bfloat16: fastops' GEMM + fused bias/GELU pass against torch's F.linear then F.gelu."""
+
+    def make_inputs(device):
+        def param(*shape):
+            return torch.randn(*shape, device=device, dtype=torch.bfloat16).mul_(fan_in ** -0.5).requires_grad_()
+
+        return (torch.randn(tokens, fan_in, device=device, dtype=torch.bfloat16, requires_grad=True),
+                param(fan_out, fan_in), param(fan_out))
+
+    return Case(
+        op="linear_gelu", dtype="bfloat16", shape=f"{tokens}x{fan_in}x{fan_out}", make_inputs=make_inputs,
+        providers={"fastops": lambda x, w, b: FF.linear(x, w, b, activation="gelu"),
+                   "torch": lambda x, w, b: F.gelu(F.linear(x, w, b))},
+        modes=("fwd", "full"),
+        flops=lambda mode: (2.0 if mode == "fwd" else 6.0) * tokens * fan_in * fan_out,
+    )
+
+
 def cases(device: str, quick: bool) -> list[Case]:
     if device == "cuda":
         shapes = _CUDA_SHAPES[:1] if quick else _CUDA_SHAPES
-        return [_matmul_case(m, n, k, label) for m, n, k in shapes for label in _DTYPES]
+        linear_shape = (1024, 1024, 4096) if quick else (8192, 4096, 16384)
+        return [_matmul_case(m, n, k, label) for m, n, k in shapes for label in _DTYPES] + [
+            _linear_gelu_case(*linear_shape)]
     size = 256 if quick else 1024  # the CPU target: float32 at 1024^3 against torch's oneDNN/MKL
-    return [_matmul_case(size, size, size, "float32")]
+    linear_shape = (64, 128, 256) if quick else (256, 512, 1024)
+    return [_matmul_case(size, size, size, "float32"), _linear_gelu_case(*linear_shape)]

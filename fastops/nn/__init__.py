@@ -2,7 +2,7 @@
 
 from .activations import GELU, GeGLU, LeakyReLU, ReLU, Sigmoid, SiLU, SwiGLU, Tanh
 from .convert import convert
-from .linear import Linear
+from .linear import Linear, LinearAct
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss, SmoothL1Loss
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "HuberLoss",
     "LeakyReLU",
     "Linear",
+    "LinearAct",
     "MSELoss",
     "ReLU",
     "SiLU",
