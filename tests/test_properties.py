@@ -60,24 +60,18 @@ def elementwise_case(draw, n_inputs: int, device: str):
     return Sample(tuple(args), {}, f"{shape}-{layout}-{dtype}-special={special}")
 
 
-def check_examples(fast, native, samples) -> None:
-    """PROPERTY_EXAMPLES samples drawn from the `samples` strategy, each checked forward and backward against torch
-    (derandomized: CI sees the same examples every run)."""
-
-    @settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(samples)
-    def check(sample):
-        check_against_torch(fast, native, sample, grad=True)
-
-    check()
-
-
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", ELEMENTWISE)
 def test_elementwise_matches_torch(name, device):
     fast, native, n_inputs = ELEMENTWISE[name]
-    check_examples(fast, native, elementwise_case(n_inputs, device))
+
+    @settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(elementwise_case(n_inputs, device))
+    def check(sample):
+        check_against_torch(fast, native, sample, grad=True)
+
+    check()
 
 
 # m, n and k start at 5, so the output and both gradients (m x n, m x k, k x n) have at least 25 elements: the
@@ -127,4 +121,11 @@ STRUCTURED = {
 @pytest.mark.parametrize("name", STRUCTURED)
 def test_structured_ops_match_torch(name, device):
     fast, native, case = STRUCTURED[name]
-    check_examples(fast, native, case(device))
+
+    @settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(case(device))
+    def check(sample):
+        check_against_torch(fast, native, sample, grad=True)
+
+    check()
