@@ -20,6 +20,10 @@ export PATH := $(CCACHE_DIR_LINKS):$(PATH)
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 NVCC ?= nvcc
 CUDA_ARCH_FLAGS := -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80
+# What torch's CUDAExtension passes to nvcc (torch.utils.cpp_extension.COMMON_NVCC_FLAGS): no implicit half/bf16
+# conversions or operators. The check must see them, or code that builds here would fail in the real build.
+TORCH_NVCC_FLAGS := -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
+	-D__CUDA_NO_HALF2_OPERATORS__
 
 .PHONY: all build test test-python cuda-check bench bench-quick demo gpu-check lint clean
 
@@ -52,7 +56,7 @@ cuda-check: $(DEPS)
 	set -e; mkdir -p $(CUDA_OBJ_DIR); \
 	for f in $$(find csrc -name '*.cu'); do \
 	  echo "nvcc $$f"; \
-	  $(NVCC) -std=c++17 --expt-relaxed-constexpr -O3 -Icsrc $(CUDA_ARCH_FLAGS) -c $$f \
+	  $(NVCC) -std=c++17 --expt-relaxed-constexpr -O3 -Icsrc $(TORCH_NVCC_FLAGS) $(CUDA_ARCH_FLAGS) -c $$f \
 	    -o $(CUDA_OBJ_DIR)/$$(basename $$f .cu).o; \
 	done; \
 	$(PY) scripts/check_sass.py $(CUDA_OBJ_DIR); \
