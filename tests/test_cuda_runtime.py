@@ -6,6 +6,8 @@ import pytest
 import torch
 from reference import requires_cuda
 
+import fastops
+
 pytestmark = [requires_cuda, pytest.mark.cuda]
 
 ops = torch.ops.fastops
@@ -45,6 +47,12 @@ RUNTIME_CASES = {
                           lambda g, x, b: torch.cat([t.reshape(-1) for t in ops.bias_act_backward(g, x, b, "gelu")])),
     "swiglu": (_binary, ops.swiglu),
     "swiglu_packed": (lambda d: (_randn(1000, 2 * 37, device=d),), ops.swiglu.packed),
+    "cross_entropy": (lambda d: (_randn(64, 1000, device=d), torch.randint(0, 1000, (64,), device=d)),
+                      fastops.functional.cross_entropy),
+    "mse_loss": (_binary, fastops.functional.mse_loss),
+    "matmul": (lambda d: (_randn(200, 96, device=d, dtype=torch.bfloat16), _randn(96, 136, device=d,
+                                                                                   dtype=torch.bfloat16)), ops.matmul),
+    "linear": (lambda d: (_randn(200, 96, device=d), _randn(136, 96, device=d), _randn(136, device=d)), ops.linear),
     "glu_backward": (lambda d: (*_binary(d), _randn(1000, 37, device=d)),
                      lambda g, a, b: torch.cat([t.reshape(-1) for t in ops.glu_backward(g, a, b, "silu")])),
 }

@@ -53,11 +53,16 @@ struct CudaBackend {
     }
     at::Tensor bad_row = at::full({1}, -1, ce.logits.options().dtype(at::kLong));
     l.bad_row = bad_row.data_ptr<int64_t>();
-    cross_entropy_forward_cuda(l, c10::cuda::getCurrentCUDAStream());
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    cross_entropy_forward_cuda(l, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    // Reading the flag synchronises with the stream (a few microseconds per call, and no CUDA-graph capture of
-    // index-target cross entropy); the price of a Python IndexError instead of a device assert that would kill
-    // the CUDA context.
+    // While a CUDA graph is being captured nothing can be read back: a bad target then shows as a NaN loss (the
+    // kernel writes NaN for its row) instead of an error.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone) return;
+    // Reading the flag synchronises with the stream (a few microseconds per call); the price of a Python
+    // IndexError instead of a device assert that would kill the CUDA context.
     const int64_t bad = bad_row.item<int64_t>();
     TORCH_CHECK_INDEX(bad < 0, "fastops.cross_entropy: target ", bad < 0 ? 0 : ce.target[bad].item<int64_t>(),
                       " (row ", bad, ") is out of bounds for ", l.c, " classes (ignore_index is ", ignore_index,
