@@ -11,6 +11,7 @@
 // All offsets are int64; edge tiles load zeros (predicated) and store under a bounds check.
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "common/cuda_utils.cuh"
 #include "matmul/gemm_sm90.h"
@@ -713,14 +714,23 @@ struct DeviceInfo {
   int cc_major, cc_minor, num_sms;
 };
 
+// Read once per process for every device: gemm_cuda_workspace_elems and gemm_cuda both select the kernel on each
+// call, and the attributes never change.
 DeviceInfo current_device_info() {
+  static const std::vector<DeviceInfo> devices = [] {
+    int count = 0;
+    cudaGetDeviceCount(&count);
+    std::vector<DeviceInfo> infos(count);
+    for (int d = 0; d < count; ++d) {
+      cudaDeviceGetAttribute(&infos[d].cc_major, cudaDevAttrComputeCapabilityMajor, d);
+      cudaDeviceGetAttribute(&infos[d].cc_minor, cudaDevAttrComputeCapabilityMinor, d);
+      cudaDeviceGetAttribute(&infos[d].num_sms, cudaDevAttrMultiProcessorCount, d);
+    }
+    return infos;
+  }();
   int device = 0;
-  DeviceInfo info{};
   cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&info.cc_major, cudaDevAttrComputeCapabilityMajor, device);
-  cudaDeviceGetAttribute(&info.cc_minor, cudaDevAttrComputeCapabilityMinor, device);
-  cudaDeviceGetAttribute(&info.num_sms, cudaDevAttrMultiProcessorCount, device);
-  return info;
+  return devices.at(device);
 }
 
 // The seam where kernels are chosen: by dtype, TF32 permission and compute capability. On sm_90 (H100/H200),
