@@ -58,6 +58,18 @@ TORCH_LIBRARY(fastops, m) {
   // lse / target_mass.
   m.def("cross_entropy_backward(Tensor grad_rows, Tensor logits, Tensor target, Tensor? weight, Tensor lse, "
         "Tensor target_mass, int ignore_index, float label_smoothing) -> Tensor");
+  // The forward that also writes the gradient, so that the backward only scales it (scale_rows_): with u_i =
+  // grad_scale[i] (float64, one element or one per row, read on the device: 'mean' passes 1 / total weight without a
+  // host sync), loss_i = u_i * (the row's loss, float64) and grad_logits = d loss_i / d logits_i. Each row is read
+  // twice and its gradient written once.
+  m.def("cross_entropy_forward_grad(Tensor logits, Tensor target, Tensor? weight, int ignore_index, "
+        "float label_smoothing, Tensor grad_scale) -> (Tensor loss, Tensor grad_logits)");
+  // The same with the gradient written over the (contiguous) logits: fused linear + cross entropy's scratch chunk.
+  m.def("cross_entropy_forward_grad_(Tensor(a!) logits, Tensor target, Tensor? weight, int ignore_index, "
+        "float label_smoothing, Tensor grad_scale) -> Tensor loss");
+  // x[r, ...] *= scale[r] (scale: float64, one element or one per row) in place; rows whose factor is exactly 1 are
+  // not written, so the backward of a loss called with gradient 1 costs one launch.
+  m.def("scale_rows_(Tensor(a!) x, Tensor scale) -> ()");
   // (input - target)^2, reduced; input and target share one shape and dtype.
   m.def("mse_loss(Tensor input, Tensor target, int reduction=1) -> Tensor");
   // d mse_loss / d input for the loss's gradient grad_output (input-shaped for 'none', 0-dim otherwise).

@@ -100,8 +100,10 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
     ([], [N] or [N, d1, ...]) or probabilities (input's shape); 'mean' over class indices divides by the summed
     weight of the non-ignored targets (nan when all are ignored, as torch).
 
-    The forward reads the logits once (per row: max, sum of exponentials and the target terms); the backward reads
-    them once more and writes the gradient. [N, C, d1, ...] inputs are first permuted to rows of C contiguous
+    Without autograd (and for 'none') the forward reads the logits once (per row: max, sum of exponentials and the
+    target terms) and the backward recomputes the softmax. For 'mean' / 'sum' with logits that require grad, the
+    forward reads each row twice and writes its gradient too, and the backward only scales it (nothing at all for
+    the usual upstream gradient of 1). [N, C, d1, ...] inputs are first permuted to rows of C contiguous
     classes (one copy, kept for the backward).
     Under autocast the loss is float32, as torch's, without an fp32 copy of the logits (the kernel reads 16-bit
     logits and accumulates in float32 either way)."""
@@ -134,6 +136,16 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
             target = target.long()
     if weight is not None:
         weight = weight.to(_math_dtype(input.dtype))
+    if red != _REDUCTIONS["none"] and torch.is_grad_enabled() and logits.requires_grad and logits.shape[0] > 0:
+        # The forward writes the gradient too (see fastops/ops/losses.py): its rows come pre-divided by 'mean''s
+        # total weight, so that the gradient is final when the upstream gradient is 1.
+        if red == _REDUCTIONS["mean"]:
+            grad_scale = 1.0 / _cross_entropy_total_weight(target, weight, ignore_index, c)
+        else:
+            grad_scale = torch.ones((), dtype=torch.float64, device=logits.device)
+        loss, _ = _ops.cross_entropy_forward_grad(logits, target, weight, ignore_index, label_smoothing, grad_scale)
+        return loss.sum().to(out_dtype)
+    # 'none' recomputes the softmax in its backward: each row's upstream gradient is only known there.
     loss, row_weight, _, _ = _ops.cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing)
     if red == _REDUCTIONS["none"]:
         return loss.reshape(() if unbatched else batch_shape).to(out_dtype)
@@ -142,6 +154,18 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
     if red == _REDUCTIONS["mean"]:
         total = total / row_weight.sum()
     return total.to(out_dtype)
+
+
+def _cross_entropy_total_weight(target: Tensor, weight: Tensor | None, ignore_index: int, c: int) -> Tensor:
+    """The divisor of 'mean' (float64, 0-dim): the summed class weight of the rows not ignored (the row count for
+    probability targets). N-length work; an out-of-range class counts here as class 0 and is raised by the kernel."""
+    if target.is_floating_point():
+        return torch.tensor(float(target.shape[0]), dtype=torch.float64, device=target.device)
+    kept = target != ignore_index
+    if weight is None:
+        return kept.sum(dtype=torch.float64)
+    row_weight = weight.to(torch.float64)[torch.where(kept & (target >= 0) & (target < c), target, 0)]
+    return torch.where(kept, row_weight, 0.0).sum()
 
 
 def _operand_dtype(input: Tensor, target: Tensor, promote: bool = True) -> torch.dtype | None:
@@ -261,3 +285,4 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, activation
         bias = pre.new_zeros(pre.shape[-1:])
     # Under autocast the GEMM runs in 16 bits while the bias parameter stays float32: the fused pass takes one dtype.
     return _ops.bias_act(pre, bias.to(pre.dtype), activation)
+

@@ -122,6 +122,97 @@ def test_cross_entropy_opcheck(dtype, device):
                                                              {}, ""))
 
 
+def test_cross_entropy_retained_graph_with_other_upstream_gradients():
+    # The first backward scales the forward's gradient in place by its upstream factor; a later one through the
+    # retained graph rescales out of place, and must not see the first factor.
+    x = torch.randn(5, 9, requires_grad=True)
+    t = torch.tensor([1, 2, -100, 4, 8])
+    loss, ref = FF.cross_entropy(x, t), F.cross_entropy(x, t)
+    for upstream in (2.5, 1.0, -3.0):
+        up = torch.tensor(upstream)
+        got = torch.autograd.grad(loss, x, up, retain_graph=True)[0]
+        torch.testing.assert_close(got, torch.autograd.grad(ref, x, up, retain_graph=True)[0])
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_forward_grad_in_place_is_out_of_place(dtype, device):
+    # 37 classes: rows start misaligned for 16-byte packs; per-row and single scales; ignored and smoothed rows.
+    x = make_tensor((6, 37), dtype, device)
+    t = torch.tensor([0, 36, -100, 5, 5, 1], device=device)
+    w = torch.rand(37, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    for scale in (torch.tensor(0.25, dtype=torch.float64, device=device),
+                  torch.rand(6, dtype=torch.float64, device=device)):
+        loss, grad = ops.cross_entropy_forward_grad(x, t, w, -100, 0.1, scale)
+        scratch = x.clone()
+        loss_in_place = ops.cross_entropy_forward_grad_(scratch, t, w, -100, 0.1, scale)
+        torch.testing.assert_close(loss_in_place, loss, rtol=0, atol=0)
+        torch.testing.assert_close(scratch, grad, rtol=0, atol=0)
+        # The scaled forward is the plain one times the scale, row by row.
+        plain, _, _, _ = ops.cross_entropy_forward(x, t, w, -100, 0.1)
+        torch.testing.assert_close(loss, plain * scale)
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_forward_grad_opcheck(dtype, device):
+    x = make_tensor((6, 13), dtype, device)
+    index = torch.tensor([0, 12, -100, 5, 5, 1], device=device)
+    prob = torch.rand(6, 13, device=device).softmax(1).to(dtype)
+    for target in (index, prob):
+        for scale in (torch.tensor(0.5, dtype=torch.float64, device=device),
+                      torch.rand(6, dtype=torch.float64, device=device)):
+            # Not the test_aot_dispatch checks: they return the gradient output from the compiled graph, which the
+            # backward also scales in place, and AOTAutograd rejects a graph output mutated in its backward.
+            # fastops.functional.cross_entropy never returns that output; its compiled path is
+            # test_cross_entropy_compile_dynamic_backward.
+            torch.library.opcheck(ops.cross_entropy_forward_grad,
+                                  (x.clone().requires_grad_(), target, None, -100, 0.0, scale),
+                                  test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+            check_opcheck(ops.cross_entropy_forward_grad_, Sample((x.clone(), target, None, -100, 0.0, scale), {}, ""))
+
+
+@pytest.mark.parametrize("backend", ("aot_eager", "inductor"))
+def test_cross_entropy_compile_dynamic_backward(backend):
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, t: FF.cross_entropy(x, t) * 3, fullgraph=True, dynamic=True, backend=backend)
+    for n in (5, 17):
+        x = torch.randn(n, 11, requires_grad=True)
+        t = torch.randint(0, 11, (n,))
+        got = torch.autograd.grad(compiled(x, t), x)[0]
+        torch.testing.assert_close(got, torch.autograd.grad(F.cross_entropy(x, t) * 3, x)[0])
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_scale_rows_scales_each_row_and_skips_ones(dtype, device):
+    exact = {"rtol": 0, "atol": 0} if dtype == torch.float64 else {}  # else one rounding of the float product
+    for shape in ((7, 37), (4, 3, 16), (1, 1000), (300, 1)):
+        x = make_tensor(shape, dtype, device)
+        factor = torch.rand(shape[0], dtype=torch.float64, device=device) * 4 - 2
+        factor[::2] = 1.0
+        for scale in (factor, factor[:1], torch.tensor(1.0, dtype=torch.float64, device=device)):
+            got = x.clone()
+            ops.scale_rows_(got, scale)
+            view = [-1] + [1] * (x.dim() - 1) if scale.numel() > 1 else []
+            want = (x.to(torch.float64) * scale.reshape(view)).to(dtype)
+            torch.testing.assert_close(got, want, **exact)
+    check_opcheck(ops.scale_rows_, Sample((make_tensor((5, 9), dtype, device),
+                                           torch.rand(5, dtype=torch.float64, device=device)), {}, ""))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_inductor_backward_with_upstream_gradient(device):
+    # The compiled backward runs the in-place scale_rows_ on the forward's saved gradient.
+    torch._dynamo.reset()
+    t = torch.randint(0, 29, (12,), device=device)
+    x = make_tensor((12, 29), torch.float32, device, requires_grad=True)
+    compiled = torch.compile(lambda x: FF.cross_entropy(x, t, label_smoothing=0.05) * 3, fullgraph=True)
+    got = torch.autograd.grad(compiled(x), x)[0]
+    want = torch.autograd.grad(F.cross_entropy(x, t, label_smoothing=0.05) * 3, x)[0]
+    torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_cross_entropy_compile_fullgraph_parity(device):
     x = make_tensor((8, 33), torch.float32, device, requires_grad=True)

@@ -3,6 +3,9 @@
 //   Backend::cross_entropy_forward(const CrossEntropyTensors&, int64_t ignore_index, double label_smoothing)
 //   Backend::cross_entropy_backward(const CrossEntropyTensors&, const Tensor& grad_rows, int64_t ignore_index,
 //                                   double label_smoothing, Tensor& grad_logits)
+//   Backend::cross_entropy_forward_grad(const CrossEntropyTensors&, int64_t ignore_index, double label_smoothing,
+//                                       const Tensor& grad_scale, Tensor& grad_logits)   (grad may be ce.logits)
+//   Backend::scale_rows(Tensor& x, const Tensor& scale)
 //   Backend::pointwise_forward(PointwiseLoss, const PointwiseTensors&, double param, Reduction, Tensor& out)
 //   Backend::pointwise_backward(PointwiseLoss, const Tensor& grad_output, const PointwiseTensors&, double param,
 //                               Reduction, Tensor& grad_input)
@@ -134,6 +137,76 @@ at::Tensor cross_entropy_backward(const at::Tensor& grad_rows, const at::Tensor&
   return grad_logits;
 }
 
+// grad_scale of the forward-with-gradient: float64 on the logits' device, one element (every row) or [N] (row i).
+inline void check_grad_scale(const char* op, const at::Tensor& grad_scale, const at::Tensor& logits) {
+  check_defined(op, {grad_scale, "grad_scale"});
+  TORCH_CHECK(grad_scale.scalar_type() == at::kDouble, "fastops.", op, ": grad_scale must be float64, got ",
+              grad_scale.scalar_type());
+  TORCH_CHECK(grad_scale.numel() == 1 || (grad_scale.dim() == 1 && grad_scale.size(0) == logits.size(0)), "fastops.",
+              op, ": grad_scale must have one element or shape [N] = [", logits.size(0), "], got ",
+              grad_scale.sizes());
+  TORCH_CHECK(grad_scale.device() == logits.device(), "fastops.", op, ": grad_scale must be on the device of logits (",
+              logits.device(), "), got ", grad_scale.device());
+}
+
+// Shared by the out-of-place and in-place forms: loss per row (float64) and grad = grad_scale * d loss / d logits.
+template <typename Backend>
+at::Tensor cross_entropy_forward_grad_into(CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing,
+                                           const at::Tensor& grad_scale, at::Tensor& grad) {
+  ce.loss = at::empty({ce.logits.size(0)}, ce.logits.options().dtype(at::kDouble));
+  if (ce.logits.size(0) > 0) {
+    Backend::cross_entropy_forward_grad(ce, ignore_index, label_smoothing, grad_scale.contiguous(), grad);
+  }
+  return ce.loss;
+}
+
+// Returns (loss [N], grad_logits [N, C]): the forward and the gradient in one launch, for a caller that needs both.
+template <typename Backend>
+std::tuple<at::Tensor, at::Tensor> cross_entropy_forward_grad(const at::Tensor& logits, const at::Tensor& target,
+                                                              const std::optional<at::Tensor>& weight,
+                                                              int64_t ignore_index, double label_smoothing,
+                                                              const at::Tensor& grad_scale) {
+  constexpr const char* op = "cross_entropy_forward_grad";
+  check_cross_entropy_inputs(op, logits, target, weight, label_smoothing);
+  check_grad_scale(op, grad_scale, logits);
+  CrossEntropyTensors ce = cross_entropy_operands(logits, target, weight);
+  at::Tensor grad = at::empty_like(ce.logits);
+  at::Tensor loss = cross_entropy_forward_grad_into<Backend>(ce, ignore_index, label_smoothing, grad_scale, grad);
+  return {loss, grad};
+}
+
+// The in-place form: the gradient overwrites the (contiguous) logits, whose values are not needed afterwards.
+template <typename Backend>
+at::Tensor cross_entropy_forward_grad_(at::Tensor& logits, const at::Tensor& target,
+                                       const std::optional<at::Tensor>& weight, int64_t ignore_index,
+                                       double label_smoothing, const at::Tensor& grad_scale) {
+  constexpr const char* op = "cross_entropy_forward_grad_";
+  check_cross_entropy_inputs(op, logits, target, weight, label_smoothing);
+  check_grad_scale(op, grad_scale, logits);
+  TORCH_CHECK(logits.is_contiguous(), "fastops.", op, ": logits must be contiguous to be overwritten in place");
+  CrossEntropyTensors ce = cross_entropy_operands(logits, target, weight);
+  return cross_entropy_forward_grad_into<Backend>(ce, ignore_index, label_smoothing, grad_scale, logits);
+}
+
+// x[r, ...] *= scale[r] (or scale[0] for a one-element scale) in place; rows whose factor is exactly 1 are not
+// touched, so scaling a gradient by an upstream 1 costs nothing.
+template <typename Backend>
+void scale_rows_(at::Tensor& x, const at::Tensor& scale) {
+  constexpr const char* op = "scale_rows_";
+  check_float_operands(op, {{x, "x"}});
+  check_defined(op, {scale, "scale"});
+  TORCH_CHECK(x.dim() >= 1, "fastops.", op, ": x must have at least 1 dim, got a scalar");
+  TORCH_CHECK(x.is_contiguous(), "fastops.", op, ": x must be contiguous");
+  TORCH_CHECK(scale.scalar_type() == at::kDouble, "fastops.", op, ": scale must be float64, got ",
+              scale.scalar_type());
+  TORCH_CHECK(scale.numel() == 1 || (scale.dim() == 1 && scale.size(0) == x.size(0)), "fastops.", op,
+              ": scale must have one element or one per row of x (", x.size(0), "), got shape ", scale.sizes());
+  TORCH_CHECK(scale.device() == x.device(), "fastops.", op, ": scale must be on the device of x (", x.device(),
+              "), got ", scale.device());
+  if (x.numel() == 0) return;
+  Backend::scale_rows(x, scale.contiguous());
+}
+
 // ---- elementwise losses (mse, smooth_l1, huber, binary_cross_entropy_with_logits) ----
 
 // input and target, plus BCE's optional weight and pos_weight (undefined when absent), in one dense layout.
@@ -228,6 +301,9 @@ void register_loss_kernels(torch::Library& m) {
   using T = const at::Tensor&;
   m.impl("cross_entropy_forward", &cross_entropy_forward<Backend>);
   m.impl("cross_entropy_backward", &cross_entropy_backward<Backend>);
+  m.impl("cross_entropy_forward_grad", &cross_entropy_forward_grad<Backend>);
+  m.impl("cross_entropy_forward_grad_", &cross_entropy_forward_grad_<Backend>);
+  m.impl("scale_rows_", &scale_rows_<Backend>);
   m.impl("mse_loss", [](T x, T t, int64_t red) {
     return pointwise_loss_forward<Backend>("mse_loss", PointwiseLoss::Mse, x, t, {}, {}, red, 0.0);
   });

@@ -37,6 +37,7 @@ A reduce_sum(const Vectorized<A>& v) {
 // The one-hot term is handled apart from the vector loops, which see only the smoothing / probability part.
 template <typename T, bool kProb, bool kWeighted>
 struct CrossEntropyRows {
+  using Scalar = T;
   using A = opmath_t<T>;
   using V = Vectorized<A>;
   static constexpr int64_t kW = V::size();
@@ -95,6 +96,83 @@ struct CrossEntropyRows {
 
   int64_t grain() const { return std::max<int64_t>(1, cpu::kElementwiseGrain / c); }
 
+  // A row's loss terms: log s, qz and qsum of the file comment (one-hot term included), the row maximum m.
+  struct RowTerms {
+    double m, log_s, qz, qsum;
+    double loss() const { return qsum * log_s - qz; }
+    double lse() const { return m + log_s; }
+  };
+
+  // Two sweeps over row i (maximum; then exponentials and target terms) for a row of class y (>= 0).
+  RowTerms row_terms(const T* z, const T* t, int64_t y) const {
+    // Sweep 1: the row maximum (NaN propagates through maximum()).
+    int64_t j = 0;
+    V vmax(-std::numeric_limits<A>::infinity());
+    for (; j + kW <= c; j += kW) vmax = at::vec::maximum(vmax, cpu::load_opmath(z + j));
+    A m = at::vec::vec_reduce_all<A>([](const V& a, const V& b) { return at::vec::maximum(a, b); }, vmax);
+    for (; j < c; ++j) {
+      const A zj = static_cast<A>(z[j]);
+      m = (zj > m || std::isnan(zj)) ? zj : m;
+    }
+    // Sweep 2: s = sum exp(z - m), qz = sum q (z - m), qsum = sum q. Vector lanes add at most kFlush
+    // vectors in the math type before their total moves to double: long rows lose no accuracy to the sum.
+    double s = 0, qz = 0, qsum = 0;
+    j = 0;
+    while (j + kW <= c) {
+      V vs(0), vqz(0), vq(0);
+      for (int64_t k = 0; k < kFlush && j + kW <= c; ++k, j += kW) {
+        const V d = cpu::load_opmath(z + j) - V(m);
+        vs = vs + d.exp();
+        if (smooth) {
+          const V q = q_vec(t, j);
+          vqz = at::vec::fmadd(q, d, vqz);
+          vq = vq + q;
+        }
+      }
+      s += reduce_sum(vs);
+      qz += reduce_sum(vqz);
+      qsum += reduce_sum(vq);
+    }
+    // Per-row scalars continue in double: the final combination cancels, and short rows are all tail.
+    for (; j < c; ++j) {
+      const double d = static_cast<double>(z[j]) - static_cast<double>(m);
+      s += std::exp(d);
+      if (smooth) {
+        const double q = q_one(t, j);
+        qz += q * d;
+        qsum += q;
+      }
+    }
+    if constexpr (!kProb) {
+      qz += one_hot_weight(y) * (static_cast<double>(z[y]) - static_cast<double>(m));
+      qsum += one_hot_weight(y);
+    }
+    return {static_cast<double>(m), std::log(s), qz, qsum};
+  }
+
+  // g_j = (B exp(z_j - lse) - q_j) u for row z of class y, rounded once; g may be z itself (in place: every
+  // element is read before it is written, and the target logit is read first). lse = hi + lo in two math-type
+  // numbers, so that (z - hi) - lo keeps the precision a float64 lse has (z - hi is exact near the row maximum).
+  void write_grad(const T* z, const T* t, int64_t y, double lse, A b, A u, T* g) const {
+    const A hi = static_cast<A>(lse), lo = static_cast<A>(lse - static_cast<double>(hi));
+    const A z_y = kProb ? A(0) : static_cast<A>(z[y]);
+    int64_t j = 0;
+    for (; j + kW <= c; j += kW) {
+      const V p = ((cpu::load_opmath(z + j) - V(hi)) - V(lo)).exp();
+      const V gj = smooth ? at::vec::fmsub(p, V(b), q_vec(t, j)) : p * V(b);
+      cpu::store_opmath(g + j, gj * V(u));
+    }
+    for (; j < c; ++j) {
+      const A p = std::exp((static_cast<A>(z[j]) - hi) - lo);
+      g[j] = static_cast<T>((smooth ? std::fma(p, b, static_cast<A>(-q_one(t, j))) : p * b) * u);
+    }
+    if constexpr (!kProb) {  // the one-hot term, recomputed so that g[y] is rounded once
+      const A p = std::exp((z_y - hi) - lo);
+      const A q_y = static_cast<A>((smooth ? q_one(t, y) : 0.0) + one_hot_weight(y));
+      g[y] = static_cast<T>(std::fma(p, b, -q_y) * u);
+    }
+  }
+
   void forward() {
     double* loss = ce.loss.template data_ptr<double>();
     double* row_weight = ce.row_weight.template data_ptr<double>();
@@ -102,60 +180,42 @@ struct CrossEntropyRows {
     A* mass = ce.target_mass.template data_ptr<A>();
     at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        const T* z = logits + i * c;
-        const T* t = kProb ? prob + i * c : nullptr;
         const int64_t y = target_class(i);
         if (y < 0) {  // ignored rows: no loss, no weight, no gradient
           loss[i] = row_weight[i] = lse[i] = mass[i] = 0;
           continue;
         }
-        // Sweep 1: the row maximum (NaN propagates through maximum()).
-        int64_t j = 0;
-        V vmax(-std::numeric_limits<A>::infinity());
-        for (; j + kW <= c; j += kW) vmax = at::vec::maximum(vmax, cpu::load_opmath(z + j));
-        A m = at::vec::vec_reduce_all<A>([](const V& a, const V& b) { return at::vec::maximum(a, b); }, vmax);
-        for (; j < c; ++j) {
-          const A zj = static_cast<A>(z[j]);
-          m = (zj > m || std::isnan(zj)) ? zj : m;
-        }
-        // Sweep 2: s = sum exp(z - m), qz = sum q (z - m), qsum = sum q. Vector lanes add at most kFlush
-        // vectors in the math type before their total moves to double: long rows lose no accuracy to the sum.
-        double s = 0, qz = 0, qsum = 0;
-        j = 0;
-        while (j + kW <= c) {
-          V vs(0), vqz(0), vq(0);
-          for (int64_t k = 0; k < kFlush && j + kW <= c; ++k, j += kW) {
-            const V d = cpu::load_opmath(z + j) - V(m);
-            vs = vs + d.exp();
-            if (smooth) {
-              const V q = q_vec(t, j);
-              vqz = at::vec::fmadd(q, d, vqz);
-              vq = vq + q;
-            }
-          }
-          s += reduce_sum(vs);
-          qz += reduce_sum(vqz);
-          qsum += reduce_sum(vq);
-        }
-        // Per-row scalars continue in double: the final combination cancels, and short rows are all tail.
-        for (; j < c; ++j) {
-          const double d = static_cast<double>(z[j]) - static_cast<double>(m);
-          s += std::exp(d);
-          if (smooth) {
-            const double q = q_one(t, j);
-            qz += q * d;
-            qsum += q;
-          }
-        }
-        if constexpr (!kProb) {
-          qz += one_hot_weight(y) * (static_cast<double>(z[y]) - static_cast<double>(m));
-          qsum += one_hot_weight(y);
-        }
-        const double log_s = std::log(s);
-        loss[i] = qsum * log_s - qz;
+        const RowTerms r = row_terms(logits + i * c, kProb ? prob + i * c : nullptr, y);
+        loss[i] = r.loss();
         row_weight[i] = kProb ? 1.0 : (kWeighted ? weight[y] : 1.0);
-        lse[i] = static_cast<double>(m) + log_s;
-        mass[i] = static_cast<A>(qsum);
+        lse[i] = r.lse();
+        mass[i] = static_cast<A>(r.qsum);
+      }
+    });
+    raise_if_bad_target();
+  }
+
+  // The forward scaled by grad_scale (u): loss_i = u * CE_i and its gradient u * d CE_i / d logits_i (grad may be
+  // the logits: in place). Ignored rows have loss 0 * u.
+  void forward_grad(const at::Tensor& grad_scale, T* grad) {
+    double* loss = ce.loss.template data_ptr<double>();
+    const double* scale = grad_scale.template const_data_ptr<double>();
+    const bool per_row = grad_scale.numel() > 1;
+    at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T* z = logits + i * c;
+        const T* t = kProb ? prob + i * c : nullptr;
+        T* g = grad + i * c;
+        const int64_t y = target_class(i);
+        const double u = scale[per_row ? i : 0];
+        if (y < 0) {
+          loss[i] = 0 * u;  // NaN when u is 1 / 0: 'mean' over only ignored rows, as torch
+          std::fill(g, g + c, T(0));
+          continue;
+        }
+        const RowTerms r = row_terms(z, t, y);
+        loss[i] = u * r.loss();
+        write_grad(z, t, y, r.lse(), static_cast<A>(r.qsum), static_cast<A>(u), g);
       }
     });
     raise_if_bad_target();
@@ -168,33 +228,14 @@ struct CrossEntropyRows {
     T* grad = grad_logits.template data_ptr<T>();
     at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        const T* z = logits + i * c;
-        const T* t = kProb ? prob + i * c : nullptr;
         T* g = grad + i * c;
         const int64_t y = target_class(i);
         if (y < 0) {
           std::fill(g, g + c, T(0));
           continue;
         }
-        // g_j = (B exp(z_j - lse) - q_j) u, rounded once. lse = hi + lo in two math-type numbers, so that
-        // (z - hi) - lo keeps the precision a float64 lse has (z - hi is exact when z is near the row maximum).
-        const A u = static_cast<A>(upstream[i]), b = mass[i];
-        const A hi = static_cast<A>(lse[i]), lo = static_cast<A>(lse[i] - static_cast<double>(hi));
-        int64_t j = 0;
-        for (; j + kW <= c; j += kW) {
-          const V p = ((cpu::load_opmath(z + j) - V(hi)) - V(lo)).exp();
-          const V gj = smooth ? at::vec::fmsub(p, V(b), q_vec(t, j)) : p * V(b);
-          cpu::store_opmath(g + j, gj * V(u));
-        }
-        for (; j < c; ++j) {
-          const A p = std::exp((static_cast<A>(z[j]) - hi) - lo);
-          g[j] = static_cast<T>((smooth ? std::fma(p, b, static_cast<A>(-q_one(t, j))) : p * b) * u);
-        }
-        if constexpr (!kProb) {  // the one-hot term, recomputed so that g[y] is rounded once
-          const A p = std::exp((static_cast<A>(z[y]) - hi) - lo);
-          const A q_y = static_cast<A>((smooth ? q_one(t, y) : 0.0) + one_hot_weight(y));
-          g[y] = static_cast<T>(std::fma(p, b, -q_y) * u);
-        }
+        write_grad(logits + i * c, kProb ? prob + i * c : nullptr, y, lse[i], mass[i], static_cast<A>(upstream[i]),
+                   g);
       }
     });
     raise_if_bad_target();
@@ -355,6 +396,29 @@ void pointwise_backward_typed(const Loss& loss, const at::Tensor& grad_output, c
   });
 }
 
+// x[r, :] *= scale[r or 0] for rows of row_len elements, skipping factors of exactly 1; parallel over the flat
+// elements (one row may be all of x), each task walking the row segments of its range.
+template <typename T>
+void scale_rows_typed(T* x, int64_t rows, int64_t row_len, const double* scale, bool per_row) {
+  using A = opmath_t<T>;
+  using V = Vectorized<A>;
+  constexpr int64_t kW = V::size();
+  at::parallel_for(0, rows * row_len, cpu::kElementwiseGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end;) {
+      const int64_t row = i / row_len;
+      const int64_t stop = std::min(end, (row + 1) * row_len);
+      const double f = scale[per_row ? row : 0];
+      if (f != 1.0) {
+        const A fa = static_cast<A>(f);
+        int64_t j = i;
+        for (; j + kW <= stop; j += kW) cpu::store_opmath(x + j, cpu::load_opmath(x + j) * V(fa));
+        for (; j < stop; ++j) x[j] = static_cast<T>(static_cast<A>(x[j]) * fa);
+      }
+      i = stop;
+    }
+  });
+}
+
 struct CpuBackend {
   static void cross_entropy_forward(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing) {
     with_cross_entropy_rows(ce, ignore_index, label_smoothing, [](auto& rows) { rows.forward(); });
@@ -364,6 +428,21 @@ struct CpuBackend {
                                      int64_t ignore_index, double label_smoothing, at::Tensor& grad_logits) {
     with_cross_entropy_rows(ce, ignore_index, label_smoothing,
                             [&](auto& rows) { rows.backward(grad_rows, grad_logits); });
+  }
+
+  static void cross_entropy_forward_grad(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing,
+                                         const at::Tensor& grad_scale, at::Tensor& grad_logits) {
+    with_cross_entropy_rows(ce, ignore_index, label_smoothing, [&](auto& rows) {
+      using T = typename std::remove_reference_t<decltype(rows)>::Scalar;
+      rows.forward_grad(grad_scale, grad_logits.template data_ptr<T>());
+    });
+  }
+
+  static void scale_rows(at::Tensor& x, const at::Tensor& scale) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastops_scale_rows", [&] {
+      scale_rows_typed(x.data_ptr<scalar_t>(), x.size(0), x.numel() / x.size(0), scale.const_data_ptr<double>(),
+                       scale.numel() > 1);
+    });
   }
 
   static void pointwise_forward(PointwiseLoss kind, const PointwiseTensors& p, double param, Reduction red,

@@ -38,6 +38,32 @@ PointwiseLaunch pointwise_launch(PointwiseLoss kind, const PointwiseTensors& p, 
           param};
 }
 
+// Runs launch(stream) for a forward kernel; with class-index targets, the kernel flags a row whose class is out of
+// range in a device int64 (l.bad_row), read back here to raise an IndexError.
+template <typename Launch>
+void run_checking_targets(const CrossEntropyTensors& ce, CrossEntropyLaunch& l, Launch&& launch) {
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (ce.probability_target()) {
+    launch(stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
+  at::Tensor bad_row = at::full({1}, -1, ce.logits.options().dtype(at::kLong));
+  l.bad_row = bad_row.data_ptr<int64_t>();
+  launch(stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  // While a CUDA graph is being captured nothing can be read back: a bad target then shows as a NaN loss (the
+  // kernel writes NaN for its row) instead of an error.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return;
+  // Reading the flag synchronises with the stream (a few microseconds per call); the price of a Python
+  // IndexError instead of a device assert that would kill the CUDA context.
+  const int64_t bad = bad_row.item<int64_t>();
+  TORCH_CHECK_INDEX(bad < 0, "fastops.cross_entropy: target ", bad < 0 ? 0 : ce.target[bad].item<int64_t>(), " (row ",
+                    bad, ") is out of bounds for ", l.c, " classes (ignore_index is ", l.ignore_index, ")");
+}
+
 struct CudaBackend {
   static void cross_entropy_forward(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing) {
     const c10::cuda::CUDAGuard guard(ce.logits.device());
@@ -46,27 +72,25 @@ struct CudaBackend {
     l.row_weight = ce.row_weight.data_ptr<double>();
     l.lse = ce.lse.data_ptr<double>();
     l.target_mass = ce.target_mass.data_ptr();
-    if (ce.probability_target()) {
-      cross_entropy_forward_cuda(l, c10::cuda::getCurrentCUDAStream());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      return;
-    }
-    at::Tensor bad_row = at::full({1}, -1, ce.logits.options().dtype(at::kLong));
-    l.bad_row = bad_row.data_ptr<int64_t>();
-    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    cross_entropy_forward_cuda(l, stream);
+    run_checking_targets(ce, l, [&](cudaStream_t stream) { cross_entropy_forward_cuda(l, stream); });
+  }
+
+  static void cross_entropy_forward_grad(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing,
+                                         const at::Tensor& grad_scale, at::Tensor& grad_logits) {
+    const c10::cuda::CUDAGuard guard(ce.logits.device());
+    CrossEntropyLaunch l = cross_entropy_launch(ce, ignore_index, label_smoothing);
+    l.loss = ce.loss.data_ptr<double>();
+    run_checking_targets(ce, l, [&](cudaStream_t stream) {
+      cross_entropy_forward_grad_cuda(l, grad_scale.const_data_ptr<double>(), grad_scale.numel() > 1,
+                                      grad_logits.data_ptr(), stream);
+    });
+  }
+
+  static void scale_rows(at::Tensor& x, const at::Tensor& scale) {
+    const c10::cuda::CUDAGuard guard(x.device());
+    scale_rows_cuda(to_dtype(x.scalar_type()), x.data_ptr(), x.size(0), x.numel() / x.size(0),
+                    scale.const_data_ptr<double>(), scale.numel() > 1, c10::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    // While a CUDA graph is being captured nothing can be read back: a bad target then shows as a NaN loss (the
-    // kernel writes NaN for its row) instead of an error.
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-    if (capture != cudaStreamCaptureStatusNone) return;
-    // Reading the flag synchronises with the stream (a few microseconds per call); the price of a Python
-    // IndexError instead of a device assert that would kill the CUDA context.
-    const int64_t bad = bad_row.item<int64_t>();
-    TORCH_CHECK_INDEX(bad < 0, "fastops.cross_entropy: target ", bad < 0 ? 0 : ce.target[bad].item<int64_t>(),
-                      " (row ", bad, ") is out of bounds for ", l.c, " classes (ignore_index is ", ignore_index,
-                      ")");
   }
 
   static void cross_entropy_backward(const CrossEntropyTensors& ce, const at::Tensor& grad_rows,

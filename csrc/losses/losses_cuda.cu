@@ -167,27 +167,15 @@ __device__ __forceinline__ void walk_row(const RowParams<T>& rp, int64_t row, F&
   for (int64_t j = tail + threadIdx.x; j < c; j += blockDim.x) f(j, to_opmath(z[j]));
 }
 
+// A row's loss, log-sum-exp and target mass (qsum), valid in thread 0 (the block merges the threads' parts).
+struct RowResult {
+  double loss, lse, qsum;
+};
+
+// One read of row `row` (of class y, or any y for probability targets) with the online softmax statistics.
 template <typename T>
-__global__ void __launch_bounds__(kRowThreadsMax, 2)
-    cross_entropy_forward_kernel(RowParams<T> rp, double* __restrict__ loss, double* __restrict__ row_weight,
-                                 double* __restrict__ lse, opmath_t<T>* __restrict__ target_mass,
-                                 int64_t* __restrict__ bad_row) {
+__device__ RowResult row_result(const RowParams<T>& rp, int64_t row, int64_t y) {
   using A = opmath_t<T>;
-  const int64_t row = blockIdx.x;
-  int64_t y = 0;
-  if (rp.index) {
-    y = rp.index[row];
-    if (y == rp.ignore_index || y < 0 || y >= rp.c) {  // ignored: no loss, weight or gradient
-      if (threadIdx.x == 0) {
-        const bool ignored = y == rp.ignore_index;
-        if (!ignored) *bad_row = row;  // raised as a Python error by the binding; never a device assert
-        loss[row] = ignored ? 0.0 : NAN;
-        row_weight[row] = lse[row] = 0.0;
-        target_mass[row] = A(0);
-      }
-      return;
-    }
-  }
   const T* t_row = rp.prob ? rp.prob + row * rp.c : nullptr;
   using S = reduce_math_t<T>;
   RowStats<S> st = RowStats<S>::identity();
@@ -206,47 +194,42 @@ __global__ void __launch_bounds__(kRowThreadsMax, 2)
     }
   });
   st = block_merge(st);
-  if (threadIdx.x != 0) return;
   double qz = st.qz, qsum = st.qsum;
-  double w_y = 1.0;
-  if (rp.index) {  // the one-hot term
-    w_y = rp.weight ? static_cast<double>(rp.weight[y]) : 1.0;
-    const double one_hot = rp.keep * w_y;
+  if (rp.index && threadIdx.x == 0) {  // the one-hot term
+    const double one_hot = rp.keep * (rp.weight ? static_cast<double>(rp.weight[y]) : 1.0);
     qz += one_hot * (static_cast<double>(to_opmath(rp.logits[row * rp.c + y])) - static_cast<double>(st.m));
     qsum += one_hot;
   }
   const double log_s = log(static_cast<double>(st.s));
-  loss[row] = qsum * log_s - qz;
-  row_weight[row] = w_y;
-  lse[row] = static_cast<double>(st.m) + log_s;
-  target_mass[row] = static_cast<A>(qsum);
+  return {qsum * log_s - qz, static_cast<double>(st.m) + log_s, qsum};
 }
 
+// The class of `row` for index targets (0 for probabilities), or -1 for an ignored row and -2 for a class out of
+// range, which is flagged in *bad_row (raised as a Python error by the binding; never a device assert).
 template <typename T>
-__global__ void __launch_bounds__(kRowThreadsMax, 2)
-    cross_entropy_backward_kernel(RowParams<T> rp, const double* __restrict__ grad_rows,
-                                  const double* __restrict__ lse, const opmath_t<T>* __restrict__ target_mass,
-                                  T* __restrict__ grad) {
+__device__ __forceinline__ int64_t row_class(const RowParams<T>& rp, int64_t row, int64_t* bad_row) {
+  if (!rp.index) return 0;
+  const int64_t y = rp.index[row];
+  if (y == rp.ignore_index) return -1;
+  if (y < 0 || y >= rp.c) {
+    if (threadIdx.x == 0 && bad_row != nullptr) *bad_row = row;
+    return -2;
+  }
+  return y;
+}
+
+// Writes (b exp(z - lse) - q) * u over row `row` into g (the row's gradient; g may be the logits row itself: each
+// element is read by the thread that then writes it, and the target logit is not read again).
+template <typename T>
+__device__ void write_row_grad(const RowParams<T>& rp, int64_t row, int64_t y, opmath_t<T> u, opmath_t<T> b,
+                               double lse_row, T* g) {
   using A = opmath_t<T>;
   using P = Pack16<T>;
   constexpr int kPack = P::kSize;
-  const int64_t row = blockIdx.x;
   const int64_t c = rp.c;
-  T* g = grad + row * c;
-  int64_t y = -1;
-  if (rp.index) {
-    y = rp.index[row];
-    if (y == rp.ignore_index || y < 0 || y >= c) {  // no gradient: 0 when ignored, NaN for a bad class
-      const T fill = from_opmath<T>(y == rp.ignore_index ? A(0) : A(NAN));
-      for (int64_t j = threadIdx.x; j < c; j += blockDim.x) g[j] = fill;
-      return;
-    }
-  }
-  const A u = static_cast<A>(grad_rows[row]);
-  const A b = target_mass[row];
   // lse = hi + lo in two math-type numbers: (z - hi) - lo keeps a float64 lse's precision.
-  const A hi = static_cast<A>(lse[row]);
-  const A lo = static_cast<A>(lse[row] - static_cast<double>(hi));
+  const A hi = static_cast<A>(lse_row);
+  const A lo = static_cast<A>(lse_row - static_cast<double>(hi));
   const A one_hot = rp.index ? static_cast<A>(rp.keep * (rp.weight ? rp.weight[y] : 1.0)) : A(0);
   const T* t_row = rp.prob ? rp.prob + row * c : nullptr;
   const A keep = static_cast<A>(rp.keep), spread = static_cast<A>(rp.spread);
@@ -259,8 +242,9 @@ __global__ void __launch_bounds__(kRowThreadsMax, 2)
     if (j == y) q += one_hot;
     return from_opmath<T>(fma(grad_exp<T>((v - hi) - lo), b, -q) * u);
   };
+  const T* z = rp.logits + row * c;
   if (!rp.aligned) {
-    for (int64_t j = threadIdx.x; j < c; j += blockDim.x) g[j] = grad_at(j, to_opmath(rp.logits[row * c + j]));
+    for (int64_t j = threadIdx.x; j < c; j += blockDim.x) g[j] = grad_at(j, to_opmath(z[j]));
     return;
   }
   // Same head / packs / tail split as walk_row, with pack-wide stores.
@@ -268,7 +252,6 @@ __global__ void __launch_bounds__(kRowThreadsMax, 2)
   const int64_t head = misalign == 0 ? 0 : (kPack - misalign < c ? kPack - misalign : c);
   const int64_t n_packs = (c - head) / kPack;
   const int64_t tail = head + n_packs * kPack;
-  const T* z = rp.logits + row * c;
   for (int64_t j = threadIdx.x; j < head; j += blockDim.x) g[j] = grad_at(j, to_opmath(z[j]));
   const P* in = reinterpret_cast<const P*>(z + head);
   P* out = reinterpret_cast<P*>(g + head);
@@ -293,6 +276,115 @@ __global__ void __launch_bounds__(kRowThreadsMax, 2)
     }
   }
   for (int64_t j = tail + threadIdx.x; j < c; j += blockDim.x) g[j] = grad_at(j, to_opmath(z[j]));
+}
+
+// An ignored row's gradient is 0; a row with a class out of range gets NaN.
+template <typename T>
+__device__ void fill_row(int64_t c, bool ignored, T* g) {
+  const T fill = from_opmath<T>(ignored ? opmath_t<T>(0) : opmath_t<T>(NAN));
+  for (int64_t j = threadIdx.x; j < c; j += blockDim.x) g[j] = fill;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kRowThreadsMax, 2)
+    cross_entropy_forward_kernel(RowParams<T> rp, double* __restrict__ loss, double* __restrict__ row_weight,
+                                 double* __restrict__ lse, opmath_t<T>* __restrict__ target_mass,
+                                 int64_t* __restrict__ bad_row) {
+  using A = opmath_t<T>;
+  const int64_t row = blockIdx.x;
+  const int64_t y = row_class(rp, row, bad_row);
+  if (y < 0) {  // ignored (or out of range): no loss, weight or gradient
+    if (threadIdx.x == 0) {
+      loss[row] = y == -1 ? 0.0 : NAN;
+      row_weight[row] = lse[row] = 0.0;
+      target_mass[row] = A(0);
+    }
+    return;
+  }
+  const RowResult r = row_result(rp, row, y);
+  if (threadIdx.x != 0) return;
+  loss[row] = r.loss;
+  row_weight[row] = rp.index && rp.weight ? static_cast<double>(rp.weight[y]) : 1.0;
+  lse[row] = r.lse;
+  target_mass[row] = static_cast<A>(r.qsum);
+}
+
+// The forward scaled by u = grad_scale[row * scale_stride]: loss_row = u * CE_row and its gradient u * d CE_row /
+// d logits_row (an ignored row's loss is 0 * u). The row is read twice
+// (statistics, then gradient; the second read mostly hits L2) and its gradient written once. `grad` may equal
+// the logits (in place), so neither pointer is __restrict__. Both phases in one kernel need more than the 64
+// registers two resident blocks allow (ptxas spilled 36 bytes for bfloat16 at that bound), so one 512-thread block
+// per SM is resident: 16 warps with 4 packs each in flight, about 32 KB per SM (not yet measured on an H100).
+template <typename T>
+__global__ void __launch_bounds__(kRowThreadsMax, 1)
+    cross_entropy_forward_grad_kernel(RowParams<T> rp, const double* __restrict__ grad_scale, int64_t scale_stride,
+                                      double* __restrict__ loss, int64_t* __restrict__ bad_row, T* grad) {
+  using A = opmath_t<T>;
+  __shared__ double row_lse, row_mass;
+  const int64_t row = blockIdx.x;
+  T* g = grad + row * rp.c;
+  const int64_t y = row_class(rp, row, bad_row);
+  const double u = grad_scale[row * scale_stride];
+  if (y < 0) {  // 0 * u is NaN when u is 1 / 0: 'mean' over only ignored rows, as torch
+    if (threadIdx.x == 0) loss[row] = y == -1 ? 0.0 * u : NAN;
+    fill_row(rp.c, y == -1, g);
+    return;
+  }
+  const RowResult r = row_result(rp, row, y);
+  if (threadIdx.x == 0) {
+    loss[row] = u * r.loss;
+    row_lse = r.lse;
+    row_mass = r.qsum;
+  }
+  __syncthreads();
+  write_row_grad(rp, row, y, static_cast<A>(u), static_cast<A>(row_mass), row_lse, g);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kRowThreadsMax, 2)
+    cross_entropy_backward_kernel(RowParams<T> rp, const double* __restrict__ grad_rows,
+                                  const double* __restrict__ lse, const opmath_t<T>* __restrict__ target_mass,
+                                  T* __restrict__ grad) {
+  const int64_t row = blockIdx.x;
+  T* g = grad + row * rp.c;
+  const int64_t y = row_class(rp, row, nullptr);
+  if (y < 0) {
+    fill_row(rp.c, y == -1, g);
+    return;
+  }
+  write_row_grad(rp, row, y, static_cast<opmath_t<T>>(grad_rows[row]), target_mass[row], lse[row], g);
+}
+
+// x[row, :] *= scale[row * scale_stride], skipping rows whose factor is exactly 1 (no write at all: the common
+// backward of a loss whose gradient is 1 costs one launch). Blocks stride over the row's elements (x) and over
+// rows (y); packs when every row starts 16-byte aligned.
+template <typename T>
+__global__ void scale_rows_kernel(T* __restrict__ x, int64_t rows, int64_t row_len, const double* __restrict__ scale,
+                                  int64_t scale_stride, bool packed) {
+  using A = opmath_t<T>;
+  using P = Pack16<T>;
+  constexpr int kPack = P::kSize;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+    const double f = scale[row * scale_stride];
+    if (f == 1.0) continue;
+    const A fa = static_cast<A>(f);
+    T* r = x + row * row_len;
+    int64_t done = 0;
+    if (packed) {
+      P* packs = reinterpret_cast<P*>(r);
+      const int64_t n_packs = row_len / kPack;
+      for (int64_t p = first; p < n_packs; p += stride) {
+        P v = packs[p];
+#pragma unroll
+        for (int e = 0; e < kPack; ++e) v.v[e] = from_opmath<T>(to_opmath(v.v[e]) * fa);
+        packs[p] = v;
+      }
+      done = n_packs * kPack;
+    }
+    for (int64_t j = done + first; j < row_len; j += stride) r[j] = from_opmath<T>(to_opmath(r[j]) * fa);
+  }
 }
 
 // Threads per row: enough that each thread handles about 8 packs, between one warp and kRowThreadsMax.
@@ -454,6 +546,18 @@ void cross_entropy_forward_cuda(const CrossEntropyLaunch& ce, cudaStream_t strea
   });
 }
 
+void cross_entropy_forward_grad_cuda(const CrossEntropyLaunch& ce, const double* grad_scale, bool scale_per_row,
+                                     void* grad_logits, cudaStream_t stream) {
+  if (ce.n <= 0) return;
+  cuda::dispatch_dtype(ce.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const RowParams<T> rp = row_params<T>(ce, grad_logits);
+    cross_entropy_forward_grad_kernel<T>
+        <<<static_cast<unsigned>(ce.n), row_threads(ce.c, Pack16<T>::kSize), 0, stream>>>(
+            rp, grad_scale, scale_per_row ? 1 : 0, ce.loss, ce.bad_row, static_cast<T*>(grad_logits));
+  });
+}
+
 void cross_entropy_backward_cuda(const CrossEntropyLaunch& ce, const double* grad_rows, const double* lse,
                                  const void* target_mass, void* grad_logits, cudaStream_t stream) {
   if (ce.n <= 0 || ce.c <= 0) return;
@@ -462,6 +566,22 @@ void cross_entropy_backward_cuda(const CrossEntropyLaunch& ce, const double* gra
     const RowParams<T> rp = row_params<T>(ce, grad_logits);
     cross_entropy_backward_kernel<T><<<static_cast<unsigned>(ce.n), row_threads(ce.c, Pack16<T>::kSize), 0, stream>>>(
         rp, grad_rows, lse, static_cast<const opmath_t<T>*>(target_mass), static_cast<T*>(grad_logits));
+  });
+}
+
+void scale_rows_cuda(DType dtype, void* x, int64_t rows, int64_t row_len, const double* scale,
+                     bool scale_per_row, cudaStream_t stream) {
+  if (rows <= 0 || row_len <= 0) return;
+  cuda::dispatch_dtype(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    constexpr int kPack = Pack16<T>::kSize;
+    const bool packed = cuda::is_aligned16(x) && row_len % kPack == 0;
+    // About two packs per thread along a row; rows spread over grid.y (at most 65535, the rest strided).
+    const int64_t blocks_x = cuda::ceil_div(cuda::ceil_div(row_len, kPack), static_cast<int64_t>(kMapThreads) * 2);
+    const dim3 grid(static_cast<unsigned>(blocks_x > (1 << 16) ? (1 << 16) : blocks_x),
+                    static_cast<unsigned>(rows > 65535 ? 65535 : rows));
+    scale_rows_kernel<T><<<grid, kMapThreads, 0, stream>>>(static_cast<T*>(x), rows, row_len, scale,
+                                                           scale_per_row ? 1 : 0, packed);
   });
 }
 

@@ -35,6 +35,18 @@ struct CrossEntropyLaunch {
 
 void cross_entropy_forward_cuda(const CrossEntropyLaunch& ce, cudaStream_t stream);
 
+// The forward that also writes the gradient, scaled by u_i = grad_scale[i or 0]: ce.loss[i] = u_i * CE_i and
+// grad_logits = u_i * d CE_i / d logits_i (scale_per_row: one float64 per row, else one for all), ce.bad_row as in the forward
+// (null for probability targets). grad_logits may be ce.logits (in place). ce's row_weight / lse / target_mass
+// are unused.
+void cross_entropy_forward_grad_cuda(const CrossEntropyLaunch& ce, const double* grad_scale, bool scale_per_row,
+                                     void* grad_logits, cudaStream_t stream);
+
+// x[r, :] *= scale[r or 0] over rows x row_len contiguous elements of `dtype`; rows whose factor is exactly 1 are
+// not written.
+void scale_rows_cuda(DType dtype, void* x, int64_t rows, int64_t row_len, const double* scale, bool scale_per_row,
+                     cudaStream_t stream);
+
 // grad_logits = (target_mass softmax(logits) - q) * grad_rows[:, None], with `lse` and `target_mass` from the
 // forward (ce's output pointers are unused). Rows with an out-of-range class (which the forward has already
 // rejected) get NaN gradients.

@@ -59,6 +59,64 @@ torch.library.register_autograd(
 )
 
 
+# The forward that writes the gradient too (cross_entropy_forward_grad), used by 'mean' and 'sum' when the logits
+# require grad. Its per-row output is grad_scale * loss_i (grad_scale = 1 / total weight for 'mean') and its saved
+# gradient is exactly d output_i / d logits_i, so the backward only multiplies row i by the upstream grad_rows[i],
+# in place (scale_rows_), skipping rows whose factor is exactly 1: the usual `loss.backward()` costs one launch and
+# no memory traffic. The logits are read twice and the gradient written once in the forward, against one read in
+# the forward plus a read and a write in a recomputing backward.
+# A later backward through a retained graph (retain_graph=True, gradcheck) finds the gradient already scaled by the
+# first upstream factor f1 and returns saved * (f2 / f1) out of place: exact when f1 was 1, as in `loss.backward()`.
+
+
+@torch.library.register_fake("fastops::cross_entropy_forward_grad")
+def _cross_entropy_forward_grad_fake(logits, target, weight, ignore_index, label_smoothing, grad_scale):
+    return logits.new_empty((logits.shape[0],), dtype=torch.float64), logits.new_empty(logits.shape)
+
+
+@torch.library.register_fake("fastops::cross_entropy_forward_grad_")
+def _cross_entropy_forward_grad_inplace_fake(logits, target, weight, ignore_index, label_smoothing, grad_scale):
+    return logits.new_empty((logits.shape[0],), dtype=torch.float64)
+
+
+@torch.library.register_fake("fastops::scale_rows_")
+def _scale_rows_fake(x, scale):
+    return None
+
+
+def scale_saved_gradients(ctx, grads: list, factor: torch.Tensor) -> list:
+    """The gradients a forward computed for an upstream gradient of 1, for the upstream `factor` (float64, one
+    element or one per row of each gradient). The first backward scales them in place (scale_rows_: rows whose
+    factor is exactly 1 are not touched); a later one through a retained graph returns them times factor / the
+    first factor, out of place, exact when the first factor was 1. ctx.applied_factor must start as None."""
+    if ctx.applied_factor is None:
+        for g in grads:
+            fastops.scale_rows_(g, factor)
+        ctx.applied_factor = factor
+        return grads
+    ratio = factor / ctx.applied_factor
+    return [g * ratio.reshape([-1] + [1] * (g.dim() - 1) if ratio.numel() > 1 else []).to(g.dtype) for g in grads]
+
+
+def _cross_entropy_forward_grad_setup(ctx, inputs, output):
+    _, grad_logits = output
+    ctx.mark_non_differentiable(grad_logits)
+    ctx.save_for_backward(grad_logits)
+    ctx.applied_factor = None
+
+
+def _cross_entropy_forward_grad_grad(ctx, grad_rows, _grad_logits):
+    (grad_logits,) = ctx.saved_tensors
+    (grad,) = scale_saved_gradients(ctx, [grad_logits], grad_rows.to(torch.float64).contiguous())
+    return grad, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "fastops::cross_entropy_forward_grad", _cross_entropy_forward_grad_grad,
+    setup_context=_cross_entropy_forward_grad_setup,
+)
+
+
 # ---- elementwise losses ----
 
 
