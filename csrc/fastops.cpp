@@ -98,6 +98,8 @@ TORCH_LIBRARY(fastops, m) {
   m.def("linear(Tensor x, Tensor weight, Tensor? bias=None) -> Tensor");
   // Linear's bias gradient: grad_output (..., out) summed over every dim but the last (one column reduction).
   m.def("bias_grad(Tensor grad_output) -> Tensor");
+  // out += a @ b in place: 2-D a (m, k), b (k, n), row-major out (m, n), one dtype, fp32 accumulation, one rounding.
+  m.def("matmul_accumulate_(Tensor(a!) out, Tensor a, Tensor b) -> ()");
 }
 
 // `import fastops._C` loads this shared library, whose static initialisers run the registrations above; the

@@ -1,5 +1,5 @@
-"""The matmul family against torch: matmul (2-D, batched, broadcast, 1-D), linear, bias_grad and nn.Linear —
-accuracy, gradients, registration (opcheck), torch.compile, autocast, TF32, bad input."""
+"""The matmul family against torch: matmul (2-D, batched, broadcast, 1-D), linear, bias_grad, matmul_accumulate_
+and nn.Linear — accuracy, gradients, registration (opcheck), torch.compile, autocast, TF32, bad input."""
 
 import pytest
 import torch
@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from reference import (
     DEVICES,
     FLOAT_DTYPES,
+    MATMUL_LAYOUTS,
     MATMUL_MEDIUM_SHAPE,
     MATMUL_SHAPES,
     Sample,
@@ -359,6 +360,179 @@ def test_bad_input_raises_clear_error(call, message):
 def test_cpu_cuda_mix_is_rejected():
     with pytest.raises(RuntimeError, match=r"b must be on the device of a"):
         ops.matmul(torch.zeros(2, 2, device="cuda"), torch.zeros(2, 2))
+
+
+# ---- matmul_accumulate_: out += a @ b in place ----
+
+# (m, k, n): 1x1x1; a single row (the CPU's m == 1 path); primes; K past the CPU kernel's 256-deep K slice (the old
+# out must join the sum once across slices) and not a multiple of any tile; a small output with a long K, which the
+# Hopper kernel splits over K (the old out must be added once, not once per split); empty outputs and K == 0.
+ACCUMULATE_SHAPES = ((1, 1, 1), (1, 300, 70), (13, 17, 19), (67, 300, 45), (37, 601, 53), (64, 2048, 256),
+                     (0, 4, 3), (5, 0, 3))
+
+
+def accumulate_samples(device, dtype, shapes=ACCUMULATE_SHAPES, layouts=MATMUL_LAYOUTS):
+    """(out, a, b) triples: matmul_samples' operand pairs plus a random row-major out to accumulate into."""
+    gen = torch.Generator().manual_seed(2)
+    for sample in matmul_samples(device, dtype, shapes=[((), (), m, k, n) for m, k, n in shapes], layouts=layouts):
+        a, b = sample.args
+        out = make_tensor((a.shape[0], b.shape[1]), dtype, device, generator=gen)
+        yield Sample((out, a, b), {}, sample.desc)
+
+
+def _accumulated(out, a, b):
+    result = out.clone()
+    ops.matmul_accumulate_(result, a, b)
+    return result
+
+
+def check_accumulate_against_torch(sample):
+    out, a, b = sample.args
+    fast = _accumulated(out, a, b)
+    native = out.clone().addmm_(a, b)
+    ref = to_reference(out) + to_reference(a) @ to_reference(b)
+    assert_accurate(fast, native, ref, what=sample.desc)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_accumulate_matches_torch_addmm(dtype, device):
+    for sample in accumulate_samples(device, dtype):
+        check_accumulate_against_torch(_exactly_summable(sample) if dtype == torch.float64 else sample)
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_accumulate_medium_shape_crosses_every_block(dtype, device):
+    # Row blocks, K slices and column panels of the CPU kernel; several tiles in every dim on the GPU.
+    for sample in accumulate_samples(device, dtype, shapes=((150, 520, 2100),), layouts=(("mT", "contiguous"),)):
+        check_accumulate_against_torch(sample)
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_accumulate_sums_chunks_into_a_weight_gradient(dtype, device):
+    # The fused linear + cross-entropy use: grad_w (V, H) += g_c^T (V, n_c) . x_c (n_c, H) over token chunks, with
+    # g_c^T a transposed view of the chunk's logits gradient (n_c, V). Compared with torch doing the same chunked
+    # addmm_, against the float64 sum of the chunks' products.
+    vocab, hidden, chunk, chunks = 67, 45, 300, 3
+    g = make_tensor((chunk * chunks, vocab), dtype, device)
+    x = make_tensor((chunk * chunks, hidden), dtype, device)
+    fast = torch.zeros(vocab, hidden, dtype=dtype, device=device)
+    native = fast.clone()
+    for c in range(chunks):
+        rows = slice(c * chunk, (c + 1) * chunk)
+        ops.matmul_accumulate_(fast, g[rows].mT, x[rows])
+        native.addmm_(g[rows].mT, x[rows])
+    ref = torch.zeros(vocab, hidden, dtype=torch.float64)
+    for c in range(chunks):
+        rows = slice(c * chunk, (c + 1) * chunk)
+        ref += to_reference(g[rows]).mT @ to_reference(x[rows])
+    assert_accurate(fast, native, ref)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_accumulate_writes_only_out_rows_of_a_wider_matrix(device):
+    # out may be a column slice of a wider matrix (rows ldc elements apart): the columns beside it stay untouched.
+    wide = make_tensor((13, 30), torch.float32, device)
+    before = wide.clone()
+    a, b = make_tensor((13, 17), torch.float32, device), make_tensor((17, 19), torch.float32, device)
+    ops.matmul_accumulate_(wide[:, 5:24], a, b)
+    assert torch.equal(wide[:, :5], before[:, :5]) and torch.equal(wide[:, 24:], before[:, 24:])
+    ref = to_reference(before[:, 5:24]) + to_reference(a) @ to_reference(b)
+    assert_accurate(wide[:, 5:24], before[:, 5:24].clone().addmm_(a, b), ref)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_accumulate_on_tensors_that_require_grad(device):
+    # Allowed under no_grad (the way a gradient computation calls it), with out's version bumped like any in-place
+    # op; refused in grad mode, where it would silently leave the product out of the autograd graph.
+    a = make_tensor((4, 6), torch.float32, device, requires_grad=True)
+    b = make_tensor((6, 5), torch.float32, device, requires_grad=True)
+    out = make_tensor((4, 5), torch.float32, device, requires_grad=True)
+    ref = to_reference(out) + to_reference(a) @ to_reference(b)
+    native = out.detach().clone().addmm_(a.detach(), b.detach())
+    with torch.no_grad():
+        version = out._version
+        ops.matmul_accumulate_(out, a, b)
+    assert out._version > version
+    assert_accurate(out.detach(), native, ref)
+    with pytest.raises(RuntimeError, match=r"fastops\.matmul_accumulate_ has no autograd formula: call it under "
+                                           r"torch\.no_grad\(\)"):
+        ops.matmul_accumulate_(torch.zeros(4, 5, device=device), a, b)
+    saved = torch.zeros(4, 5, device=device, requires_grad=True).exp()  # exp saves its output for the backward
+    with torch.no_grad():
+        ops.matmul_accumulate_(saved, a, b)
+    with pytest.raises(RuntimeError, match=r"modified by an inplace operation"):
+        saved.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_accumulate_opcheck_and_compile(dtype, device):
+    for sample in accumulate_samples(device, dtype, shapes=ACCUMULATE_SHAPES[2:5], layouts=(("mT", "contiguous"),)):
+        check_opcheck(ops.matmul_accumulate_, sample)
+
+    def accumulate_twice(out, a, b):
+        out = out.clone()
+        ops.matmul_accumulate_(out, a, b)
+        ops.matmul_accumulate_(out, a, b)
+        return out
+
+    for sample in accumulate_samples(device, dtype, shapes=ACCUMULATE_SHAPES[3:4], layouts=(("mT", "contiguous"),)):
+        check_compile_parity(accumulate_twice, sample)
+
+
+_SHARED = torch.zeros(6, 4)  # storage shared by out and an operand (the checks fail before anything is written)
+ACCUMULATE_BAD_INPUTS = [
+    (lambda: ops.matmul_accumulate_(torch.zeros(2, 4), torch.zeros(2, 3, dtype=torch.float64), torch.zeros(3, 4)),
+     r"fastops\.matmul_accumulate_: a must have the dtype of out \(Float\), got Double"),
+    (lambda: ops.matmul_accumulate_(torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 3), torch.zeros(3, 4)),
+     r"fastops\.matmul_accumulate_: out must be float16/bfloat16/float32/float64, got Long"),
+    (lambda: ops.matmul_accumulate_(torch.zeros(2, 4), torch.zeros(2, 3), torch.zeros(5, 4)),
+     r"fastops\.matmul_accumulate_: a's columns \(3\) must equal b's rows \(5\)"),
+    (lambda: ops.matmul_accumulate_(torch.zeros(3, 4), torch.zeros(2, 3), torch.zeros(3, 4)),
+     r"fastops\.matmul_accumulate_: out must have shape \[2, 4\] \(a's rows, b's columns\), got \[3, 4\]"),
+    (lambda: ops.matmul_accumulate_(torch.zeros(2, 4), torch.zeros(1, 2, 3), torch.zeros(3, 4)),
+     r"fastops\.matmul_accumulate_: out, a and b must be 2-D, got 2, 3 and 2 dims"),
+    (lambda: ops.matmul_accumulate_(torch.zeros(4, 2).t(), torch.zeros(2, 3), torch.zeros(3, 4)),
+     r"fastops\.matmul_accumulate_: out must be row-major \(unit column stride, rows not overlapping\)"),
+    (lambda: ops.matmul_accumulate_(torch.zeros(1, 4).expand(2, 4), torch.zeros(2, 3), torch.zeros(3, 4)),
+     r"fastops\.matmul_accumulate_: out must be row-major"),
+    (lambda: ops.matmul_accumulate_(_SHARED[:3, :3], _SHARED[:3, :3], torch.zeros(3, 3)),
+     r"fastops\.matmul_accumulate_: out must not share memory with a"),
+    (lambda: ops.matmul_accumulate_(_SHARED[:3], torch.zeros(3, 4), _SHARED[2:]),
+     r"fastops\.matmul_accumulate_: out must not share memory with b"),
+]
+
+
+@pytest.mark.parametrize("call,message", ACCUMULATE_BAD_INPUTS)
+def test_matmul_accumulate_bad_input_raises_clear_error(call, message):
+    with pytest.raises(RuntimeError, match=message):
+        call()
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_matmul_accumulate_rejects_mixed_devices():
+    with pytest.raises(RuntimeError, match=r"fastops\.matmul_accumulate_: a must be on the device of out"):
+        ops.matmul_accumulate_(torch.zeros(2, 4, device="cuda"), torch.zeros(2, 3), torch.zeros(3, 4, device="cuda"))
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=str)
+@pytest.mark.parametrize("m,n,k", HOPPER_SHAPES)
+@pytest.mark.parametrize("layout_a,layout_b", (("contiguous", "contiguous"), ("contiguous", "mT"),
+                                               ("mT", "contiguous"), ("mT", "mT")))
+def test_cuda_matmul_accumulate_every_tensor_core_path(dtype, m, n, k, layout_a, layout_b):
+    # HOPPER_SHAPES select split-K, 128 x 256 tiles and edge tiles on sm_90a (mma.sync elsewhere): each epilogue,
+    # and the split-K reduction, must add the old out exactly once.
+    a = make_tensor((m, k), dtype, "cuda", layout=layout_a, low=-2, high=2)
+    b = make_tensor((k, n), dtype, "cuda", layout=layout_b, low=-2, high=2)
+    out = make_tensor((m, n), dtype, "cuda", low=-64, high=64)
+    ref = out.double() + a.double() @ b.double()  # float64 on the GPU: the CPU would take seconds for these sizes
+    assert_accurate(_accumulated(out, a, b), out.clone().addmm_(a, b), ref)
 
 
 # linear(..., activation=) and LinearAct: the GEMM then one fused bias + activation pass.

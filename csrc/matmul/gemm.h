@@ -1,5 +1,6 @@
 // Torch-free description of one (batched) GEMM, shared by the CPU kernel, the CUDA launchers and the torch-side
-// driver (matmul.h):  C[b] = op(A[b]) . op(B[b]) (+ bias), with op(A) of shape m x k and op(B) of shape k x n.
+// driver (matmul.h):  C[b] = op(A[b]) . op(B[b]) (+ bias) (+ C[b] when accumulating), with op(A) of shape m x k and
+// op(B) of shape k x n.
 //
 // Transposed operands are read through a layout flag instead of being copied, so the backward passes
 // (dX = dY.W, dW = dY^T.X) run on the same kernels as the forward:
@@ -30,6 +31,10 @@ struct GemmArgs {
   int64_t ldc = 0;
   int64_t batch_stride_c = 0;
   const void* bias = nullptr;    // n values added to every row, or nullptr
+  // C = op(A).op(B) (+ bias) + C when set: each output element reads its old C value in the epilogue, adds it in
+  // fp32 (the accumulator type; float64 for float64) and rounds once to C's dtype. This lets a caller sum products
+  // into one buffer (a weight gradient accumulated chunk by chunk) without a second buffer of C's size.
+  bool accumulate = false;
   bool allow_tf32 = false;       // float32 only: tensor cores may round the inputs to TF32 (CUDA)
 };
 

@@ -5,7 +5,8 @@
 //                "full" mbarrier with the byte count and issues TMA loads of the A and B slices into it.
 //   warpgroups 1-2 consumers: each owns 64 rows of the BM=128 x BN tile; per stage it waits on "full", issues
 //                BK/16 wgmma.m64nBNk16 from shared memory, waits for them, and each warp arrives on "empty".
-//                After the last K slice it adds the bias and stores its 64 x BN fp32 accumulators as C's dtype.
+//                After the last K slice it adds the bias (and, when accumulating, the old C) and stores its 64 x BN
+//                fp32 accumulators as C's dtype.
 // setmaxnreg moves registers from the producer (40) to the consumers (232), which hold BN/2 accumulators each.
 // Shared memory uses TMA's 128-byte swizzle, which is also the layout wgmma reads without bank conflicts.
 #include <cuda.h>
@@ -148,12 +149,30 @@ struct Schedule {
   }
 };
 
+// Two adjacent elements of C (2-element aligned) as floats.
+template <typename OutT>
+__device__ __forceinline__ float2 load_pair(const OutT* p) {
+  if constexpr (std::is_same_v<OutT, float>) {
+    return *reinterpret_cast<const float2*>(p);
+  } else if constexpr (std::is_same_v<OutT, __nv_bfloat16>) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+  } else {
+    return __half22float2(*reinterpret_cast<const __half2*>(p));
+  }
+}
+
+// C[row, col] = v0 and C[row, col + 1] = v1 (plus the old values when accumulating), rounded once, within bounds.
 template <typename OutT>
 __device__ __forceinline__ void store_pair(OutT* c, int64_t ldc, int row, int col, int m, int n, float v0, float v1,
-                                           bool pair_aligned) {
+                                           bool pair_aligned, bool accumulate) {
   if (row >= m) return;
   OutT* p = c + static_cast<int64_t>(row) * ldc + col;
   if (col + 1 < n && pair_aligned) {
+    if (accumulate) {
+      const float2 old = load_pair(p);
+      v0 += old.x;
+      v1 += old.y;
+    }
     if constexpr (std::is_same_v<OutT, float>) {
       *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
     } else if constexpr (std::is_same_v<OutT, __nv_bfloat16>) {
@@ -163,6 +182,10 @@ __device__ __forceinline__ void store_pair(OutT* c, int64_t ldc, int row, int co
     }
     return;
   }
+  if (accumulate) {
+    if (col < n) v0 += cuda::to_opmath(p[0]);
+    if (col + 1 < n) v1 += cuda::to_opmath(p[1]);
+  }
   if (col < n) p[0] = cuda::from_opmath<OutT>(v0);
   if (col + 1 < n) p[1] = cuda::from_opmath<OutT>(v1);
 }
@@ -170,8 +193,8 @@ __device__ __forceinline__ void store_pair(OutT* c, int64_t ldc, int row, int co
 template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b, OutT* c,
-                int64_t ldc, int m, int n, int k, const OutT* bias, int splits, int k_tiles_per_split,
-                int64_t split_stride) {
+                int64_t ldc, int m, int n, int k, const OutT* bias, bool accumulate, int splits,
+                int k_tiles_per_split, int64_t split_stride) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
   // Built into the sm_80 image too (one .cu for all targets), but only ever launched on sm_90a devices.
   __trap();
@@ -282,7 +305,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         store_pair(c_split, ldc, row0 + 8 * h, col, m, n, acc[4 * j + 2 * h] + b0, acc[4 * j + 2 * h + 1] + b1,
-                   pair_aligned);
+                   pair_aligned, accumulate);
       }
     }
   }
@@ -320,11 +343,13 @@ bool encode_operand(CUtensorMap* map, CUtensorMapDataType type, const void* base
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Where the kernel writes: C itself, or with split-K the fp32 workspace slices.
+// Where the kernel writes: C itself, or with split-K the fp32 workspace slices (which the reduce kernel adds to the
+// old C, so that C is added once rather than once per split).
 struct Target {
   void* c;
   int64_t ldc;
   const void* bias;
+  bool accumulate;
   int splits;
   int k_tiles_per_split;
   int64_t split_stride;
@@ -347,8 +372,8 @@ cudaError_t launch(const GemmSm90Problem& p, const Target& target, int num_sms, 
   const int grid = static_cast<int>(std::min<int64_t>(work, num_sms));
   kernel<<<grid, kThreads, Config<BN>::kSmemBytes, stream>>>(
       map_a, map_b, static_cast<OutT*>(target.c), target.ldc, static_cast<int>(p.m), static_cast<int>(p.n),
-      static_cast<int>(p.k), static_cast<const OutT*>(target.bias), target.splits, target.k_tiles_per_split,
-      target.split_stride);
+      static_cast<int>(p.k), static_cast<const OutT*>(target.bias), target.accumulate, target.splits,
+      target.k_tiles_per_split, target.split_stride);
   return cudaGetLastError();
 }
 
@@ -380,22 +405,26 @@ int plan_splits(const GemmSm90Problem& p, int num_sms, int& k_tiles_per_split) {
 
 template <typename T, typename OutT>
 cudaError_t launch_direct(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
-  const Target target{p.c, p.ldc, p.bias, 1, static_cast<int>(cuda::ceil_div(p.k, kBK)), 0};
+  const Target target{p.c, p.ldc, p.bias, p.accumulate, 1, static_cast<int>(cuda::ceil_div(p.k, kBK)), 0};
   if (tile_n(p, num_sms) == 256) return launch_layout<T, OutT, 256>(p, target, num_sms, stream);
   return launch_layout<T, OutT, 128>(p, target, num_sms, stream);
 }
 
-// out[i, j] = sum over splits of workspace[s, i, j] + bias[j], rounded once to the output dtype.
+// out[i, j] = sum over splits of workspace[s, i, j] + bias[j] (+ the old out[i, j] when accumulating), rounded once
+// to the output dtype.
 template <typename OutT>
 __global__ void reduce_splits_kernel(const float* __restrict__ workspace, int splits, int64_t m, int64_t n,
-                                     OutT* __restrict__ out, int64_t ldc, const OutT* __restrict__ bias) {
+                                     OutT* __restrict__ out, int64_t ldc, const OutT* __restrict__ bias,
+                                     bool accumulate) {
   const int64_t total = m * n;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = i / n, col = i % n;
+    OutT* dst = out + row * ldc + col;
     float sum = bias != nullptr ? cuda::to_opmath(bias[col]) : 0.f;
+    if (accumulate) sum += cuda::to_opmath(*dst);
     for (int s = 0; s < splits; ++s) sum += workspace[s * total + i];
-    out[row * ldc + col] = cuda::from_opmath<OutT>(sum);
+    *dst = cuda::from_opmath<OutT>(sum);
   }
 }
 
@@ -405,13 +434,13 @@ cudaError_t launch_out(const GemmSm90Problem& p, int num_sms, cudaStream_t strea
   const int splits = plan_splits(p, num_sms, k_tiles_per_split);
   if (splits == 1) return launch_direct<T, OutT>(p, num_sms, stream);
   if (p.workspace == nullptr) return cudaErrorInvalidValue;
-  const Target target{p.workspace, p.n, nullptr, splits, k_tiles_per_split, p.m * p.n};
+  const Target target{p.workspace, p.n, nullptr, false, splits, k_tiles_per_split, p.m * p.n};
   cudaError_t err = launch_layout<T, float, 128>(p, target, num_sms, stream);
   if (err != cudaSuccess) return err;
   const int64_t blocks = std::min<int64_t>(cuda::ceil_div(p.m * p.n, 256), 4 * num_sms);
   reduce_splits_kernel<OutT><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
       static_cast<const float*>(p.workspace), splits, p.m, p.n, static_cast<OutT*>(p.c), p.ldc,
-      static_cast<const OutT*>(p.bias));
+      static_cast<const OutT*>(p.bias), p.accumulate);
   return cudaGetLastError();
 }
 

@@ -1,7 +1,7 @@
 // Torch-side driver shared by the CPU and CUDA matmul bindings: argument checks, the operand layouts (read in place
 // through GemmArgs' layout flags and batch strides wherever torch's strides allow it), output allocation and the
 // empty / K == 0 cases live here once; a Backend only runs kernels on what it is handed:
-//   Backend::gemm(GemmArgs)                              C = op(A) . op(B) (+ bias), every size > 0; the backend
+//   Backend::gemm(GemmArgs)                              C = op(A) . op(B) (+ bias) (+ C), every size > 0; the backend
 //                                                        sets allow_tf32 (CUDA: torch's float32 matmul precision)
 //   Backend::column_sum(const Tensor& g, Tensor& out)    out[j] = sum_i g[i, j], g 2-D contiguous with rows > 0
 #pragma once
@@ -11,6 +11,7 @@
 #include <c10/util/SmallVector.h>
 
 #include <optional>
+#include <utility>
 
 #include "common/checks.h"
 #include "matmul/gemm.h"
@@ -142,6 +143,49 @@ at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& weight, const s
   at::Tensor out2 = out.view({-1, n});
   Backend::gemm(gemm_args(xo, wo, out2, 1, x2.size(0), n, k, has_bias ? &bias_dense : nullptr));
   return out;
+}
+
+// Whether x and y lie in one storage with intersecting spans (first to last element). Conservative: interleaved views
+// that share no element count too (no GEMM caller writes its output between its operands' elements).
+inline bool spans_intersect(const at::Tensor& x, const at::Tensor& y) {
+  if (x.numel() == 0 || y.numel() == 0 || !x.storage().is_alias_of(y.storage())) return false;
+  auto span = [](const at::Tensor& t) {
+    int64_t last = 0;  // offset of the last element (torch strides are never negative)
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+    const char* begin = static_cast<const char*>(t.const_data_ptr());
+    return std::make_pair(begin, begin + (last + 1) * t.element_size());
+  };
+  const auto [x_begin, x_end] = span(x);
+  const auto [y_begin, y_end] = span(y);
+  return x_begin < y_end && y_begin < x_end;
+}
+
+// out += a . b for 2-D a (m, k) and b (k, n) into a row-major out (m, n), summed in the accumulator type and rounded
+// once (GemmArgs::accumulate). a and b are read in place through their layout flags (a transposed view such as
+// g.mT costs no copy); out's rows may be any distance apart (a slice of a wider matrix), its columns must be
+// adjacent, and it must not share memory with a or b (tiles would read outputs already overwritten).
+template <typename Backend>
+void matmul_accumulate_forward(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  constexpr const char* op = "matmul_accumulate_";
+  check_float_operands(op, {{out, "out"}, {a, "a"}, {b, "b"}});
+  TORCH_CHECK(out.dim() == 2 && a.dim() == 2 && b.dim() == 2, "fastops.", op,
+              ": out, a and b must be 2-D, got ", out.dim(), ", ", a.dim(), " and ", b.dim(), " dims");
+  const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+  TORCH_CHECK(b.size(0) == k, "fastops.", op, ": a's columns (", k, ") must equal b's rows (", b.size(0),
+              "); shapes ", a.sizes(), " and ", b.sizes());
+  TORCH_CHECK(out.size(0) == m && out.size(1) == n, "fastops.", op, ": out must have shape [", m, ", ", n,
+              "] (a's rows, b's columns), got ", out.sizes());
+  TORCH_CHECK((out.stride(1) == 1 || n == 1) && (out.stride(0) >= n || m == 1), "fastops.", op,
+              ": out must be row-major (unit column stride, rows not overlapping), got strides ", out.strides());
+  for (const Arg& input : {Arg{a, "a"}, Arg{b, "b"}}) {
+    TORCH_CHECK(!spans_intersect(out, input.t), "fastops.", op, ": out must not share memory with ", input.name);
+  }
+  if (out.numel() == 0 || k == 0) return;  // nothing to add: out keeps its values
+  const Operand ao = matrix_operand(a), bo = matrix_operand(b);
+  GemmArgs args = gemm_args(ao, bo, out, 1, m, n, k, nullptr);
+  args.ldc = m == 1 ? n : out.stride(0);
+  args.accumulate = true;
+  Backend::gemm(args);
 }
 
 // The bias gradient of linear: grad_output summed over every dim but the last.

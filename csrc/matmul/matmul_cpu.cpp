@@ -7,7 +7,9 @@
 // Packing is where the layout flags are resolved (transposed operands cost nothing extra) and where 16-bit inputs
 // are widened to float; edges are zero-padded in the packed buffers so the micro-kernel never branches.
 // Accumulation is in at::opmath_type<T>: partial sums across K slices go to C itself for float/double and to a
-// float workspace for 16-bit types, so the output is rounded exactly once, after the bias is added.
+// float workspace for 16-bit types, so the output is rounded exactly once, after the bias is added. When accumulating
+// (GemmArgs::accumulate), the old C joins the sum on the first K slice, so later slices carry it along and it is
+// added exactly once.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -140,7 +142,8 @@ struct CpuGemm {
   }
 
   // Merges a micro-kernel tile into C rows [i, i + rows) and columns [j, j + cols): adds the partial sums of the
-  // earlier K slices, and on the last slice the bias, rounding to T once.
+  // earlier K slices (or, on the first slice of an accumulating GEMM, the old C), and on the last slice the bias,
+  // rounding to T once.
   void store_tile(const Acc* tile, int64_t i, int64_t rows, int64_t j, int64_t cols, bool first, bool last) const {
     if (cols == kNR) {  // full-width tile: whole vectors
       for (int64_t r = 0; r < rows; ++r) {
@@ -149,7 +152,11 @@ struct CpuGemm {
         T* out = c + (i + r) * g.ldc + j;
         for (int64_t q = 0; q < kNR; q += kVec) {
           V v = V::loadu(t + q);
-          if (!first) v = v + V::loadu(w + q);
+          if (!first) {
+            v = v + V::loadu(w + q);
+          } else if (g.accumulate) {
+            v = v + cpu::load_opmath(out + q);
+          }
           if (last) {
             if (bias) v = v + V::loadu(bias + j + q);
             cpu::store_opmath(out + q, v);
@@ -166,7 +173,11 @@ struct CpuGemm {
       T* out = c + (i + r) * g.ldc + j;
       for (int64_t q = 0; q < cols; ++q) {
         Acc v = t[q];
-        if (!first) v += w[q];
+        if (!first) {
+          v += w[q];
+        } else if (g.accumulate) {
+          v += static_cast<Acc>(out[q]);
+        }
         if (last) {
           if (bias) v += bias[j + q];
           out[q] = static_cast<T>(v);
@@ -194,6 +205,7 @@ struct CpuGemm {
         for (int64_t q = 0; q < cols; ++q) {
           Acc sum = 0;
           for (int64_t l = 0; l < kLanes; ++l) sum += part[l][q];
+          if (g.accumulate) sum += static_cast<Acc>(c[j0 + q]);
           if (bias) sum += bias[j0 + q];
           c[j0 + q] = static_cast<T>(sum);
         }
@@ -335,12 +347,17 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& weight, const std::
 
 at::Tensor bias_grad_cpu(const at::Tensor& grad_output) { return bias_grad_forward<CpuBackend>(grad_output); }
 
+void matmul_accumulate_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  matmul_accumulate_forward<CpuBackend>(out, a, b);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastops, CPU, m) {
   m.impl("matmul", &matmul_cpu);
   m.impl("linear", &linear_cpu);
   m.impl("bias_grad", &bias_grad_cpu);
+  m.impl("matmul_accumulate_", &matmul_accumulate_cpu);
 }
 
 }  // namespace fastops

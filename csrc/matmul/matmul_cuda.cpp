@@ -61,12 +61,19 @@ at::Tensor bias_grad_cuda(const at::Tensor& grad_output) {
   return bias_grad_forward<CudaBackend>(grad_output);
 }
 
+void matmul_accumulate_cuda(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  c10::cuda::OptionalCUDAGuard guard;
+  set_device_of(guard, out);
+  matmul_accumulate_forward<CudaBackend>(out, a, b);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastops, CUDA, m) {
   m.impl("matmul", &matmul_cuda);
   m.impl("linear", &linear_cuda);
   m.impl("bias_grad", &bias_grad_cuda);
+  m.impl("matmul_accumulate_", &matmul_accumulate_cuda);
 }
 
 }  // namespace fastops

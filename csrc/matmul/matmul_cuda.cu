@@ -8,7 +8,8 @@
 //                      8 warps of 64x32, mma.sync (m16n8k16 fed by ldmatrix(.trans); m16n8k8 TF32 fed by swizzled
 //                      32-bit shared loads) from a 4-stage cp.async shared-memory ring.
 //   column_sum_*       the fused column reduction behind linear's bias gradient.
-// All offsets are int64; edge tiles load zeros (predicated) and store under a bounds check.
+// All offsets are int64; edge tiles load zeros (predicated) and store under a bounds check. Every epilogue adds, in the
+// accumulator type, the old C (GemmArgs::accumulate) and the bias before its one rounding to C's dtype.
 #include <algorithm>
 #include <type_traits>
 #include <vector>
@@ -129,6 +130,7 @@ __device__ __forceinline__ void read_four(const Acc* p, Acc* out) {
 
 struct Problem {
   int64_t batch, m, n, k, ldc, batch_stride_c;
+  bool accumulate;  // C += the product (GemmArgs::accumulate)
 };
 
 // Thread (ty, tx) = (tid / 16, tid % 16) owns rows {ty*4 .. ty*4+3} and {64 + ty*4 ..}, columns {tx*4 ..} and
@@ -199,9 +201,11 @@ __global__ void __launch_bounds__(kThreads)
         for (int j = 0; j < 8; ++j) {
           const int64_t col = n0 + (j < 4 ? tx * 4 + j : 64 + tx * 4 + j - 4);
           if (col >= pr.n) continue;
+          T* out = c_base + row * pr.ldc + col;
           Acc v = acc[i][j];
+          if (pr.accumulate) v += cuda::to_opmath(*out);
           if (bias != nullptr) v += cuda::to_opmath(bias[col]);
-          c_base[row * pr.ldc + col] = cuda::from_opmath<T>(v);
+          *out = cuda::from_opmath<T>(v);
         }
       }
     }
@@ -267,9 +271,11 @@ __global__ void __launch_bounds__(kThreads)
         for (int j = 0; j < 2; ++j) {
           const int64_t col = n0 + tx + 16 * j;
           if (row < pr.m && col < pr.n) {
+            T* out = c_base + row * pr.ldc + col;
             Acc v = acc[i][j];
+            if (pr.accumulate) v += cuda::to_opmath(*out);
             if (bias != nullptr) v += cuda::to_opmath(bias[col]);
-            c_base[row * pr.ldc + col] = cuda::from_opmath<T>(v);
+            *out = cuda::from_opmath<T>(v);
           }
         }
       }
@@ -294,7 +300,7 @@ inline dim3 grid_for(const GemmArgs& g, int tile_m, int tile_n) {
 
 template <typename T>
 void launch(const GemmArgs& g, cudaStream_t stream) {
-  const Problem pr{g.batch, g.m, g.n, g.k, g.ldc, g.batch_stride_c};
+  const Problem pr{g.batch, g.m, g.n, g.k, g.ldc, g.batch_stride_c, g.accumulate};
   const Operand<T> a = operand_of<T>(g.a, g.m, false), b = operand_of<T>(g.b, g.n, true);
   T* c = static_cast<T*>(g.c);
   const T* bias = static_cast<const T*>(g.bias);
@@ -540,6 +546,7 @@ __device__ __forceinline__ void mma_tf32_stage(const uint8_t* a_stage, const uin
 
 struct Problem {
   int64_t batch, m, n, k, ldc, batch_stride_c;
+  bool accumulate;  // C += the product (GemmArgs::accumulate)
 };
 
 // 8 warps as 2 (m) x 4 (n), each computing a 64 x 32 piece of the 128 x 128 block tile into 64 fp32 accumulators
@@ -614,9 +621,11 @@ __global__ void __launch_bounds__(kThreads)
             const int64_t row = m0 + warp_m * 64 + mi * 16 + (lane >> 2) + (r >> 1) * 8;
             const int64_t col = n0 + warp_n * 32 + ni * 8 + (lane & 3) * 2 + (r & 1);
             if (row < pr.m && col < pr.n) {
+              T* out = c_base + row * pr.ldc + col;
               float v = acc[mi][ni][r];
+              if (pr.accumulate) v += cuda::to_opmath(*out);
               if (bias != nullptr) v += cuda::to_opmath(bias[col]);
-              c_base[row * pr.ldc + col] = cuda::from_opmath<T>(v);
+              *out = cuda::from_opmath<T>(v);
             }
           }
         }
@@ -634,7 +643,7 @@ Operand<T> operand_of(const MatrixRef& ref, int64_t outer) {
 
 template <typename T>
 void launch(const GemmArgs& g, dim3 grid, cudaStream_t stream) {
-  const Problem pr{g.batch, g.m, g.n, g.k, g.ldc, g.batch_stride_c};
+  const Problem pr{g.batch, g.m, g.n, g.k, g.ldc, g.batch_stride_c, g.accumulate};
   with_layouts(g, [&](auto a_k, auto b_k) {
     auto kernel = mma_gemm_kernel<T, decltype(a_k)::value, decltype(b_k)::value>;
     // Over 48 KiB of dynamic shared memory needs an opt-in (cheap; the attribute is per kernel, per device).
@@ -707,6 +716,7 @@ GemmSm90Problem sm90_problem(const GemmArgs& args) {
   p.c = args.c;
   p.ldc = args.ldc;
   p.bias = args.bias;
+  p.accumulate = args.accumulate;
   return p;
 }
 

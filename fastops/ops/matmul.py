@@ -2,7 +2,8 @@
 
 Gradients: for C = A.B, dA = dC.B^T and dB = A^T.dC run on the same GEMM kernels, the transposes being read
 through layout flags (``.mT`` is a view, never a copy). For linear, dX = dY.W, dW = dY^T.X (the token dims folded
-into K) and db = fastops.bias_grad(dY), one column reduction.
+into K) and db = fastops.bias_grad(dY), one column reduction. matmul_accumulate_ (out += a @ b in place) has no
+gradient: it is a building block for ops that compute their gradients themselves, and runs under torch.no_grad().
 """
 
 import torch
@@ -39,6 +40,19 @@ def _linear_fake(x, weight, bias=None):
 def _bias_grad_fake(grad_output):
     torch._check(grad_output.dim() >= 1, lambda: "fastops.bias_grad: grad_output must have at least 1 dim")
     return grad_output.new_empty([grad_output.shape[-1]])
+
+
+@torch.library.register_fake("fastops::matmul_accumulate_")
+def _matmul_accumulate_fake(out, a, b):
+    # Mutates out in place and returns nothing: only the shape rules need checking here.
+    torch._check(out.dim() == 2 and a.dim() == 2 and b.dim() == 2,
+                 lambda: f"fastops.matmul_accumulate_: out, a and b must be 2-D, got {out.dim()}, {a.dim()} and "
+                         f"{b.dim()} dims")
+    torch._check(a.shape[1] == b.shape[0],
+                 lambda: f"fastops.matmul_accumulate_: a's columns ({a.shape[1]}) must equal b's rows ({b.shape[0]})")
+    torch._check(out.shape[0] == a.shape[0] and out.shape[1] == b.shape[1],
+                 lambda: f"fastops.matmul_accumulate_: out must have shape [{a.shape[0]}, {b.shape[1]}] (a's rows, "
+                         f"b's columns), got {list(out.shape)}")
 
 
 def _save_operands(ctx, inputs, output):
@@ -159,3 +173,28 @@ def _register_autocast(name: str, device_type: str) -> None:
 for _name in ("matmul", "linear"):
     for _device in ("cpu", "cuda"):
         _register_autocast(_name, _device)
+
+
+# matmul_accumulate_ has no derivative formula: it is a building block for ops that compute their gradients
+# themselves. Its Autograd kernel refuses to run where autograd would have to record it (grad mode on and an argument
+# that requires grad) rather than silently leave the product out of the graph, and its ADInplaceOrView kernel bumps
+# out's version counter, as every in-place op does, so autograd notices if out was saved for a backward pass.
+_accumulate = fastops.matmul_accumulate_.default
+
+
+def _accumulate_autograd(keyset, out, a, b):
+    if torch.is_grad_enabled() and (out.requires_grad or a.requires_grad or b.requires_grad):
+        raise RuntimeError("fastops.matmul_accumulate_ has no autograd formula: call it under torch.no_grad() "
+                           "(an argument requires grad and grad mode is on)")
+    with torch._C._AutoDispatchBelowAutograd():
+        return _accumulate.redispatch(keyset & torch._C._after_autograd_keyset, out, a, b)
+
+
+def _accumulate_bump_version(keyset, out, a, b):
+    torch.autograd.graph.increment_version(out)
+    with torch._C._AutoDispatchBelowADInplaceOrView():
+        return _accumulate.redispatch(keyset & torch._C._after_ADInplaceOrView_keyset, out, a, b)
+
+
+_lib.impl("matmul_accumulate_", _accumulate_autograd, "Autograd", with_keyset=True)
+_lib.impl("matmul_accumulate_", _accumulate_bump_version, "ADInplaceOrView", with_keyset=True)
