@@ -106,7 +106,7 @@ def _grad_targets(args: tuple) -> list[torch.Tensor]:
 
 def mode_callable(fn: Callable, args: tuple, mode: str) -> Callable[[], object]:
     """A zero-argument callable that runs `mode` of fn(*args): the forward, the backward of one saved forward
-    (retain_graph, so it can be timed repeatedly), or forward + backward."""
+    (retain_graph, so it can be timed repeatedly), or forward + backward (a training step's loss.backward())."""
     inputs = _grad_targets(args)
     if mode == "fwd":  # inference forward: no graph is recorded
         def run():
@@ -125,7 +125,8 @@ def mode_callable(fn: Callable, args: tuple, mode: str) -> Callable[[], object]:
         def run():
             out = fn(*args)
             if "g" not in grad_holder:
-                grad_holder["g"] = torch.randn_like(out)
+                # A scalar (a reduced loss) gets 1, as in loss.backward(); anything else a random gradient.
+                grad_holder["g"] = torch.ones_like(out) if out.dim() == 0 else torch.randn_like(out)
             return torch.autograd.grad(out, inputs, grad_holder["g"])
         return run
     raise ValueError(f"unknown mode {mode}")

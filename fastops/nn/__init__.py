@@ -3,7 +3,14 @@
 from .activations import GELU, GeGLU, LeakyReLU, ReLU, Sigmoid, SiLU, SwiGLU, Tanh
 from .convert import convert
 from .linear import Linear, LinearAct
-from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, MSELoss, SmoothL1Loss
+from .losses import (
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    LinearCrossEntropyLoss,
+    MSELoss,
+    SmoothL1Loss,
+)
 
 __all__ = [
     "GELU",
@@ -14,6 +21,7 @@ __all__ = [
     "LeakyReLU",
     "Linear",
     "LinearAct",
+    "LinearCrossEntropyLoss",
     "MSELoss",
     "ReLU",
     "SiLU",
