@@ -3,6 +3,7 @@ offset, broadcast), dtypes and special values, each compared with torch under th
 adds its ops to the tables below; each op gets PROPERTY_EXAMPLES examples per device."""
 
 import math
+import types
 from functools import partial
 
 import pytest
@@ -111,9 +112,39 @@ def cross_entropy_case(draw, device: str):
     return Sample((logits, target), kwargs, f"{n}x{c}-{dtype}-{kwargs['reduction']}-w{weighted}")
 
 
+@st.composite
+def linear_cross_entropy_case(draw, device: str):
+    n = draw(st.sampled_from((1, 2, 3, 7, 31, 64)))
+    h = draw(st.sampled_from((1, 5, 16, 33)))
+    v = draw(st.sampled_from((1, 2, 7, 31, 257)))
+    # float64 as for matmul: torch's own float64 GEMM error is ~0, so another summation order fails by an ulp.
+    dtype = draw(st.sampled_from((torch.float16, torch.bfloat16, torch.float32)))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    x = make_tensor((n, h), dtype, device, low=-1, high=1, generator=gen).requires_grad_()
+    w = make_tensor((v, h), dtype, device, low=-1, high=1, generator=gen).requires_grad_()
+    b = make_tensor((v,), dtype, device, generator=gen).requires_grad_() if draw(st.booleans()) else None
+    target = torch.randint(0, v, (n,), generator=gen)
+    target = torch.where(torch.rand(n, generator=gen) < draw(st.sampled_from((0.0, 0.3))), -100, target).to(device)
+    # At most 4 chunks: a 16-bit weight gradient is rounded once per chunk (see fastops/ops/linear_cross_entropy.py).
+    rows = draw(st.sampled_from((None, 16)))
+    kwargs = {"reduction": draw(st.sampled_from(("mean", "sum", "none"))),
+              "label_smoothing": draw(st.sampled_from((0.0, 0.1))), "rows": rows}
+    return Sample((x, w, b, target), kwargs, f"{n}x{h}x{v}-{dtype}-{kwargs['reduction']}-rows{rows}")
+
+
+def _linear_cross_entropy(x, w, b, t, rows, **kwargs):
+    options = types.SimpleNamespace(batch_chunk_size=rows) if rows else None
+    return FF.linear_cross_entropy(x, w, t, linear_bias=b, options=options, **kwargs)
+
+
+def _linear_then_cross_entropy(x, w, b, t, rows, **kwargs):
+    return F.cross_entropy(F.linear(x, w, b), t, **kwargs)
+
+
 STRUCTURED = {
     "matmul": (FF.matmul, torch.matmul, matmul_case),
     "cross_entropy": (FF.cross_entropy, F.cross_entropy, cross_entropy_case),
+    "linear_cross_entropy": (_linear_cross_entropy, _linear_then_cross_entropy, linear_cross_entropy_case),
 }
 
 
