@@ -30,6 +30,15 @@ def _bias_act(d):
     return (_randn(1000, 37, device=d), _randn(37, device=d))
 
 
+def _on_a_copy(in_place_op):
+    """An in-place op as a function of its inputs: it mutates a copy of the first one and returns it."""
+    def fn(first, *rest):
+        out = first.clone()
+        in_place_op(out, *rest)
+        return out
+    return fn
+
+
 RUNTIME_CASES = {
     "relu": (_unary, ops.relu),
     "relu_backward": (_binary, ops.relu_backward),
@@ -53,6 +62,21 @@ RUNTIME_CASES = {
     "matmul": (lambda d: (_randn(200, 96, device=d, dtype=torch.bfloat16), _randn(96, 136, device=d,
                                                                                    dtype=torch.bfloat16)), ops.matmul),
     "linear": (lambda d: (_randn(200, 96, device=d), _randn(136, 96, device=d), _randn(136, device=d)), ops.linear),
+    "cross_entropy_forward_grad": (
+        lambda d: (_randn(64, 1000, device=d), torch.randint(0, 1000, (64,), device=d),
+                   torch.rand(64, device=d, dtype=torch.float64)),
+        lambda x, t, s: torch.cat([r.reshape(-1).double()
+                                   for r in ops.cross_entropy_forward_grad(x, t, None, -100, 0.1, s)])),
+    "scale_rows_": (lambda d: (_randn(64, 1000, device=d), torch.rand(64, device=d, dtype=torch.float64)),
+                    _on_a_copy(ops.scale_rows_)),
+    "linear_cross_entropy": (
+        lambda d: (_randn(64, 96, device=d), _randn(1000, 96, device=d), torch.randint(0, 1000, (64,), device=d)),
+        lambda x, w, t: torch.cat([r.reshape(-1).double() for r in torch.ops.fastops.linear_cross_entropy(
+            x, w, t, None, None, -100, 0.0, torch.ones((), dtype=torch.float64, device=x.device), 24, True, True,
+            False)])),
+    "matmul_accumulate_": (lambda d: (_randn(200, 136, device=d), _randn(96, 200, device=d).mT, _randn(96, 136,
+                                                                                                     device=d)),
+                           _on_a_copy(ops.matmul_accumulate_)),
     "glu_backward": (lambda d: (*_binary(d), _randn(1000, 37, device=d)),
                      lambda g, a, b: torch.cat([t.reshape(-1) for t in ops.glu_backward(g, a, b, "silu")])),
 }
@@ -136,3 +160,48 @@ def test_relu_past_int32_indexing():
     assert torch.equal(y, torch.relu(x))
     grad = ops.relu_backward(x, y)  # x stands in for the incoming gradient
     assert torch.equal(grad, torch.where(y > 0, x, torch.zeros_like(x)))
+
+
+@pytest.mark.slow
+def test_gelu_past_int32_indexing():
+    n = 2**31 + 17
+    if _free_gib() < 6 * n * 2 / 2**30:
+        pytest.skip("not enough GPU memory")
+    x = torch.randn(n, dtype=torch.bfloat16, device="cuda")
+    y = ops.gelu(x)
+    # The tail past 2^31 against torch on the same slice (a whole-tensor reference would double the memory).
+    tail = slice(2**31 - 1000, n)
+    torch.testing.assert_close(y[tail], torch.nn.functional.gelu(x[tail]))
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.slow
+def test_cross_entropy_past_int32_indexing():
+    n, c = 2**15 + 1, 65537  # N * C > 2^31; rows start at every misalignment
+    if _free_gib() < 3 * n * c * 2 / 2**30 + 1:
+        pytest.skip("not enough GPU memory")
+    x = torch.randn(n, c, dtype=torch.bfloat16, device="cuda", requires_grad=True)
+    t = torch.randint(0, c, (n,), device="cuda")
+    loss = fastops.functional.cross_entropy(x, t, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    last = slice(n - 8, n)  # the rows whose elements lie past 2^31
+    with torch.no_grad():
+        row_losses = torch.nn.functional.cross_entropy(x[last].float(), t[last], reduction="none")
+        mine = fastops.functional.cross_entropy(x[last], t[last], reduction="none")
+    torch.testing.assert_close(mine.float(), row_losses, rtol=2e-2, atol=2e-2)
+    rows = x[last].detach().requires_grad_()
+    want = torch.autograd.grad(torch.nn.functional.cross_entropy(rows, t[last], reduction="sum"), rows)[0]
+    torch.testing.assert_close(grad[last], want)
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.slow
+def test_matmul_past_int32_indexing():
+    m, n, k = 65536, 32776, 64  # C has m * n > 2^31 elements
+    if _free_gib() < 2 * m * n * 2 / 2**30 + 1:
+        pytest.skip("not enough GPU memory")
+    a = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
+    b = torch.randn(k, n, dtype=torch.bfloat16, device="cuda")
+    c = ops.matmul(a, b)
+    last = slice(m - 16, m)
+    torch.testing.assert_close(c[last], torch.matmul(a[last], b))
