@@ -68,7 +68,9 @@ TORCH_LIBRARY(fastops, m) {
   m.def("cross_entropy_forward_grad_(Tensor(a!) logits, Tensor target, Tensor? weight, int ignore_index, "
         "float label_smoothing, Tensor grad_scale) -> Tensor loss");
   // x[r, ...] *= scale[r] (scale: float64, one element or one per row) in place; rows whose factor is exactly 1 are
-  // not written, so the backward of a loss called with gradient 1 costs one launch.
+  // not written, so the backward of a loss called with gradient 1 costs one launch. A building block of backward
+  // passes that rescale their own saved gradients (fastops/ops/losses.py: scale_saved_gradients), which is why no
+  // ADInplaceOrView kernel bumps x's version: a retained graph's next backward reads that gradient again.
   m.def("scale_rows_(Tensor(a!) x, Tensor scale) -> ()");
   // (input - target)^2, reduced; input and target share one shape and dtype.
   m.def("mse_loss(Tensor input, Tensor target, int reduction=1) -> Tensor");
