@@ -100,10 +100,11 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
     ([], [N] or [N, d1, ...]) or probabilities (input's shape); 'mean' over class indices divides by the summed
     weight of the non-ignored targets (nan when all are ignored, as torch).
 
-    Without autograd (and for 'none') the forward reads the logits once (per row: max, sum of exponentials and the
-    target terms) and the backward recomputes the softmax. For 'mean' / 'sum' with logits that require grad, the
-    forward reads each row twice and writes its gradient too, and the backward only scales it (nothing at all for
-    the usual upstream gradient of 1). [N, C, d1, ...] inputs are first permuted to rows of C contiguous
+    Without autograd (and for 'none' or float64) the forward reads the logits once (per row: max, sum of
+    exponentials and the target terms) and the backward recomputes the softmax. For 'mean' / 'sum' with 16/32-bit
+    logits that require grad, the forward reads each row twice and writes its gradient too, and the backward only
+    scales it: nothing at all for the usual upstream gradient of 1, exact for a power of two (loss scaling), one
+    more rounding of each gradient element for any other upstream value. [N, C, d1, ...] inputs are first permuted to rows of C contiguous
     classes (one copy, kept for the backward).
     Under autocast the loss is float32, as torch's, without an fp32 copy of the logits (the kernel reads 16-bit
     logits and accumulates in float32 either way)."""
@@ -136,9 +137,12 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
             target = target.long()
     if weight is not None:
         weight = weight.to(_math_dtype(input.dtype))
-    if red != _REDUCTIONS["none"] and torch.is_grad_enabled() and logits.requires_grad and logits.shape[0] > 0:
+    if (red != _REDUCTIONS["none"] and torch.is_grad_enabled() and logits.requires_grad and logits.shape[0] > 0
+            and logits.dtype != torch.float64):
         # The forward writes the gradient too (see fastops/ops/losses.py): its rows come pre-divided by 'mean''s
-        # total weight, so that the gradient is final when the upstream gradient is 1.
+        # total weight, so that the gradient is final when the upstream gradient is 1 (or any power of two: the
+        # scaling is then exact). float64, the dtype of gradchecks rather than of speed, keeps one rounding for
+        # every upstream gradient through the recomputing backward.
         if red == _REDUCTIONS["mean"]:
             grad_scale = 1.0 / _cross_entropy_total_weight(target, weight, ignore_index, c)
         else:

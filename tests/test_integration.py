@@ -172,7 +172,17 @@ def test_ddp_gloo_two_processes_matches_single_process():
     x, t = torch.randn(32, 16), torch.randint(0, 10, (32,))
     with tempfile.TemporaryDirectory() as tmp:
         result_file = os.path.join(tmp, "params.pt")
-        mp.spawn(_ddp_worker, args=(2, os.path.join(tmp, "init"), x, t, result_file), nprocs=2, join=True)
+        # One retry for a SIGABRT only: once in about ten runs on a loaded 2-core machine, gloo's C++ teardown
+        # aborted a worker ("terminate called without an active exception") after the step had finished. A
+        # deterministic crash fails both attempts; a wrong result fails the comparison below.
+        for attempt in range(2):
+            try:
+                mp.spawn(_ddp_worker, args=(2, os.path.join(tmp, f"init{attempt}"), x, t, result_file), nprocs=2,
+                         join=True)
+                break
+            except mp.ProcessExitedException as e:
+                if e.signal_name != "SIGABRT" or attempt == 1:
+                    raise
         ddp_params = torch.load(result_file)
     model = fastops_mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -259,12 +259,18 @@ def test_cuda_larger_shapes_and_alignment(dtype):
 HOPPER_SHAPES = ((128, 4096, 4096), (2048, 4096, 1024), (1000, 520, 1000), (136, 264, 72))
 
 
-@requires_cuda
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=str)
-@pytest.mark.parametrize("m,n,k", HOPPER_SHAPES)
-@pytest.mark.parametrize("layout_a,layout_b", (("contiguous", "contiguous"), ("contiguous", "mT"),
-                                               ("mT", "contiguous"), ("mT", "mT")))
+def every_tensor_core_path(test):
+    """CUDA only, over 16-bit dtypes x HOPPER_SHAPES x the four operand layouts."""
+    for mark in (pytest.mark.parametrize("layout_a,layout_b", (("contiguous", "contiguous"), ("contiguous", "mT"),
+                                                               ("mT", "contiguous"), ("mT", "mT"))),
+                 pytest.mark.parametrize("m,n,k", HOPPER_SHAPES),
+                 pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=str),
+                 pytest.mark.cuda, requires_cuda):
+        test = mark(test)
+    return test
+
+
+@every_tensor_core_path
 def test_cuda_tensor_core_paths_every_layout(dtype, m, n, k, layout_a, layout_b):
     a = make_tensor((m, k), dtype, "cuda", layout=layout_a, low=-2, high=2)
     b = make_tensor((k, n), dtype, "cuda", layout=layout_b, low=-2, high=2)
@@ -519,12 +525,7 @@ def test_matmul_accumulate_rejects_mixed_devices():
         ops.matmul_accumulate_(torch.zeros(2, 4, device="cuda"), torch.zeros(2, 3), torch.zeros(3, 4, device="cuda"))
 
 
-@requires_cuda
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=str)
-@pytest.mark.parametrize("m,n,k", HOPPER_SHAPES)
-@pytest.mark.parametrize("layout_a,layout_b", (("contiguous", "contiguous"), ("contiguous", "mT"),
-                                               ("mT", "contiguous"), ("mT", "mT")))
+@every_tensor_core_path
 def test_cuda_matmul_accumulate_every_tensor_core_path(dtype, m, n, k, layout_a, layout_b):
     # HOPPER_SHAPES select split-K, 128 x 256 tiles and edge tiles on sm_90a (mma.sync elsewhere): each epilogue,
     # and the split-K reduction, must add the old out exactly once.

