@@ -3,8 +3,9 @@
 // Structure (one persistent CTA per SM, 384 threads = 3 warpgroups):
 //   warpgroup 0  producer: one thread walks the CTA's tiles and, per BK slice, waits for a free ring stage, arms its
 //                "full" mbarrier with the byte count and issues TMA loads of the A and B slices into it.
-//   warpgroups 1-2 consumers: each owns 64 rows of the BM=128 x BN tile; per stage it waits on "full", issues
-//                BK/16 wgmma.m64nBNk16 from shared memory, waits for them, and each warp arrives on "empty".
+//   warpgroups 1-2 consumers: each owns 64 rows of the BM=128 x BN tile; per stage it waits on "full" and issues
+//                BK/16 wgmma.m64nBNk16 from shared memory as one group, keeping the previous stage's group in
+//                flight meanwhile; once that one has completed, each warp arrives on its stage's "empty".
 //                After the last K slice it adds the bias (and, when accumulating, the old C) and stores its 64 x BN
 //                fp32 accumulators as C's dtype.
 // setmaxnreg moves registers from the producer (40) to the consumers (232), which hold BN/2 accumulators each.
@@ -99,7 +100,11 @@ __device__ __forceinline__ uint64_t mn_major_desc(uint32_t tile, int kstep) {
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+// Waits until at most `Pending` committed wgmma groups of this warpgroup are still running.
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(Pending) : "memory");
+}
 
 // Keeps the compiler from moving accumulator reads or writes across the asynchronous wgmma boundary.
 template <int N>
@@ -267,6 +272,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     int mb, nb, split, kt_begin, kt_end;
     schedule.at(t, mb, nb, split, kt_begin, kt_end);
     OutT* c_split = c + split * split_stride;
+    // One K slice's wgmmas stay in flight while the next slice's are issued (the tensor cores never drain between
+    // slices); a stage is released once the wgmmas that read it have completed, i.e. one slice later.
+    int reading = -1;  // the stage the in-flight wgmmas read
     for (int kt = kt_begin; kt < kt_end; ++kt) {
       mbar_wait(&full[stage], phase);
       const uint32_t a_tile = smem_u32(smem + stage * Cfg::kStageBytes);
@@ -282,15 +290,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         wgmma_tile<T, BN, AKMajor ? 0 : 1, BKMajor ? 0 : 1>(acc, da, db, (kt > kt_begin || ks > 0) ? 1 : 0);
       }
       wgmma_commit();
-      wgmma_wait_all();
+      wgmma_wait<1>();  // the previous slice's group has completed
       fence_registers(acc);
-      // Each warp releases the stage once its own wait has returned, so no warp can still be reading it.
-      if (lane == 0) mbar_arrive(&empty[stage]);
+      // Each warp releases a stage once its own wait has returned, so no warp can still be reading it.
+      if (reading >= 0 && lane == 0) mbar_arrive(&empty[reading]);
+      reading = stage;
       if (++stage == Cfg::kStages) {
         stage = 0;
         phase ^= 1;
       }
     }
+    wgmma_wait<0>();
+    fence_registers(acc);
+    if (reading >= 0 && lane == 0) mbar_arrive(&empty[reading]);
     // Accumulator layout of wgmma m64nN: register 4j+2h+e holds row 16*warp + lane/4 + 8h, column 8j + 2*(lane%4) + e.
     const int row0 = mb * kBM + consumer * 64 + warp * 16 + lane / 4;
     const int col0 = nb * BN + 2 * (lane % 4);
