@@ -98,6 +98,10 @@ TORCH_LIBRARY(fastops, m) {
   m.def("matmul(Tensor a, Tensor b) -> Tensor");
   // torch.nn.functional.linear: x (..., in) . weight (out, in)^T + bias (out), bias fused into the GEMM epilogue.
   m.def("linear(Tensor x, Tensor weight, Tensor? bias=None) -> Tensor");
+  // act(linear(x, weight, bias)) for act in relu, gelu, gelu_tanh, silu, and (when store_pre) the product before the
+  // bias, which the backward (bias_act_backward) reads; else `pre` is empty. On Hopper one GEMM applies the
+  // activation in its epilogue; elsewhere the GEMM is followed by one fused bias + activation pass.
+  m.def("linear_act(Tensor x, Tensor weight, Tensor? bias, str act, bool store_pre) -> (Tensor out, Tensor pre)");
   // Linear's bias gradient: grad_output (..., out) summed over every dim but the last (one column reduction).
   m.def("bias_grad(Tensor grad_output) -> Tensor");
   // out += a @ b in place: 2-D a (m, k), b (k, n), row-major out (m, n), one dtype, fp32 accumulation, one rounding.

@@ -276,19 +276,19 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, activation
     """``input @ weight.T + bias`` with :func:`torch.nn.functional.linear`'s contract; the bias add is fused into the
     GEMM and the weight is read transposed in place.
 
-    ``activation`` (one of ``relu``, ``gelu``, ``gelu_tanh``, ``silu``) applies that activation to the result:
-    the GEMM's output then goes through one fused bias + activation pass (:func:`bias_act`), which keeps the
-    pre-activation for the backward and returns grad_bias from the same read of the gradient."""
+    ``activation`` (one of ``relu``, ``gelu``, ``gelu_tanh``, ``silu``) applies that activation to the result
+    (``fastops::linear_act``): on Hopper inside the GEMM's epilogue, elsewhere through one fused bias + activation
+    pass. When a gradient is needed the product before the bias is kept for the backward, which computes the
+    activation's gradient and grad_bias in one pass over the gradient."""
     if activation is None:
         return _ops.linear(input, weight, bias)
     if activation not in LINEAR_ACTIVATIONS:
         raise ValueError(f"fastops.linear: activation must be one of {', '.join(LINEAR_ACTIVATIONS)} or None, "
                          f"got {activation!r}")
-    pre = _ops.linear(input, weight, None)
-    if bias is None:
-        bias = pre.new_zeros(pre.shape[-1:])
-    # Under autocast the GEMM runs in 16 bits while the bias parameter stays float32: the fused pass takes one dtype.
-    return _ops.bias_act(pre, bias.to(pre.dtype), activation)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, weight, bias))
+    out, _ = _ops.linear_act(input, weight, bias, activation, needs_grad)
+    return out
 
 
 # ---- fused linear + cross entropy ----

@@ -5,8 +5,8 @@ fastops operator to standard ONNX ops, so the exported graph runs in any ONNX ru
     torch.onnx.export(model, args, dynamo=True, custom_translation_table=fastops.onnx.translation_table())
 
 Requires ``onnxscript`` (which torch's exporter itself needs). Opset 18 primitives only, so any runtime of the last
-years runs the result. Covered: the activations, bias_act, the gated units, matmul and linear (the forward ops a
-model's inference graph contains).
+years runs the result. Covered: the activations, bias_act, the gated units, matmul, linear and linear_act (the
+forward ops a model's inference graph contains).
 """
 
 from __future__ import annotations
@@ -71,6 +71,11 @@ def translation_table() -> dict:
         y = op.MatMul(x, op.Transpose(weight, perm=[1, 0]))
         return y if bias is None else op.Add(y, bias)
 
+    def linear_act(x, weight, bias, act: str, store_pre: bool):
+        # (out, pre): an inference graph never reads pre; it is the product before the bias either way.
+        y = linear(x, weight)
+        return activations[act](y if bias is None else op.Add(y, bias)), y
+
     fastops = torch.ops.fastops
     return {
         fastops.relu.default: relu,
@@ -86,6 +91,7 @@ def translation_table() -> dict:
         fastops.geglu.packed: geglu_packed,
         fastops.matmul.default: matmul,
         fastops.linear.default: linear,
+        fastops.linear_act.default: linear_act,
     }
 
 

@@ -126,7 +126,7 @@ def test_onnx_export_runs_in_onnxruntime():
     model = nn.Sequential(
         fnn.Linear(16, 32), fnn.ReLU(), fnn.Linear(32, 32), fnn.GELU(), fnn.Linear(32, 32), fnn.GELU("tanh"),
         fnn.SiLU(), fnn.LeakyReLU(0.1), fnn.Linear(32, 64, bias=False), fnn.SwiGLU(), fnn.Linear(32, 64),
-        fnn.GeGLU(), fnn.Sigmoid(), fnn.Tanh(), fnn.Linear(32, 10),
+        fnn.GeGLU(), fnn.Sigmoid(), fnn.Tanh(), fnn.LinearAct(32, 32, activation="gelu"), fnn.Linear(32, 10),
     ).eval()
     x = torch.randn(6, 16)
     with tempfile.TemporaryDirectory() as tmp:

@@ -536,7 +536,8 @@ def test_cuda_matmul_accumulate_every_tensor_core_path(dtype, m, n, k, layout_a,
     assert_accurate(_accumulated(out, a, b), out.clone().addmm_(a, b), ref)
 
 
-# linear(..., activation=) and LinearAct: the GEMM then one fused bias + activation pass.
+# linear(..., activation=) and LinearAct (fastops::linear_act): the activation in the Hopper GEMM's epilogue, or the
+# GEMM then one fused bias + activation pass.
 TORCH_ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,
@@ -584,6 +585,40 @@ def test_linear_act_module_loads_nn_linear_weights_and_compiles():
     with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 GEMM output, float32 bias parameter
         assert module(x).dtype == torch.bfloat16
     assert "activation='gelu_tanh'" in repr(module)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear_act_op_stores_the_product_before_the_bias(device):
+    x, w, b = (make_tensor(s, torch.float32, device) for s in ((6, 9), (5, 9), (5,)))
+    for bias in (b, None):
+        out, pre = ops.linear_act(x, w, bias, "silu", True)
+        torch.testing.assert_close(pre, ops.linear(x, w, None), rtol=0, atol=0)
+        torch.testing.assert_close(out, ops.bias_act(pre, b if bias is not None else torch.zeros_like(b), "silu"))
+        out_only, nothing = ops.linear_act(x, w, bias, "silu", False)
+        assert nothing.numel() == 0
+        torch.testing.assert_close(out_only, out, rtol=0, atol=0)
+        for store_pre in (True, False):  # store_pre=False is the inference form: no gradient through it
+            args = tuple(t if t is None else t.clone().requires_grad_(store_pre) for t in (x, w, bias))
+            check_opcheck(ops.linear_act, Sample((*args, "silu", store_pre), {}, f"store_pre={store_pre}"))
+    with pytest.raises(RuntimeError, match=r"fastops\.linear_act: act must be"):
+        ops.linear_act(x, w, b, "tanh", False)
+    out, _ = ops.linear_act(x.requires_grad_(), w, b, "gelu", False)
+    with pytest.raises(RuntimeError, match="store_pre=True"):
+        out.sum().backward()
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("activation", TORCH_ACTIVATIONS)
+@pytest.mark.parametrize("m,n,k", HOPPER_SHAPES)
+def test_cuda_linear_activation_epilogue(m, n, k, activation):
+    # On sm_90a these shapes run the activation inside the Hopper GEMM's epilogue (direct and split-K); elsewhere
+    # the composed path. Forward and every gradient under the accuracy rule.
+    fast, native = _linear_act_fns(activation)
+    args = (make_tensor((m, k), torch.bfloat16, "cuda", low=-1, high=1, requires_grad=True),
+            make_tensor((n, k), torch.bfloat16, "cuda", low=-1, high=1, requires_grad=True),
+            make_tensor((n,), torch.bfloat16, "cuda", requires_grad=True))
+    check_against_torch(fast, native, Sample(args, {}, f"{m}x{n}x{k}-{activation}"), grad=True)
 
 
 def test_linear_activation_rejects_unknown_names():

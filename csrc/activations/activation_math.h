@@ -91,6 +91,21 @@ FASTOPS_HD T forward(T x, T param) {
   }
 }
 
+// act(x) for an activation chosen at run time (a GEMM epilogue that serves several): one warp-uniform branch.
+template <typename T>
+FASTOPS_HD T forward_dynamic(Activation a, T x, T param) {
+  switch (a) {
+    case Activation::ReLU: return forward<Activation::ReLU>(x, param);
+    case Activation::GELU: return forward<Activation::GELU>(x, param);
+    case Activation::GELUTanh: return forward<Activation::GELUTanh>(x, param);
+    case Activation::SiLU: return forward<Activation::SiLU>(x, param);
+    case Activation::LeakyReLU: return forward<Activation::LeakyReLU>(x, param);
+    case Activation::Sigmoid: return forward<Activation::Sigmoid>(x, param);
+    case Activation::Tanh: return forward<Activation::Tanh>(x, param);
+  }
+  return x;
+}
+
 // grad * act'(x), from the forward's input x.
 template <Activation A, typename T>
 FASTOPS_HD T backward_from_input(T grad, T x, T param) {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "activations/activation_math.h"
 #include "common/dtype.h"
 
 namespace fastops {
@@ -36,6 +37,12 @@ struct GemmArgs {
   // into one buffer (a weight gradient accumulated chunk by chunk) without a second buffer of C's size.
   bool accumulate = false;
   bool allow_tf32 = false;       // float32 only: tensor cores may round the inputs to TF32 (CUDA)
+  // Fused activation epilogue, for kernels that take it (gemm_cuda_fuses_activation): C = act(op(A).op(B) + bias),
+  // and `pre` (when non-null; ldc and batch_stride_c as C) receives op(A).op(B) before the bias, rounded to C's
+  // dtype: what bias_act_backward reads, so Linear + activation needs no second pass over its output.
+  bool fuse_act = false;
+  Activation act = Activation::ReLU;
+  void* pre = nullptr;
 };
 
 }  // namespace fastops

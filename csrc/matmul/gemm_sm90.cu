@@ -166,18 +166,10 @@ __device__ __forceinline__ float2 load_pair(const OutT* p) {
   }
 }
 
-// C[row, col] = v0 and C[row, col + 1] = v1 (plus the old values when accumulating), rounded once, within bounds.
+// p[0] = v0 and p[1] = v1 (the second only when `both`), one store when `aligned`.
 template <typename OutT>
-__device__ __forceinline__ void store_pair(OutT* c, int64_t ldc, int row, int col, int m, int n, float v0, float v1,
-                                           bool pair_aligned, bool accumulate) {
-  if (row >= m) return;
-  OutT* p = c + static_cast<int64_t>(row) * ldc + col;
-  if (col + 1 < n && pair_aligned) {
-    if (accumulate) {
-      const float2 old = load_pair(p);
-      v0 += old.x;
-      v1 += old.y;
-    }
+__device__ __forceinline__ void write_pair(OutT* p, float v0, float v1, bool both, bool aligned) {
+  if (both && aligned) {
     if constexpr (std::is_same_v<OutT, float>) {
       *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
     } else if constexpr (std::is_same_v<OutT, __nv_bfloat16>) {
@@ -187,19 +179,57 @@ __device__ __forceinline__ void store_pair(OutT* c, int64_t ldc, int row, int co
     }
     return;
   }
-  if (accumulate) {
-    if (col < n) v0 += cuda::to_opmath(p[0]);
-    if (col + 1 < n) v1 += cuda::to_opmath(p[1]);
+  p[0] = cuda::from_opmath<OutT>(v0);
+  if (both) p[1] = cuda::from_opmath<OutT>(v1);
+}
+
+// What happens to a product on its way out: + bias, the optional pre-activation copy, + old C, the activation.
+template <typename OutT>
+struct Epilogue {
+  const OutT* bias;  // [n] or null
+  bool accumulate;
+  bool fuse_act;
+  Activation act;
+  OutT* pre;  // the product before the bias (fuse_act only), or null
+
+  __device__ __forceinline__ float finish(float v, float old) const {
+    v += old;
+    return fuse_act ? act::forward_dynamic(act, v, 0.f) : v;
   }
-  if (col < n) p[0] = cuda::from_opmath<OutT>(v0);
-  if (col + 1 < n) p[1] = cuda::from_opmath<OutT>(v1);
+};
+
+// The products v0, v1 of C[row, col] and C[row, col + 1] through the epilogue, rounded once, within bounds.
+template <typename OutT>
+__device__ __forceinline__ void store_pair(OutT* c, int64_t ldc, int row, int col, int m, int n, float v0, float v1,
+                                           bool pair_aligned, const Epilogue<OutT>& ep) {
+  if (row >= m || col >= n) return;
+  const bool both = col + 1 < n;
+  const int64_t offset = static_cast<int64_t>(row) * ldc + col;
+  if (ep.pre != nullptr) write_pair(ep.pre + offset, v0, v1, both, pair_aligned);
+  if (ep.bias != nullptr) {
+    v0 += cuda::to_opmath(ep.bias[col]);
+    if (both) v1 += cuda::to_opmath(ep.bias[col + 1]);
+  }
+  OutT* p = c + offset;
+  float old0 = 0.f, old1 = 0.f;
+  if (ep.accumulate) {
+    if (both && pair_aligned) {
+      const float2 old = load_pair(p);
+      old0 = old.x;
+      old1 = old.y;
+    } else {
+      old0 = cuda::to_opmath(p[0]);
+      if (both) old1 = cuda::to_opmath(p[1]);
+    }
+  }
+  write_pair(p, ep.finish(v0, old0), ep.finish(v1, old1), both, pair_aligned);
 }
 
 template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b, OutT* c,
-                int64_t ldc, int m, int n, int k, const OutT* bias, bool accumulate, int splits,
-                int k_tiles_per_split, int64_t split_stride) {
+                int64_t ldc, int m, int n, int k, const Epilogue<OutT> ep, int splits, int k_tiles_per_split,
+                int64_t split_stride) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
   // Built into the sm_80 image too (one .cu for all targets), but only ever launched on sm_90a devices.
   __trap();
@@ -308,16 +338,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int col0 = nb * BN + 2 * (lane % 4);
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j) {
-      const int col = col0 + 8 * j;
-      float b0 = 0.f, b1 = 0.f;
-      if (bias != nullptr) {
-        if (col < n) b0 = cuda::to_opmath(bias[col]);
-        if (col + 1 < n) b1 = cuda::to_opmath(bias[col + 1]);
-      }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        store_pair(c_split, ldc, row0 + 8 * h, col, m, n, acc[4 * j + 2 * h] + b0, acc[4 * j + 2 * h + 1] + b1,
-                   pair_aligned, accumulate);
+        store_pair(c_split, ldc, row0 + 8 * h, col0 + 8 * j, m, n, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1],
+                   pair_aligned, ep);
       }
     }
   }
@@ -355,20 +379,25 @@ bool encode_operand(CUtensorMap* map, CUtensorMapDataType type, const void* base
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Where the kernel writes: C itself, or with split-K the fp32 workspace slices (which the reduce kernel adds to the
-// old C, so that C is added once rather than once per split).
+// Where the kernel writes: C itself through the problem's epilogue, or with split-K the fp32 workspace slices, raw
+// (the reduce kernel then runs the epilogue once, so that bias and old C are added once rather than once per split).
+template <typename OutT>
 struct Target {
-  void* c;
+  OutT* c;
   int64_t ldc;
-  const void* bias;
-  bool accumulate;
+  Epilogue<OutT> ep;
   int splits;
   int k_tiles_per_split;
   int64_t split_stride;
 };
 
+template <typename OutT>
+Epilogue<OutT> problem_epilogue(const GemmSm90Problem& p) {
+  return {static_cast<const OutT*>(p.bias), p.accumulate, p.fuse_act, p.act, static_cast<OutT*>(p.pre)};
+}
+
 template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
-cudaError_t launch(const GemmSm90Problem& p, const Target& target, int num_sms, cudaStream_t stream) {
+cudaError_t launch(const GemmSm90Problem& p, const Target<OutT>& target, int num_sms, cudaStream_t stream) {
   const CUtensorMapDataType type =
       std::is_same_v<T, __nv_bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   CUtensorMap map_a, map_b;
@@ -383,14 +412,13 @@ cudaError_t launch(const GemmSm90Problem& p, const Target& target, int num_sms, 
   const int64_t work = cuda::ceil_div(p.m, kBM) * cuda::ceil_div(p.n, BN) * target.splits;
   const int grid = static_cast<int>(std::min<int64_t>(work, num_sms));
   kernel<<<grid, kThreads, Config<BN>::kSmemBytes, stream>>>(
-      map_a, map_b, static_cast<OutT*>(target.c), target.ldc, static_cast<int>(p.m), static_cast<int>(p.n),
-      static_cast<int>(p.k), static_cast<const OutT*>(target.bias), target.accumulate, target.splits,
-      target.k_tiles_per_split, target.split_stride);
+      map_a, map_b, target.c, target.ldc, static_cast<int>(p.m), static_cast<int>(p.n), static_cast<int>(p.k),
+      target.ep, target.splits, target.k_tiles_per_split, target.split_stride);
   return cudaGetLastError();
 }
 
 template <typename T, typename OutT, int BN>
-cudaError_t launch_layout(const GemmSm90Problem& p, const Target& target, int num_sms, cudaStream_t stream) {
+cudaError_t launch_layout(const GemmSm90Problem& p, const Target<OutT>& target, int num_sms, cudaStream_t stream) {
   if (p.a_k_major && p.b_k_major) return launch<T, OutT, BN, true, true>(p, target, num_sms, stream);
   if (p.a_k_major) return launch<T, OutT, BN, true, false>(p, target, num_sms, stream);
   if (p.b_k_major) return launch<T, OutT, BN, false, true>(p, target, num_sms, stream);
@@ -417,26 +445,27 @@ int plan_splits(const GemmSm90Problem& p, int num_sms, int& k_tiles_per_split) {
 
 template <typename T, typename OutT>
 cudaError_t launch_direct(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
-  const Target target{p.c, p.ldc, p.bias, p.accumulate, 1, static_cast<int>(cuda::ceil_div(p.k, kBK)), 0};
+  const Target<OutT> target{static_cast<OutT*>(p.c), p.ldc, problem_epilogue<OutT>(p), 1,
+                            static_cast<int>(cuda::ceil_div(p.k, kBK)), 0};
   if (tile_n(p, num_sms) == 256) return launch_layout<T, OutT, 256>(p, target, num_sms, stream);
   return launch_layout<T, OutT, 128>(p, target, num_sms, stream);
 }
 
-// out[i, j] = sum over splits of workspace[s, i, j] + bias[j] (+ the old out[i, j] when accumulating), rounded once
-// to the output dtype.
+// out[i, j] = the epilogue of (sum over splits of workspace[s, i, j]): + bias[j], + the old out[i, j] when
+// accumulating, the activation when fused (and its pre-activation copy), rounded once to the output dtype.
 template <typename OutT>
 __global__ void reduce_splits_kernel(const float* __restrict__ workspace, int splits, int64_t m, int64_t n,
-                                     OutT* __restrict__ out, int64_t ldc, const OutT* __restrict__ bias,
-                                     bool accumulate) {
+                                     OutT* __restrict__ out, int64_t ldc, const Epilogue<OutT> ep) {
   const int64_t total = m * n;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = i / n, col = i % n;
-    OutT* dst = out + row * ldc + col;
-    float sum = bias != nullptr ? cuda::to_opmath(bias[col]) : 0.f;
-    if (accumulate) sum += cuda::to_opmath(*dst);
+    const int64_t offset = row * ldc + col;
+    float sum = 0.f;
     for (int s = 0; s < splits; ++s) sum += workspace[s * total + i];
-    *dst = cuda::from_opmath<OutT>(sum);
+    if (ep.pre != nullptr) ep.pre[offset] = cuda::from_opmath<OutT>(sum);
+    if (ep.bias != nullptr) sum += cuda::to_opmath(ep.bias[col]);
+    out[offset] = cuda::from_opmath<OutT>(ep.finish(sum, ep.accumulate ? cuda::to_opmath(out[offset]) : 0.f));
   }
 }
 
@@ -446,13 +475,14 @@ cudaError_t launch_out(const GemmSm90Problem& p, int num_sms, cudaStream_t strea
   const int splits = plan_splits(p, num_sms, k_tiles_per_split);
   if (splits == 1) return launch_direct<T, OutT>(p, num_sms, stream);
   if (p.workspace == nullptr) return cudaErrorInvalidValue;
-  const Target target{p.workspace, p.n, nullptr, false, splits, k_tiles_per_split, p.m * p.n};
+  const Target<float> target{static_cast<float*>(p.workspace), p.n, Epilogue<float>{}, splits, k_tiles_per_split,
+                             p.m * p.n};
   cudaError_t err = launch_layout<T, float, 128>(p, target, num_sms, stream);
   if (err != cudaSuccess) return err;
   const int64_t blocks = std::min<int64_t>(cuda::ceil_div(p.m * p.n, 256), 4 * num_sms);
   reduce_splits_kernel<OutT><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
       static_cast<const float*>(p.workspace), splits, p.m, p.n, static_cast<OutT*>(p.c), p.ldc,
-      static_cast<const OutT*>(p.bias), p.accumulate);
+      problem_epilogue<OutT>(p));
   return cudaGetLastError();
 }
 

@@ -1,7 +1,7 @@
 // Torch-free entry point of the Hopper (sm_90a) GEMM: TMA loads into a shared-memory ring on mbarriers, a producer
 // warpgroup and two consumer warpgroups issuing wgmma, setmaxnreg rebalancing, a persistent grid walking a swizzled
 // tile order, split-K for small outputs, and a bias epilogue. Computes, for 16-bit A and B with fp32 accumulation,
-//     C[m, n] = sum_k A[m, k] * B[n, k]  (+ bias[n])  (+ C[m, n] when accumulating)
+//     C[m, n] = act( sum_k A[m, k] * B[n, k]  (+ bias[n]) )  (+ C[m, n] when accumulating; act optional)
 // where each operand is stored either "K-major" (the K index contiguous: A as [M, K], B as [N, K] row-major) or
 // "MN-major" (A as [K, M], B as [K, N] row-major). Every transpose of a Linear's forward and backward is one of
 // these four, so no operand is ever copied: forward y = x W^T is A K-major, B K-major; dX = dY W has B MN-major;
@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "activations/activation_math.h"
 #include "common/dtype.h"
 
 namespace fastops {
@@ -30,6 +31,10 @@ struct GemmSm90Problem {
   int64_t ldc;
   const void* bias;  // [n] in out_dtype, or nullptr
   bool accumulate = false;  // C += the product: the epilogue adds the old C in fp32 before its one rounding
+  // C = act(product + bias), and `pre` (if non-null, row stride ldc) = the product before the bias.
+  bool fuse_act = false;
+  Activation act = Activation::ReLU;
+  void* pre = nullptr;
   // fp32 scratch of gemm_sm90_workspace_elems() elements when that is non-zero (split-K partial sums), else unused.
   void* workspace = nullptr;
 };

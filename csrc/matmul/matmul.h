@@ -4,10 +4,13 @@
 //   Backend::gemm(GemmArgs)                              C = op(A) . op(B) (+ bias) (+ C), every size > 0; the backend
 //                                                        sets allow_tf32 (CUDA: torch's float32 matmul precision)
 //   Backend::column_sum(const Tensor& g, Tensor& out)    out[j] = sum_i g[i, j], g 2-D contiguous with rows > 0
+//   Backend::fuses_activation(const GemmArgs&)           whether gemm() honours args.fuse_act for these args
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/SmallVector.h>
 
 #include <optional>
@@ -115,34 +118,93 @@ at::Tensor matmul_forward(const at::Tensor& a, const at::Tensor& b) {
   return out;
 }
 
-// torch.nn.functional.linear: x (..., in) . weight(out, in)^T + bias(out). The weight is read transposed in place.
-template <typename Backend>
-at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+// Checks linear's operands (x (..., in), weight (out, in), bias (out) or none) and returns the output's shape.
+inline Shape check_linear(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias) {
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias) {
-    check_float_operands("linear", {{x, "x"}, {weight, "weight"}, {*bias, "bias"}});
+    check_float_operands(op, {{x, "x"}, {weight, "weight"}, {*bias, "bias"}});
   } else {
-    check_float_operands("linear", {{x, "x"}, {weight, "weight"}});
+    check_float_operands(op, {{x, "x"}, {weight, "weight"}});
   }
-  TORCH_CHECK(x.dim() >= 1, "fastops.linear: x must have at least 1 dim, got a scalar");
-  TORCH_CHECK(weight.dim() == 2, "fastops.linear: weight must be 2-D (out_features, in_features), got ",
+  TORCH_CHECK(x.dim() >= 1, "fastops.", op, ": x must have at least 1 dim, got a scalar");
+  TORCH_CHECK(weight.dim() == 2, "fastops.", op, ": weight must be 2-D (out_features, in_features), got ",
               weight.sizes());
-  TORCH_CHECK(x.size(-1) == weight.size(1), "fastops.linear: x's last dim (", x.size(-1),
+  TORCH_CHECK(x.size(-1) == weight.size(1), "fastops.", op, ": x's last dim (", x.size(-1),
               ") must equal weight's in_features (", weight.size(1), ")");
-  const int64_t n = weight.size(0), k = weight.size(1);
-  TORCH_CHECK(!has_bias || (bias->dim() == 1 && bias->size(0) == n), "fastops.linear: bias must have shape [", n,
+  const int64_t n = weight.size(0);
+  TORCH_CHECK(!has_bias || (bias->dim() == 1 && bias->size(0) == n), "fastops.", op, ": bias must have shape [", n,
               "], got ", has_bias ? bias->sizes() : at::IntArrayRef{});
   Shape shape(x.sizes().begin(), x.sizes().end() - 1);
   shape.push_back(n);
+  return shape;
+}
+
+// The GEMM of linear into `out` (x's leading dims flattened into rows); the weight is read transposed in place.
+inline GemmArgs linear_gemm_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias,
+                                 at::Tensor& out, Operand& x_operand, Operand& w_operand) {
+  const int64_t n = weight.size(0), k = weight.size(1);
+  x_operand = matrix_operand(x.dim() == 2 ? x : x.reshape({-1, k}));
+  w_operand = matrix_operand(weight.t());
+  at::Tensor out2 = out.view({-1, n});
+  return gemm_args(x_operand, w_operand, out2, 1, out2.size(0), n, k, bias);
+}
+
+// torch.nn.functional.linear: x (..., in) . weight(out, in)^T + bias(out).
+template <typename Backend>
+at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  const Shape shape = check_linear("linear", x, weight, bias);
+  const bool has_bias = bias.has_value() && bias->defined();
   at::Tensor out = at::empty(shape, x.options());
   if (out.numel() == 0) return out;
-  if (k == 0) return has_bias ? out.copy_(*bias) : out.zero_();
-  const at::Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, k});
+  if (weight.size(1) == 0) return has_bias ? out.copy_(*bias) : out.zero_();
   const at::Tensor bias_dense = has_bias ? bias->contiguous() : at::Tensor();
-  const Operand xo = matrix_operand(x2), wo = matrix_operand(weight.t());
-  at::Tensor out2 = out.view({-1, n});
-  Backend::gemm(gemm_args(xo, wo, out2, 1, x2.size(0), n, k, has_bias ? &bias_dense : nullptr));
+  Operand xo, wo;
+  Backend::gemm(linear_gemm_args(x, weight, has_bias ? &bias_dense : nullptr, out, xo, wo));
   return out;
+}
+
+// The activations linear_act fuses, by the names torch-side callers use.
+inline Activation linear_activation(c10::string_view name) {
+  if (name == "relu") return Activation::ReLU;
+  if (name == "gelu") return Activation::GELU;
+  if (name == "gelu_tanh") return Activation::GELUTanh;
+  TORCH_CHECK(name == "silu", "fastops.linear_act: act must be 'relu', 'gelu', 'gelu_tanh' or 'silu', got '", name,
+              "'");
+  return Activation::SiLU;
+}
+
+// act(x . weight^T + bias) and, when store_pre, the product before the bias (what bias_act_backward reads; else an
+// empty tensor). Where the backend's GEMM has the activation epilogue (Backend::fuses_activation: the Hopper
+// kernel) that is one GEMM writing out (and pre); elsewhere the GEMM writes pre and one fastops::bias_act pass
+// reads it back, as torch's linear-then-activation would.
+template <typename Backend>
+std::tuple<at::Tensor, at::Tensor> linear_act_forward(const at::Tensor& x, const at::Tensor& weight,
+                                                      const std::optional<at::Tensor>& bias, c10::string_view act,
+                                                      bool store_pre) {
+  const Activation activation = linear_activation(act);
+  const Shape shape = check_linear("linear_act", x, weight, bias);
+  const bool has_bias = bias.has_value() && bias->defined();
+  at::Tensor out = at::empty(shape, x.options());
+  if (out.numel() > 0 && weight.size(1) > 0) {
+    at::Tensor pre = store_pre ? at::empty(shape, x.options()) : at::Tensor();
+    const at::Tensor bias_dense = has_bias ? bias->contiguous() : at::Tensor();
+    Operand xo, wo;
+    GemmArgs args = linear_gemm_args(x, weight, has_bias ? &bias_dense : nullptr, out, xo, wo);
+    args.fuse_act = true;
+    args.act = activation;
+    args.pre = store_pre ? pre.data_ptr() : nullptr;
+    if (Backend::fuses_activation(args)) {
+      Backend::gemm(args);
+      return {out, store_pre ? pre : at::empty({0}, x.options())};
+    }
+  }
+  const at::Tensor pre = linear_forward<Backend>(x, weight, std::nullopt);
+  static const auto bias_act = c10::Dispatcher::singleton()
+                                   .findSchemaOrThrow("fastops::bias_act", "")
+                                   .typed<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view)>();
+  out = bias_act.call(pre, has_bias ? *bias : at::zeros({weight.size(0)}, x.options()), act);
+  return {out, store_pre ? pre : at::empty({0}, x.options())};
 }
 
 // Whether x and y lie in one storage with intersecting spans (first to last element). Conservative: interleaved views

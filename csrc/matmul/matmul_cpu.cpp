@@ -322,6 +322,9 @@ struct CpuBackend {
                                     [&] { CpuGemm<scalar_t>::run_batched(args); });
   }
 
+  // The CPU GEMM has no activation epilogue: linear_act runs the GEMM, then the bias + activation pass.
+  static bool fuses_activation(const GemmArgs&) { return false; }
+
   static void column_sum(const at::Tensor& g, at::Tensor& out) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "fastops_column_sum_cpu", [&] {
       column_sum_cpu(g.const_data_ptr<scalar_t>(), g.size(0), g.size(1), out.data_ptr<scalar_t>());
@@ -345,6 +348,12 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& weight, const std::
   return linear_forward<CpuBackend>(x, weight, bias);
 }
 
+std::tuple<at::Tensor, at::Tensor> linear_act_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                                  const std::optional<at::Tensor>& bias, c10::string_view act,
+                                                  bool store_pre) {
+  return linear_act_forward<CpuBackend>(x, weight, bias, act, store_pre);
+}
+
 at::Tensor bias_grad_cpu(const at::Tensor& grad_output) { return bias_grad_forward<CpuBackend>(grad_output); }
 
 void matmul_accumulate_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
@@ -356,6 +365,7 @@ void matmul_accumulate_cpu(at::Tensor& out, const at::Tensor& a, const at::Tenso
 TORCH_LIBRARY_IMPL(fastops, CPU, m) {
   m.impl("matmul", &matmul_cpu);
   m.impl("linear", &linear_cpu);
+  m.impl("linear_act", &linear_act_cpu);
   m.impl("bias_grad", &bias_grad_cpu);
   m.impl("matmul_accumulate_", &matmul_accumulate_cpu);
 }

@@ -28,6 +28,8 @@ struct CudaBackend {
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
+  static bool fuses_activation(const GemmArgs& args) { return gemm_cuda_fuses_activation(args); }
+
   static void column_sum(const at::Tensor& g, at::Tensor& out) {
     const int64_t rows = g.size(0), cols = g.size(1);
     at::Tensor workspace = at::empty({column_sum_bands(rows), cols}, g.options().dtype(at::kDouble));
@@ -55,6 +57,14 @@ at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& weight, const std:
   return linear_forward<CudaBackend>(x, weight, bias);
 }
 
+std::tuple<at::Tensor, at::Tensor> linear_act_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                                   const std::optional<at::Tensor>& bias, c10::string_view act,
+                                                   bool store_pre) {
+  c10::cuda::OptionalCUDAGuard guard;
+  set_device_of(guard, x);
+  return linear_act_forward<CudaBackend>(x, weight, bias, act, store_pre);
+}
+
 at::Tensor bias_grad_cuda(const at::Tensor& grad_output) {
   c10::cuda::OptionalCUDAGuard guard;
   set_device_of(guard, grad_output);
@@ -72,6 +82,7 @@ void matmul_accumulate_cuda(at::Tensor& out, const at::Tensor& a, const at::Tens
 TORCH_LIBRARY_IMPL(fastops, CUDA, m) {
   m.impl("matmul", &matmul_cuda);
   m.impl("linear", &linear_cuda);
+  m.impl("linear_act", &linear_act_cuda);
   m.impl("bias_grad", &bias_grad_cuda);
   m.impl("matmul_accumulate_", &matmul_accumulate_cuda);
 }

@@ -717,6 +717,9 @@ GemmSm90Problem sm90_problem(const GemmArgs& args) {
   p.ldc = args.ldc;
   p.bias = args.bias;
   p.accumulate = args.accumulate;
+  p.fuse_act = args.fuse_act;
+  p.act = args.act;
+  p.pre = args.pre;
   return p;
 }
 
@@ -767,9 +770,15 @@ int64_t gemm_cuda_workspace_elems(const GemmArgs& args) {
   return gemm_sm90_workspace_elems(sm90_problem(args), device.num_sms);
 }
 
+bool gemm_cuda_fuses_activation(const GemmArgs& args) {
+  return select_gemm_kernel(args, current_device_info()) == GemmKernel::Wgmma;
+}
+
 cudaError_t gemm_cuda(const GemmArgs& args, float* workspace, cudaStream_t stream) {
   const DeviceInfo device = current_device_info();
-  switch (select_gemm_kernel(args, device)) {
+  const GemmKernel kernel = select_gemm_kernel(args, device);
+  if (args.fuse_act && kernel != GemmKernel::Wgmma) return cudaErrorInvalidValue;  // see gemm_cuda_fuses_activation
+  switch (kernel) {
     case GemmKernel::Simt:
       cuda::dispatch_dtype(args.dtype, [&](auto* tag) {
         using T = std::remove_pointer_t<decltype(tag)>;

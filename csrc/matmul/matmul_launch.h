@@ -21,6 +21,10 @@ int64_t gemm_cuda_workspace_elems(const GemmArgs& args);
 // descriptor the driver refused); launch errors are left for the caller's launch check.
 cudaError_t gemm_cuda(const GemmArgs& args, float* workspace, cudaStream_t stream);
 
+// Whether gemm_cuda runs `args` on a kernel with the fused activation epilogue (GemmArgs::fuse_act): the Hopper
+// kernel. The others refuse fuse_act (gemm_cuda returns cudaErrorInvalidValue); the caller composes instead.
+bool gemm_cuda_fuses_activation(const GemmArgs& args);
+
 // How many row bands column_sum_cuda splits `rows` into; its workspace holds that many rows of `cols` doubles.
 int64_t column_sum_bands(int64_t rows);
 

@@ -35,7 +35,8 @@ def _matmul_case(m: int, n: int, k: int, label: str) -> Case:
 
 
 def _linear_gelu_case(tokens: int, fan_in: int, fan_out: int) -> Case:
-    """gelu(x W^T + b) in bfloat16: fastops' GEMM + fused bias/GELU pass against torch's F.linear then F.gelu."""
+    """gelu(x W^T + b) in bfloat16: fastops.linear(activation="gelu") (the GELU in the Hopper GEMM's epilogue; GEMM +
+    fused bias/GELU pass elsewhere) against torch's F.linear then F.gelu."""
 
     def make_inputs(device):
         def param(*shape):

@@ -36,6 +36,12 @@ def _linear_fake(x, weight, bias=None):
     return x.new_empty([*x.shape[:-1], weight.shape[0]])
 
 
+@torch.library.register_fake("fastops::linear_act")
+def _linear_act_fake(x, weight, bias, act, store_pre):
+    out = _linear_fake(x, weight, bias)
+    return out, (torch.empty_like(out) if store_pre else x.new_empty(0))
+
+
 @torch.library.register_fake("fastops::bias_grad")
 def _bias_grad_fake(grad_output):
     torch._check(grad_output.dim() >= 1, lambda: "fastops.bias_grad: grad_output must have at least 1 dim")
@@ -127,6 +133,33 @@ def _save_linear(ctx, inputs, output):
 torch.library.register_autograd("fastops::linear", _linear_grad, setup_context=_save_linear)
 
 
+def _save_linear_act(ctx, inputs, output):
+    x, weight, bias, ctx.act, store_pre = inputs
+    _, pre = output
+    ctx.mark_non_differentiable(pre)
+    ctx.store_pre = store_pre
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight, pre, bias)
+
+
+def _linear_act_grad(ctx, grad, _grad_pre):
+    # act'(pre + bias) and the bias gradient in one pass over grad (bias_act_backward), then linear's two GEMMs.
+    x, weight, pre, bias = ctx.saved_tensors
+    if not ctx.store_pre:
+        raise RuntimeError("fastops.linear_act: the backward needs the pre-activation: call with store_pre=True")
+    out_features, in_features = weight.shape
+    rows = _prod(x.shape[:-1])
+    grad_pre, grad_bias = fastops.bias_act_backward(grad, pre, bias if ctx.has_bias else pre.new_zeros(out_features),
+                                                    ctx.act)
+    grad_pre = grad_pre.reshape(rows, out_features)
+    grad_x = fastops.matmul(grad_pre, weight).reshape(x.shape) if ctx.needs_input_grad[0] else None
+    grad_weight = fastops.matmul(grad_pre.mT, x.reshape(rows, in_features)) if ctx.needs_input_grad[1] else None
+    return grad_x, grad_weight, grad_bias if ctx.has_bias and ctx.needs_input_grad[2] else None, None, None
+
+
+torch.library.register_autograd("fastops::linear_act", _linear_act_grad, setup_context=_save_linear_act)
+
+
 def _save_shape(ctx, inputs, output):
     ctx.shape = inputs[0].shape
 
@@ -170,7 +203,7 @@ def _register_autocast(name: str, device_type: str) -> None:
     _lib.impl(name, lambda _keyset, *args: run(*args), key_name, with_keyset=True)
 
 
-for _name in ("matmul", "linear"):
+for _name in ("matmul", "linear", "linear_act"):
     for _device in ("cpu", "cuda"):
         _register_autocast(_name, _device)
 
