@@ -1,6 +1,6 @@
 // CPU activation kernels: vectorised, multi-threaded loops (common/cpu_elementwise.h). Each activation pairs the
 // scalar math shared with CUDA (activation_math.h, used for tails) with a Vectorized body written here with torch's
-// own vector formulas; float32 exp/erf come from common/cpu_vec_math.h (inlined, no out-of-line Sleef call).
+// own vector formulas; float32 exp/erf/tanh come from common/cpu_vec_math.h (inlined, no out-of-line Sleef call).
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -33,7 +33,7 @@ V vec_forward(const V& x, const V& param) {
     return x * V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2))));
   } else if constexpr (A == Activation::GELUTanh) {
     const V x_cube = x * x * x;
-    return V(S(0.5)) * x * (one + (V(S(act::kSqrt2OverPi)) * (x + V(S(act::kGeluTanhKappa)) * x_cube)).tanh());
+    return V(S(0.5)) * x * (one + cpu::vmath::tanh(V(S(act::kSqrt2OverPi)) * (x + V(S(act::kGeluTanhKappa)) * x_cube)));
   } else if constexpr (A == Activation::SiLU) {
     return x / (one + cpu::vmath::exp(x.neg()));
   } else if constexpr (A == Activation::LeakyReLU) {
@@ -42,7 +42,7 @@ V vec_forward(const V& x, const V& param) {
     return (one + cpu::vmath::exp(x.neg())).reciprocal();
   } else {
     static_assert(A == Activation::Tanh);
-    return x.tanh();
+    return cpu::vmath::tanh(x);
   }
 }
 
@@ -61,7 +61,7 @@ V vec_backward_from_input(const V& g, const V& x, const V& param) {
     const V beta(S(act::kSqrt2OverPi));
     const V kappa(S(act::kGeluTanhKappa));
     const V x_sq = x * x;
-    const V t = (beta * (x + kappa * (x_sq * x))).tanh();
+    const V t = cpu::vmath::tanh(beta * (x + kappa * (x_sq * x)));
     const V left = V(S(0.5)) * x;
     const V right = one + t;
     const V inner_derivative = beta * (one + V(S(3)) * kappa * x_sq);
@@ -76,7 +76,7 @@ V vec_backward_from_input(const V& g, const V& x, const V& param) {
     return g * (one - s) * s;
   } else {
     static_assert(A == Activation::Tanh);
-    const V t = x.tanh();
+    const V t = cpu::vmath::tanh(x);
     return g * at::vec::fnmadd(t, t, one);
   }
 }

@@ -45,8 +45,7 @@ inline void store_opmath(T* p, const Vectorized<opmath_t<T>>& v) {
 }
 
 // Two consecutive vectors of opmath values stored as 2 * Vectorized<opmath_t<T>>::size() elements of T. For 16-bit
-// types that is one full-width Vectorized<T> store instead of two half-width masked ones: the masked stores made the
-// bfloat16 gelu forward 1.7x slower than torch's (whose kernels store whole vectors) at 2^24 elements.
+// types that is one full-width Vectorized<T> store (as torch's kernels do) instead of two half-width masked ones.
 template <typename T>
 inline void store_opmath2(T* p, const Vectorized<opmath_t<T>>& lo, const Vectorized<opmath_t<T>>& hi) {
   if constexpr (is_reduced_float<T>) {
