@@ -30,7 +30,7 @@ V vec_forward(const V& x, const V& param) {
   if constexpr (A == Activation::ReLU) {
     return at::vec::maximum(x, V(S(0)));  // propagates NaN like the scalar version
   } else if constexpr (A == Activation::GELU) {
-    return x * V(S(0.5)) * cpu::vmath::one_plus_erf(x * V(S(act::kSqrt1_2)));
+    return x * V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2))));
   } else if constexpr (A == Activation::GELUTanh) {
     const V x_cube = x * x * x;
     return V(S(0.5)) * x * (one + cpu::vmath::tanh(V(S(act::kSqrt2OverPi)) * (x + V(S(act::kGeluTanhKappa)) * x_cube)));
@@ -54,7 +54,7 @@ V vec_backward_from_input(const V& g, const V& x, const V& param) {
   if constexpr (A == Activation::ReLU) {
     return V::blendv(g, V(S(0)), x <= V(S(0)));
   } else if constexpr (A == Activation::GELU) {
-    const V cdf = V(S(0.5)) * cpu::vmath::one_plus_erf(x * V(S(act::kSqrt1_2)));
+    const V cdf = V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2))));
     const V pdf = V(S(act::kGeluPdfScale)) * cpu::vmath::exp(x * x * V(S(-0.5)));
     return g * (cdf + x * pdf);
   } else if constexpr (A == Activation::GELUTanh) {

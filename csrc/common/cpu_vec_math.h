@@ -23,10 +23,10 @@ using at::vec::Vectorized;
 // x = n*ln2 + r with |r| <= ln2/2 (Cody-Waite: n*ln2 subtracted in two FMAs so r is exact), exp(r) = 1 + r + r^2*P(r)
 // with P a degree-4 near-minimax fit of (exp(r)-1-r)/r^2 (Chebyshev-node least squares weighted for relative
 // error), and 2^n applied by vscalefps, which also produces the denormals, the zeros and the infinities.
-//
-// exp_in_range_avx512 needs x in [-104, 89] (or NaN): the clamp keeps r meaningful for huge |x|, where the answer is
-// 0 or inf anyway, and callers that know one bound skip the other.
-inline __m512 exp_in_range_avx512(__m512 x) {
+inline __m512 exp_avx512(__m512 x) {
+  // Clamping keeps r meaningful for huge |x| (the answer there is 0 or inf anyway). max/min return their second
+  // operand when either is NaN, so a NaN x passes through.
+  x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269502e+00f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(6.93147182e-01f), x);  // float(ln 2)
@@ -39,36 +39,21 @@ inline __m512 exp_in_range_avx512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-// max/min return their second operand when either is NaN, so a NaN x passes through the clamps.
-inline __m512 clamp_exp_low(__m512 x) { return _mm512_max_ps(_mm512_set1_ps(-104.0f), x); }
-
-inline __m512 exp_avx512(__m512 x) {
-  return exp_in_range_avx512(_mm512_min_ps(_mm512_set1_ps(89.0f), clamp_exp_low(x)));
-}
-
-// The Abramowitz & Stegun 7.1.26 approximation that torch's Vectorized<float>::erf and oneDNN's gelu_erf use:
-// erfc(|x|) = t*P(t)*exp(-x^2) with t = 1 / (1 + 0.3275911*|x|), at most 1.5e-7 absolute error. Only the exp
-// differs from torch's (the inline one above instead of Sleef's).
-inline __m512 erfc_abs_avx512(__m512 x) {
+// erf(x) for float32 with torch's own formula (Abramowitz & Stegun 7.1.26, as Vectorized<float>::erf and oneDNN's
+// gelu_erf use), so the error stays torch's (at most 1.5e-7 absolute): sign(x) * (1 - t*P(t)*exp(-x^2)),
+// t = 1 / (1 + 0.3275911*|x|). Only the exp differs (the inline one above instead of Sleef's).
+inline __m512 erf_avx512(__m512 x) {
   const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 ax = _mm512_andnot_ps(_mm512_set1_ps(-0.0f), x);
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  const __m512 ax = _mm512_andnot_ps(sign, x);
   const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, one));
   __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(1.061405429f), t, _mm512_set1_ps(-1.453152027f));
   poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(1.421413741f));
   poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-0.284496736f));
   poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(0.254829592f));
-  // -x^2 <= 0 needs only the lower clamp.
-  const __m512 e = exp_in_range_avx512(clamp_exp_low(_mm512_fnmadd_ps(x, x, _mm512_setzero_ps())));
-  return _mm512_mul_ps(_mm512_mul_ps(e, t), poly);
-}
-
-// 1 + erf(x), what gelu needs (2 * Phi(x * sqrt 2)): erfc(-x), i.e. 2 - erfc(|x|) for x >= 0 and erfc(|x|) itself for
-// x < 0. Besides saving torch's sign fix-up and the `1 +`, this drops the cancellation of 1 + erf(x) for negative x,
-// where torch's gelu loses its relative accuracy (gelu(-5) is 0.16% off here, 17% in torch's formula).
-inline __m512 one_plus_erf_avx512(__m512 x) {
-  const __m512 q = erfc_abs_avx512(x);
-  const __mmask16 negative = _mm512_movepi32_mask(_mm512_castps_si512(x));  // sign bits; NaN gives NaN either way
-  return _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(2.0f), q), q);
+  const __m512 e = exp_avx512(_mm512_fnmadd_ps(x, x, _mm512_setzero_ps()));  // exp(-x^2)
+  const __m512 magnitude = _mm512_fnmadd_ps(_mm512_mul_ps(e, t), poly, one);
+  return _mm512_or_ps(magnitude, _mm512_and_ps(x, sign));  // copysign(magnitude, x)
 }
 
 // tanh(x) for float32, within about 1 ulp. Near zero an odd polynomial, x + x^3*P(x^2) for |x| < 0.85 (P of degree
@@ -109,18 +94,18 @@ inline __m512 tanh_avx512(__m512 x) {
 
 inline Vectorized<float> exp(const Vectorized<float>& x) { return exp_avx512(x); }
 inline Vectorized<float> tanh(const Vectorized<float>& x) { return tanh_avx512(x); }
-inline Vectorized<float> one_plus_erf(const Vectorized<float>& x) { return one_plus_erf_avx512(x); }
+inline Vectorized<float> erf(const Vectorized<float>& x) { return erf_avx512(x); }
 
 #else  // other CPU capabilities keep at::vec's functions
 
 inline Vectorized<float> exp(const Vectorized<float>& x) { return x.exp(); }
 inline Vectorized<float> tanh(const Vectorized<float>& x) { return x.tanh(); }
-inline Vectorized<float> one_plus_erf(const Vectorized<float>& x) { return Vectorized<float>(1.0f) + x.erf(); }
+inline Vectorized<float> erf(const Vectorized<float>& x) { return x.erf(); }
 
 #endif
 
 inline Vectorized<double> exp(const Vectorized<double>& x) { return x.exp(); }
-inline Vectorized<double> one_plus_erf(const Vectorized<double>& x) { return Vectorized<double>(1.0) + x.erf(); }
+inline Vectorized<double> erf(const Vectorized<double>& x) { return x.erf(); }
 inline Vectorized<double> tanh(const Vectorized<double>& x) { return x.tanh(); }
 
 }  // namespace fastops::cpu::vmath
