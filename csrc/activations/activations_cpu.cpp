@@ -1,6 +1,6 @@
 // CPU activation kernels: vectorised, multi-threaded loops (common/cpu_elementwise.h). Each activation pairs the
 // scalar math shared with CUDA (activation_math.h, used for tails) with a Vectorized body written here with torch's
-// own vector formulas (at::vec erf/exp/tanh), so results match torch's CPU kernels.
+// own vector formulas; float32 exp/erf/tanh come from common/cpu_vec_math.h (inlined, no out-of-line Sleef call).
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -12,6 +12,7 @@
 #include "activations/activation_math.h"
 #include "activations/activations.h"
 #include "common/cpu_elementwise.h"
+#include "common/cpu_vec_math.h"
 
 namespace fastops {
 namespace {
@@ -29,19 +30,19 @@ V vec_forward(const V& x, const V& param) {
   if constexpr (A == Activation::ReLU) {
     return at::vec::maximum(x, V(S(0)));  // propagates NaN like the scalar version
   } else if constexpr (A == Activation::GELU) {
-    return x * V(S(0.5)) * (one + (x * V(S(act::kSqrt1_2))).erf());
+    return x * V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2))));
   } else if constexpr (A == Activation::GELUTanh) {
     const V x_cube = x * x * x;
-    return V(S(0.5)) * x * (one + (V(S(act::kSqrt2OverPi)) * (x + V(S(act::kGeluTanhKappa)) * x_cube)).tanh());
+    return V(S(0.5)) * x * (one + cpu::vmath::tanh(V(S(act::kSqrt2OverPi)) * (x + V(S(act::kGeluTanhKappa)) * x_cube)));
   } else if constexpr (A == Activation::SiLU) {
-    return x / (one + x.neg().exp());
+    return x / (one + cpu::vmath::exp(x.neg()));
   } else if constexpr (A == Activation::LeakyReLU) {
     return V::blendv(x * param, x, x > V(S(0)));
   } else if constexpr (A == Activation::Sigmoid) {
-    return (one + x.neg().exp()).reciprocal();
+    return (one + cpu::vmath::exp(x.neg())).reciprocal();
   } else {
     static_assert(A == Activation::Tanh);
-    return x.tanh();
+    return cpu::vmath::tanh(x);
   }
 }
 
@@ -53,29 +54,29 @@ V vec_backward_from_input(const V& g, const V& x, const V& param) {
   if constexpr (A == Activation::ReLU) {
     return V::blendv(g, V(S(0)), x <= V(S(0)));
   } else if constexpr (A == Activation::GELU) {
-    const V cdf = V(S(0.5)) * (one + (x * V(S(act::kSqrt1_2))).erf());
-    const V pdf = V(S(act::kGeluPdfScale)) * (x * x * V(S(-0.5))).exp();
+    const V cdf = V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2))));
+    const V pdf = V(S(act::kGeluPdfScale)) * cpu::vmath::exp(x * x * V(S(-0.5)));
     return g * (cdf + x * pdf);
   } else if constexpr (A == Activation::GELUTanh) {
     const V beta(S(act::kSqrt2OverPi));
     const V kappa(S(act::kGeluTanhKappa));
     const V x_sq = x * x;
-    const V t = (beta * (x + kappa * (x_sq * x))).tanh();
+    const V t = cpu::vmath::tanh(beta * (x + kappa * (x_sq * x)));
     const V left = V(S(0.5)) * x;
     const V right = one + t;
     const V inner_derivative = beta * (one + V(S(3)) * kappa * x_sq);
     return g * (V(S(0.5)) * right + left * at::vec::fnmadd(t, t, one) * inner_derivative);
   } else if constexpr (A == Activation::SiLU) {
-    const V s = one / (one + x.neg().exp());
+    const V s = one / (one + cpu::vmath::exp(x.neg()));
     return g * s * (one + x * (one - s));
   } else if constexpr (A == Activation::LeakyReLU) {
     return V::blendv(g * param, g, x > V(S(0)));
   } else if constexpr (A == Activation::Sigmoid) {
-    const V s = (one + x.neg().exp()).reciprocal();
+    const V s = (one + cpu::vmath::exp(x.neg())).reciprocal();
     return g * (one - s) * s;
   } else {
     static_assert(A == Activation::Tanh);
-    const V t = x.tanh();
+    const V t = cpu::vmath::tanh(x);
     return g * at::vec::fnmadd(t, t, one);
   }
 }
