@@ -67,6 +67,10 @@ torch.library.register_autograd(
 # the forward plus a read and a write in a recomputing backward.
 # A later backward through a retained graph (retain_graph=True, gradcheck) finds the gradient already scaled by the
 # first upstream factor f1 and returns saved * (f2 / f1) out of place: exact when f1 was 1, as in `loss.backward()`.
+# Under torch.compile the saved gradient is an input of the compiled backward graph, which functionalization does
+# not let an op mutate: inductor clones it before scale_rows_ (seen in its output code on torch 2.13), so there the
+# backward costs one read and one write of the gradient, as a recomputing backward would; the free backward is an
+# eager-mode property.
 
 
 @torch.library.register_fake("fastops::cross_entropy_forward_grad")
