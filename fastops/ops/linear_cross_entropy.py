@@ -10,6 +10,10 @@ logits exist one chunk at a time, and the backward only scales the gradients by 
 'none' cannot pre-scale: each row's upstream gradient is only known in the backward, which therefore recomputes
 the chunks (one more GEMM per chunk), as torch's chunked implementation does.
 
+Under torch.compile the custom op stays one opaque node, but the backward's in-place scaling of the saved gradients
+is functionalized: inductor (torch 2.13, CPU output code) keeps each gradient's buffer but copies it onto itself
+before scale_rows_, one read and write of grad_weight that eager mode does not spend.
+
 Precision: grad_weight accumulates in the weight's dtype: each chunk's GEMM adds its product to the running sum in
 float32 and rounds once, so a 16-bit grad_weight is rounded once per chunk (about sqrt(chunks) half-ulps) instead
 of once. That is the price of holding no float32 copy of a [V, H] gradient (2 GiB at V=128256, H=4096).
