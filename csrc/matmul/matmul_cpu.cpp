@@ -228,8 +228,11 @@ struct CpuGemm {
   }
 
   // ---- AMX path (bfloat16 only; see cpu_amx.h for the sliver layouts) ----
-  // The A block: kAmxMC x kKC bf16 = 128 KiB, L2-resident while the B panel's slivers stream past it.
-  static constexpr int64_t kAmxMC = 256;
+  // K slice: the C tiles stay in tile registers across a whole slice, so a deep one spends less on storing them and
+  // on the epilogue (and K <= 1024 needs no workspace); a 32 x kAmxKC B sliver (64 KiB) then lives in L2 next to
+  // the kAmxMC x kAmxKC block of A (256 KiB).
+  static constexpr int64_t kAmxKC = 1024;
+  static constexpr int64_t kAmxMC = 128;
   // Whether run() takes the AMX path: bf16 on an AMX CPU, with the float tile of store_tile as wide as a C block.
   static bool amx_wanted() {
     if constexpr (std::is_same_v<T, c10::BFloat16> && kNR == amx::kSliver) {
@@ -267,8 +270,12 @@ struct CpuGemm {
     for (int64_t kb = 0; kb * amx::kBlockK < kcp; ++kb) {
       const int64_t p = p0 + kb * amx::kBlockK, depth = std::min(amx::kBlockK, p0 + kc - p);
       uint16_t* blk = dst + kb * amx::kBlockElems;
-      if (!g.b.trans && cols == amx::kSliver && depth == amx::kBlockK) {
-        amx::pack_b_rows_vnni(src + p * ld + j0, ld, blk);
+      if (cols == amx::kSliver && depth == amx::kBlockK) {  // a full block: vectorised interleave or transpose
+        if (g.b.trans) {
+          amx::pack_b_cols_vnni(src + j0 * ld + p, ld, blk);
+        } else {
+          amx::pack_b_rows_vnni(src + p * ld + j0, ld, blk);
+        }
         continue;
       }
       if (cols < amx::kSliver || depth < amx::kBlockK) std::fill(blk, blk + amx::kBlockElems, uint16_t{0});
@@ -290,15 +297,15 @@ struct CpuGemm {
     }
   }
 
-  // The loop nest of run() with AMX slivers; measured numbers are at amx::micro_kernel's call below.
+  // The loop nest of run() with AMX slivers (measured numbers: at amx::micro_kernel in cpu_amx.h).
   void run_amx() const {
     const int64_t m = g.m, n = g.n, k = g.k;
     static thread_local std::vector<uint16_t> b_storage;
     for (int64_t j0 = 0; j0 < n; j0 += kNC) {
       const int64_t nc = std::min(kNC, n - j0);
       const int64_t slivers = (nc + amx::kSliver - 1) / amx::kSliver;
-      for (int64_t p0 = 0; p0 < k; p0 += kKC) {
-        const int64_t kc = std::min(kKC, k - p0);
+      for (int64_t p0 = 0; p0 < k; p0 += kAmxKC) {
+        const int64_t kc = std::min(kAmxKC, k - p0);
         const int64_t kcp = (kc + amx::kBlockK - 1) / amx::kBlockK * amx::kBlockK;
         const bool first = p0 == 0, last = p0 + kc == k;
         uint16_t* pb = thread_buffer(b_storage, static_cast<size_t>(slivers * amx::kSliver * kcp));
@@ -398,8 +405,8 @@ struct CpuGemm {
       bias.assign(src, src + g.n);
     }
     // No workspace when C can hold the partial sums (or there is a single K slice, or the row path runs).
-    const bool direct = std::is_same_v<T, Acc> || g.k <= kKC || g.m == 1;
     const bool use_amx = amx_wanted();
+    const bool direct = std::is_same_v<T, Acc> || g.k <= (use_amx ? kAmxKC : kKC) || g.m == 1;
     auto one = [&](int64_t i, std::vector<Acc>& workspace) {
       CpuGemm self{g, a0 + i * g.a.batch_stride, b0 + i * g.b.batch_stride, c0 + i * g.batch_stride_c,
                    bias.empty() ? nullptr : bias.data(), nullptr, g.ldc};
