@@ -161,6 +161,23 @@ __attribute__((target("avx512f"))) inline void pack_b_cols_vnni(const uint16_t* 
   }
 }
 
+// One full K block of an A sliver from column-major A (a transposed activation in a weight gradient: 32 k rows of
+// 32 contiguous i): pairs of k rows interleaved as in pack_b_rows_vnni give, per k pair, 16 words over i; the 16 x 16
+// transpose turns them into, per row i, 16 words over k pairs, i.e. the row's 32 k in order.
+__attribute__((target("avx512f"))) inline void pack_a_cols(const uint16_t* src, int64_t ld, uint16_t* dst) {
+  for (int64_t half = 0; half < 2; ++half) {
+    __m512i r[16];
+    for (int64_t q = 0; q < 16; ++q) {
+      const uint16_t* r0 = src + 2 * q * ld + 16 * half;
+      const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0)));
+      const __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + ld)));
+      r[q] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+    }
+    transpose_16x16_epi32(r);
+    for (int64_t i = 0; i < 16; ++i) _mm512_storeu_si512(dst + (16 * half + i) * kBlockK, r[i]);
+  }
+}
+
 #else
 
 inline bool amx_bf16_available() { return false; }
@@ -169,6 +186,7 @@ inline void end() {}
 inline void micro_kernel(int64_t, const uint16_t*, const uint16_t*, float*, int64_t) {}
 inline void pack_b_rows_vnni(const uint16_t*, int64_t, uint16_t*) {}
 inline void pack_b_cols_vnni(const uint16_t*, int64_t, uint16_t*) {}
+inline void pack_a_cols(const uint16_t*, int64_t, uint16_t*) {}
 
 #endif
 

@@ -250,6 +250,10 @@ struct CpuGemm {
       for (int64_t kb = 0; kb * amx::kBlockK < kcp; ++kb) {
         const int64_t p = p0 + kb * amx::kBlockK, depth = std::min(amx::kBlockK, p0 + kc - p);
         uint16_t* blk = dst + kb * amx::kBlockElems;  // [row][k], 32 k per row
+        if (g.a.trans && rows == amx::kSliver && depth == amx::kBlockK) {  // a full block: vectorised transpose
+          amx::pack_a_cols(src + p * ld + i0 + s, ld, blk);
+          continue;
+        }
         if (rows < amx::kSliver || depth < amx::kBlockK) std::fill(blk, blk + amx::kBlockElems, uint16_t{0});
         if (!g.a.trans) {  // rows of A are contiguous in k: a copy per row
           for (int64_t r = 0; r < rows; ++r) std::copy_n(src + (i0 + s + r) * ld + p, depth, blk + r * amx::kBlockK);
