@@ -299,6 +299,33 @@ def test_cpu_cuda_parity(dtype):
     assert_accurate(out_cuda, ops.matmul(a, b), ref)
 
 
+# The bfloat16 CPU GEMM runs on AMX tiles where the CPU has them; FASTOPS_CPU_GEMM_FALLBACK=1 (read at every call)
+# forces the portable kernel. (m, k, n): sizes that are not multiples of the 32 x 32 x 32 tile block, one row (the
+# m == 1 path), and a K past the 256-deep K slice (the float workspace carries the sum across slices).
+FALLBACK_SHAPES = ((1, 1, 1), (17, 65, 33), (100, 31, 257), (1, 300, 70), (70, 600, 300))
+
+
+def test_cpu_bf16_gemm_fast_path_matches_fallback(monkeypatch):
+    gen = torch.Generator().manual_seed(5)
+    samples = matmul_samples("cpu", torch.bfloat16, shapes=[((), (), m, k, n) for m, k, n in FALLBACK_SHAPES])
+    for sample in samples:
+        a, b = sample.args
+        bias = make_tensor((b.shape[1],), torch.bfloat16, "cpu", generator=gen)
+        out = make_tensor((a.shape[0], b.shape[1]), torch.bfloat16, "cpu", generator=gen)
+        # Every epilogue: plain, bias (linear reads its weight transposed), accumulate into an existing out.
+        calls = {
+            "matmul": (lambda: ops.matmul(a, b), to_reference(a) @ to_reference(b)),
+            "linear": (lambda: ops.linear(a, b.t(), bias), to_reference(a) @ to_reference(b) + to_reference(bias)),
+            "accumulate": (lambda: _accumulated(out, a, b), to_reference(out) + to_reference(a) @ to_reference(b)),
+        }
+        for name, (call, ref) in calls.items():
+            fast = call()
+            with monkeypatch.context() as env:
+                env.setenv("FASTOPS_CPU_GEMM_FALLBACK", "1")
+                fallback = call()
+            assert_accurate(fast, fallback, ref, what=f"{name} {sample.desc}")
+
+
 def test_module_is_drop_in():
     torch.manual_seed(3)
     fast = fastops.nn.Linear(20, 7)

@@ -10,6 +10,10 @@
 // float workspace for 16-bit types, so the output is rounded exactly once, after the bias is added. When accumulating
 // (GemmArgs::accumulate), the old C joins the sum on the first K slice, so later slices carry it along and it is
 // added exactly once.
+//
+// bfloat16 runs on AMX tiles where the CPU has them (cpu_amx.h): the same loop nest, with operands packed as raw bf16
+// into AMX slivers (B in VNNI pairs) and a 32 x 32 tile micro-kernel whose fp32 block goes through the same
+// store_tile epilogue, so the bias, the accumulate flag and the single rounding behave exactly as above.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -20,16 +24,26 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "common/cpu_elementwise.h"
+#include "matmul/cpu_amx.h"
 #include "matmul/matmul.h"
 
 namespace fastops {
 namespace {
 
 using at::vec::Vectorized;
+
+// FASTOPS_CPU_GEMM_FALLBACK=1 turns the AMX path off (the portable kernel runs instead). It is read at every call,
+// not once, so that a test can compare both paths in one process; getenv costs nothing next to a GEMM.
+bool cpu_gemm_fallback_requested() {
+  const char* v = std::getenv("FASTOPS_CPU_GEMM_FALLBACK");
+  return v != nullptr && std::strcmp(v, "1") == 0;
+}
 
 // A buffer reused by one thread across calls: packing must not pay for a fresh allocation (and its page faults)
 // on every block.
@@ -213,9 +227,135 @@ struct CpuGemm {
     });
   }
 
-  void run() const {
+  // ---- AMX path (bfloat16 only; see cpu_amx.h for the sliver layouts) ----
+  // K slice: the C tiles stay in tile registers across a whole slice, so a deep one spends less on storing them and
+  // on the epilogue (and K <= 1024 needs no workspace); a 32 x kAmxKC B sliver (64 KiB) then lives in L2 next to
+  // the kAmxMC x kAmxKC block of A (256 KiB).
+  static constexpr int64_t kAmxKC = 1024;
+  static constexpr int64_t kAmxMC = 128;
+  // Whether run() takes the AMX path: bf16 on an AMX CPU, with the float tile of store_tile as wide as a C block.
+  static bool amx_wanted() {
+    if constexpr (std::is_same_v<T, c10::BFloat16> && kNR == amx::kSliver) {
+      return amx::amx_bf16_available() && !cpu_gemm_fallback_requested();
+    }
+    return false;
+  }
+
+  // A[i0 : i0 + mc, p0 : p0 + kc] into 32-row AMX slivers, zero-padded to 32 rows and to kcp (a multiple of 32) k.
+  void pack_a_amx(uint16_t* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int64_t kcp) const {
+    const uint16_t* src = reinterpret_cast<const uint16_t*>(a);
+    const int64_t ld = g.a.ld;
+    for (int64_t s = 0; s < mc; s += amx::kSliver, dst += amx::kSliver * kcp) {
+      const int64_t rows = std::min(amx::kSliver, mc - s);
+      for (int64_t kb = 0; kb * amx::kBlockK < kcp; ++kb) {
+        const int64_t p = p0 + kb * amx::kBlockK, depth = std::min(amx::kBlockK, p0 + kc - p);
+        uint16_t* blk = dst + kb * amx::kBlockElems;  // [row][k], 32 k per row
+        if (g.a.trans && rows == amx::kSliver && depth == amx::kBlockK) {  // a full block: vectorised transpose
+          amx::pack_a_cols(src + p * ld + i0 + s, ld, blk);
+          continue;
+        }
+        if (rows < amx::kSliver || depth < amx::kBlockK) std::fill(blk, blk + amx::kBlockElems, uint16_t{0});
+        if (!g.a.trans) {  // rows of A are contiguous in k: a copy per row
+          for (int64_t r = 0; r < rows; ++r) std::copy_n(src + (i0 + s + r) * ld + p, depth, blk + r * amx::kBlockK);
+        } else {  // columns of A are contiguous: read along i, write with stride 32
+          for (int64_t q = 0; q < depth; ++q) {
+            const uint16_t* col = src + (p + q) * ld + i0 + s;
+            for (int64_t r = 0; r < rows; ++r) blk[r * amx::kBlockK + q] = col[r];
+          }
+        }
+      }
+    }
+  }
+
+  // One 32-column AMX sliver of B[p0 : p0 + kc, j0 : j0 + cols] in VNNI pairs, zero-padded to 32 columns and kcp k.
+  void pack_b_amx(uint16_t* dst, int64_t p0, int64_t kc, int64_t kcp, int64_t j0, int64_t cols) const {
+    const uint16_t* src = reinterpret_cast<const uint16_t*>(b);
+    const int64_t ld = g.b.ld;
+    for (int64_t kb = 0; kb * amx::kBlockK < kcp; ++kb) {
+      const int64_t p = p0 + kb * amx::kBlockK, depth = std::min(amx::kBlockK, p0 + kc - p);
+      uint16_t* blk = dst + kb * amx::kBlockElems;
+      if (cols == amx::kSliver && depth == amx::kBlockK) {  // a full block: vectorised interleave or transpose
+        if (g.b.trans) {
+          amx::pack_b_cols_vnni(src + j0 * ld + p, ld, blk);
+        } else {
+          amx::pack_b_rows_vnni(src + p * ld + j0, ld, blk);
+        }
+        continue;
+      }
+      if (cols < amx::kSliver || depth < amx::kBlockK) std::fill(blk, blk + amx::kBlockElems, uint16_t{0});
+      // Element (k = p + q, column j0 + col) sits at [col / 16][q / 2][col % 16][q % 2].
+      auto at = [blk](int64_t q, int64_t col) -> uint16_t& {
+        return blk[(col / 16) * (amx::kBlockElems / 2) + (q / 2) * 32 + (col % 16) * 2 + (q % 2)];
+      };
+      if (!g.b.trans) {
+        for (int64_t q = 0; q < depth; ++q) {
+          const uint16_t* row = src + (p + q) * ld + j0;
+          for (int64_t col = 0; col < cols; ++col) at(q, col) = row[col];
+        }
+      } else {  // B is stored transposed (a Linear weight): each column is contiguous in k
+        for (int64_t col = 0; col < cols; ++col) {
+          const uint16_t* column = src + (j0 + col) * ld + p;
+          for (int64_t q = 0; q < depth; ++q) at(q, col) = column[q];
+        }
+      }
+    }
+  }
+
+  // The loop nest of run() with AMX slivers (measured numbers: at amx::micro_kernel in cpu_amx.h).
+  void run_amx() const {
+    const int64_t m = g.m, n = g.n, k = g.k;
+    static thread_local std::vector<uint16_t> b_storage;
+    for (int64_t j0 = 0; j0 < n; j0 += kNC) {
+      const int64_t nc = std::min(kNC, n - j0);
+      const int64_t slivers = (nc + amx::kSliver - 1) / amx::kSliver;
+      for (int64_t p0 = 0; p0 < k; p0 += kAmxKC) {
+        const int64_t kc = std::min(kAmxKC, k - p0);
+        const int64_t kcp = (kc + amx::kBlockK - 1) / amx::kBlockK * amx::kBlockK;
+        const bool first = p0 == 0, last = p0 + kc == k;
+        uint16_t* pb = thread_buffer(b_storage, static_cast<size_t>(slivers * amx::kSliver * kcp));
+        at::parallel_for(0, slivers, 1, [&](int64_t s0, int64_t s1) {
+          for (int64_t s = s0; s < s1; ++s) {
+            pack_b_amx(pb + s * amx::kSliver * kcp, p0, kc, kcp, j0 + s * amx::kSliver,
+                       std::min(amx::kSliver, nc - s * amx::kSliver));
+          }
+        });
+        const int64_t row_blocks = (m + kAmxMC - 1) / kAmxMC;
+        const int64_t shares = std::min(slivers, std::max<int64_t>(1, at::get_num_threads() / row_blocks));
+        at::parallel_for(0, row_blocks * shares, 1, [&](int64_t t0, int64_t t1) {
+          static thread_local std::vector<uint16_t> a_storage;
+          uint16_t* pa = thread_buffer(a_storage, static_cast<size_t>(kAmxMC * kcp));
+          alignas(64) Acc tile[amx::kSliver * amx::kSliver];
+          int64_t packed_block = -1;
+          amx::begin();
+          for (int64_t task = t0; task < t1; ++task) {
+            const int64_t block = task / shares, share = task % shares;
+            const int64_t i0 = block * kAmxMC, mc = std::min(kAmxMC, m - i0);
+            if (block != packed_block) {
+              pack_a_amx(pa, i0, mc, p0, kc, kcp);
+              packed_block = block;
+            }
+            const int64_t s_begin = slivers * share / shares, s_end = slivers * (share + 1) / shares;
+            for (int64_t s = s_begin; s < s_end; ++s) {
+              const int64_t j = j0 + s * amx::kSliver, cols = std::min(amx::kSliver, n - j);
+              for (int64_t r = 0; r < mc; r += amx::kSliver) {
+                amx::micro_kernel(kcp / amx::kBlockK, pa + r * kcp, pb + s * amx::kSliver * kcp, tile,
+                                  amx::kSliver);
+                store_tile(tile, i0 + r, std::min(amx::kSliver, mc - r), j, cols, first, last);
+              }
+            }
+          }
+          amx::end();
+        });
+      }
+    }
+  }
+
+  void run(bool use_amx) const {
     const int64_t m = g.m, n = g.n, k = g.k;
     if (m == 1) return run_row();
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      if (use_amx) return run_amx();
+    }
     static thread_local std::vector<Acc> b_storage;
     for (int64_t j0 = 0; j0 < n; j0 += kNC) {
       const int64_t nc = std::min(kNC, n - j0);
@@ -269,7 +409,8 @@ struct CpuGemm {
       bias.assign(src, src + g.n);
     }
     // No workspace when C can hold the partial sums (or there is a single K slice, or the row path runs).
-    const bool direct = std::is_same_v<T, Acc> || g.k <= kKC || g.m == 1;
+    const bool use_amx = amx_wanted();
+    const bool direct = std::is_same_v<T, Acc> || g.k <= (use_amx ? kAmxKC : kKC) || g.m == 1;
     auto one = [&](int64_t i, std::vector<Acc>& workspace) {
       CpuGemm self{g, a0 + i * g.a.batch_stride, b0 + i * g.b.batch_stride, c0 + i * g.batch_stride_c,
                    bias.empty() ? nullptr : bias.data(), nullptr, g.ldc};
@@ -280,7 +421,7 @@ struct CpuGemm {
         self.ws = workspace.data();
         self.ldw = g.n;
       }
-      self.run();
+      self.run(use_amx);
     };
     const bool small = g.m * g.n * g.k <= (int64_t{1} << 18);
     if (g.batch > 1 && small) {

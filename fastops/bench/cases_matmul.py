@@ -62,4 +62,6 @@ def cases(device: str, quick: bool) -> list[Case]:
             _linear_gelu_case(*linear_shape)]
     size = 256 if quick else 1024  # the CPU target: float32 at 1024^3 against torch's oneDNN/MKL
     linear_shape = (64, 128, 256) if quick else (256, 512, 1024)
-    return [_matmul_case(size, size, size, "float32"), _linear_gelu_case(*linear_shape)]
+    # bfloat16 as well: the CPU GEMM's AMX path against torch's (oneDNN, also AMX where the CPU has it).
+    return [_matmul_case(size, size, size, "float32"), _matmul_case(size, size, size, "bfloat16"),
+            _linear_gelu_case(*linear_shape)]
