@@ -5,8 +5,9 @@ callables of each provider, and the minimal FLOPs / bytes each mode must spend (
 Each op family contributes cases in ``fastops/bench/cases_<family>.py``; :func:`run` times them all.
 
 GPU timing: ``triton.testing.do_bench`` (CUDA events, L2 flushed, median). CPU timing:
-``torch.utils.benchmark.Timer.adaptive_autorange`` (median). Peak memory (GPU only) is the peak allocated during
-one call minus what was allocated before it (inputs included there), i.e. the op's extra memory.
+``torch.utils.benchmark.Timer.blocked_autorange`` on all of torch's threads (median). Peak memory (GPU only) is the
+peak allocated during one call minus what was allocated before it (inputs included there), i.e. the op's extra
+memory.
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ def time_ms(run: Callable[[], object], device: str, quick: bool) -> float:
         return float(do_bench(run, warmup=10 if quick else 25, rep=40 if quick else 200, return_mode="median"))
     from torch.utils import benchmark
     run()  # warm-up (first-call allocations, compile)
-    timer = benchmark.Timer(stmt="run()", globals={"run": run})
+    # Timer runs on one thread unless told otherwise; time with every thread torch would use (the report's label).
+    timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads())
     measurement = timer.blocked_autorange(min_run_time=0.2 if quick else 1.0)
     return measurement.median * 1e3
 
