@@ -11,13 +11,7 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
-#include <cstddef>
-#include <cstdint>
 #include <type_traits>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 namespace fastops::cpu {
 
@@ -62,31 +56,6 @@ inline void store_opmath2(T* p, const Vectorized<opmath_t<T>>& lo, const Vectori
   }
 }
 
-// Asks the kernel to back an output buffer with transparent huge pages (Linux, THP mode 'madvise' or 'always'); a
-// no-op elsewhere and for buffers under kHugePageMinBytes.
-//
-// Why: a large output is a fresh mmap, so writing it first costs one page fault per 4 KiB. At 2^24 float32 elements
-// that is 16k faults, most of the op's time (relu: 24 ms with 4 KiB pages, 9.4 ms with 2 MiB ones). 2 MiB pages
-// cut the faults 512-fold: float32 gelu forward at 2^24 went from 32.5 ms (0.98x torch) to 11.7-12.1 ms (torch
-// 28-30 ms; python -m fastops.bench --device cpu --ops gelu,silu,tanh --providers fastops,torch --no-csv). torch
-// offers the same for every allocation behind THP_MEM_ALLOC_ENABLE=1; here only the elementwise outputs take it.
-// Only the 2 MiB-aligned interior of the buffer is advised (the kernel can only use huge pages there); failures are
-// ignored since the advice is only a hint.
-constexpr size_t kHugePageBytes = size_t(2) << 20;
-constexpr size_t kHugePageMinBytes = 4 * kHugePageBytes;
-
-inline void advise_huge_pages(void* p, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (bytes < kHugePageMinBytes) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHugePageBytes - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)p;
-  (void)bytes;
-#endif
-}
-
 // Work below this many elements stays on one thread: spawning threads costs more than it saves.
 constexpr int64_t kElementwiseGrain = 32768;
 
@@ -104,7 +73,6 @@ template <typename T, typename Op, typename... In>
 void map_elementwise(int64_t n, T* out, const Op& op, const In*... in) {
   static_assert((std::is_same_v<T, In> && ...), "all operands share the output's dtype");
   constexpr int64_t kWidth = Vectorized<opmath_t<T>>::size();
-  advise_huge_pages(out, static_cast<size_t>(n) * sizeof(T));
   at::parallel_for(0, n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
     int64_t i = begin;
     // Two independent vectors per iteration: long dependency chains (erf/exp polynomials) of one overlap the other.
