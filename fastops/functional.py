@@ -143,10 +143,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
         # total weight, so that the gradient is final when the upstream gradient is 1 (or any power of two: the
         # scaling is then exact). float64, the dtype of gradchecks rather than of speed, keeps one rounding for
         # every upstream gradient through the recomputing backward.
-        if red == _REDUCTIONS["mean"]:
-            grad_scale = 1.0 / _cross_entropy_total_weight(target, weight, ignore_index, c)
-        else:
-            grad_scale = torch.ones((), dtype=torch.float64, device=logits.device)
+        grad_scale = _cross_entropy_grad_scale(red, target, weight, ignore_index, c)
         loss, _ = _ops.cross_entropy_forward_grad(logits, target, weight, ignore_index, label_smoothing, grad_scale)
         return loss.sum().to(out_dtype)
     # 'none' recomputes the softmax in its backward: each row's upstream gradient is only known there.
@@ -158,6 +155,14 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
     if red == _REDUCTIONS["mean"]:
         total = total / row_weight.sum()
     return total.to(out_dtype)
+
+
+def _cross_entropy_grad_scale(red: int, target: Tensor, weight: Tensor | None, ignore_index: int, c: int) -> Tensor:
+    """The row scale of a forward that writes its gradient (float64, 0-dim): 1 / the total weight for 'mean', else
+    1, so that the gradient is final for an upstream gradient of 1."""
+    if red == _REDUCTIONS["mean"]:
+        return 1.0 / _cross_entropy_total_weight(target, weight, ignore_index, c)
+    return torch.ones((), dtype=torch.float64, device=target.device)
 
 
 def _cross_entropy_total_weight(target: Tensor, weight: Tensor | None, ignore_index: int, c: int) -> Tensor:
@@ -360,10 +365,7 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
         loss = _lce.linear_cross_entropy_rows(*args, rows)
         return (loss.reshape(()) if unbatched else loss).to(out_dtype)
     grad = torch.is_grad_enabled()
-    if red == _REDUCTIONS["mean"]:
-        grad_scale = 1.0 / _cross_entropy_total_weight(target, weight, ignore_index, num_classes)
-    else:
-        grad_scale = torch.ones((), dtype=torch.float64, device=input.device)
+    grad_scale = _cross_entropy_grad_scale(red, target, weight, ignore_index, num_classes)
     loss, _, _, _ = _lce.linear_cross_entropy(*args, grad_scale, rows, grad and input.requires_grad,
                                               grad and linear_weight.requires_grad,
                                               grad and linear_bias is not None and linear_bias.requires_grad)

@@ -45,18 +45,13 @@ def _chunks(n: int, rows: int):
         yield start, min(n, start + rows)
 
 
+@torch.no_grad()
 def _forward_and_gradients(input: Tensor, weight: Tensor, target: Tensor, bias: Tensor | None,
                            class_weight: Tensor | None, ignore_index: int, label_smoothing: float, grad_scale: Tensor,
                            rows: int, need: tuple[bool, bool, bool]):
     """Sum over rows of grad_scale * loss_i (float64) and the gradients of that sum for input, weight and bias
     (empty tensors where `need` is False). grad_scale: float64, one element or one per row. Computed gradients are
     results here, not graph nodes (hence no_grad: matmul_accumulate_ refuses to run where autograd would track)."""
-    with torch.no_grad():
-        return _chunk_loop(input, weight, target, bias, class_weight, ignore_index, label_smoothing, grad_scale, rows,
-                           need)
-
-
-def _chunk_loop(input, weight, target, bias, class_weight, ignore_index, label_smoothing, grad_scale, rows, need):
     n, v = input.shape[0], weight.shape[0]
     need_input, need_weight, need_bias = need
     grad_input = torch.empty_like(input) if need_input else input.new_empty(0)

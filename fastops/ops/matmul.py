@@ -110,16 +110,20 @@ def _matmul_grad(ctx, grad):
 torch.library.register_autograd("fastops::matmul", _matmul_grad, setup_context=_save_operands)
 
 
-def _linear_grad(ctx, grad):
-    x, weight = ctx.saved_tensors
+def _linear_operand_grads(ctx, grad, x, weight):
+    """(dX, dW) of y = x . weight^T for the gradient `grad` of y, each None unless ctx needs it."""
     out_features, in_features = weight.shape
     rows = _prod(x.shape[:-1])  # explicit: reshape(-1, n) is ambiguous when a size is 0
     grad_rows = grad.reshape(rows, out_features)
-    grad_x = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_x = fastops.matmul(grad_rows, weight).reshape(x.shape)
-    if ctx.needs_input_grad[1]:
-        grad_weight = fastops.matmul(grad_rows.mT, x.reshape(rows, in_features))
+    grad_x = fastops.matmul(grad_rows, weight).reshape(x.shape) if ctx.needs_input_grad[0] else None
+    grad_weight = fastops.matmul(grad_rows.mT, x.reshape(rows, in_features)) if ctx.needs_input_grad[1] else None
+    return grad_x, grad_weight
+
+
+def _linear_grad(ctx, grad):
+    x, weight = ctx.saved_tensors
+    grad_x, grad_weight = _linear_operand_grads(ctx, grad, x, weight)
+    grad_bias = None
     if len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2]:  # bias was passed and needs a gradient
         grad_bias = fastops.bias_grad(grad)
     return grad_x, grad_weight, grad_bias
@@ -147,13 +151,9 @@ def _linear_act_grad(ctx, grad, _grad_pre):
     x, weight, pre, bias = ctx.saved_tensors
     if not ctx.store_pre:
         raise RuntimeError("fastops.linear_act: the backward needs the pre-activation: call with store_pre=True")
-    out_features, in_features = weight.shape
-    rows = _prod(x.shape[:-1])
-    grad_pre, grad_bias = fastops.bias_act_backward(grad, pre, bias if ctx.has_bias else pre.new_zeros(out_features),
+    grad_pre, grad_bias = fastops.bias_act_backward(grad, pre, bias if ctx.has_bias else pre.new_zeros(weight.shape[0]),
                                                     ctx.act)
-    grad_pre = grad_pre.reshape(rows, out_features)
-    grad_x = fastops.matmul(grad_pre, weight).reshape(x.shape) if ctx.needs_input_grad[0] else None
-    grad_weight = fastops.matmul(grad_pre.mT, x.reshape(rows, in_features)) if ctx.needs_input_grad[1] else None
+    grad_x, grad_weight = _linear_operand_grads(ctx, grad_pre, x, weight)
     return grad_x, grad_weight, grad_bias if ctx.has_bias and ctx.needs_input_grad[2] else None, None, None
 
 
