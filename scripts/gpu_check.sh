@@ -55,6 +55,12 @@ fi
 
 if wants test; then
   step test $PY -m pytest -q -p no:cacheprovider tests
+  if [[ ${SUMMARY[-1]} == FAIL* ]]; then
+    # Bisect in the same visit: the matmul tests again with the Hopper GEMM's TMA-store epilogue turned off. A pass
+    # here pins the failure on that epilogue (gemm_sm90.cu store_tile_tma).
+    step test-direct-store env FASTOPS_SM90_DIRECT_STORE=1 $PY -m pytest -q -p no:cacheprovider -m cuda \
+      tests/test_matmul.py
+  fi
 fi
 
 # Under the sanitizer only the CUDA tests, and not the torch.compile ones (inductor's compile is slow there) nor

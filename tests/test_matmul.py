@@ -1,6 +1,8 @@
 """The matmul family against torch: matmul (2-D, batched, broadcast, 1-D), linear, bias_grad, matmul_accumulate_
 and nn.Linear — accuracy, gradients, registration (opcheck), torch.compile, autocast, TF32, bad input."""
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -260,11 +262,24 @@ HOPPER_SHAPES = ((128, 4096, 4096), (2048, 4096, 1024), (1000, 520, 1000), (136,
 
 
 def every_tensor_core_path(test):
-    """CUDA only, over 16-bit dtypes x HOPPER_SHAPES x the four operand layouts."""
+    """CUDA only, over the tensor-core dtypes x HOPPER_SHAPES x the four operand layouts. float32 runs with TF32
+    allowed (fastops and torch alike): the Hopper kernel's TF32 wgmma when both operands are K-major (Linear's
+    forward), the mma.sync kernel otherwise."""
+
+    @functools.wraps(test)
+    def with_tf32_allowed(**kwargs):
+        prev = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            test(**kwargs)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = prev
+
+    test = with_tf32_allowed
     for mark in (pytest.mark.parametrize("layout_a,layout_b", (("contiguous", "contiguous"), ("contiguous", "mT"),
                                                                ("mT", "contiguous"), ("mT", "mT"))),
                  pytest.mark.parametrize("m,n,k", HOPPER_SHAPES),
-                 pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=str),
+                 pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16, torch.float32), ids=str),
                  pytest.mark.cuda, requires_cuda):
         test = mark(test)
     return test

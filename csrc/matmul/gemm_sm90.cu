@@ -6,14 +6,20 @@
 //   warpgroups 1-2 consumers: each owns 64 rows of the BM=128 x BN tile; per stage it waits on "full" and issues
 //                BK/16 wgmma.m64nBNk16 from shared memory as one group, keeping the previous stage's group in
 //                flight meanwhile; once that one has completed, each warp arrives on its stage's "empty".
-//                After the last K slice it adds the bias (and, when accumulating, the old C) and stores its 64 x BN
-//                fp32 accumulators as C's dtype.
+//                After the last K slice it adds the bias (and, when accumulating, the old C), applies the fused
+//                activation and stores its 64 x BN fp32 accumulators as C's dtype: through a swizzled staging
+//                buffer in shared memory and TMA stores (store_tile_tma), or, when accumulating, keeping the
+//                pre-activation, writing split-K partial sums or when C is not 16-byte aligned, directly from
+//                registers (store_pair).
 // setmaxnreg moves registers from the producer (40) to the consumers (232), which hold BN/2 accumulators each.
 // Shared memory uses TMA's 128-byte swizzle, which is also the layout wgmma reads without bank conflicts.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include "common/cuda_utils.cuh"
 #include "matmul/gemm_sm90.h"
@@ -23,24 +29,38 @@ namespace fastops {
 namespace sm90 {
 
 constexpr int kBM = 128;
-constexpr int kBK = 64;                      // one 128-byte swizzle row of 16-bit elements
-constexpr int kAtomElems = 64;               // elements in one swizzle-atom row (128 B)
-constexpr int kAtomRowBytes = 128;
-constexpr int kBoxBytes = kBK * kAtomRowBytes;  // one 64 x 64 TMA box of an MN-major operand
+constexpr int kAtomRowBytes = 128;           // one row of the 128-byte swizzle atom
+// A stage holds one swizzle row of K per operand row: 64 16-bit elements, or 32 float32 (TF32).
+template <typename T>
+constexpr int kBK = kAtomRowBytes / static_cast<int>(sizeof(T));
+// Each wgmma reads 32 bytes of every K-major row (k16 for 16-bit, k8 for TF32), so a stage is 4 instructions.
+[[maybe_unused]] constexpr int kKSteps = kAtomRowBytes / 32;
+// MN-major operands (16-bit only: wgmma reads TF32 K-major only) are loaded as 64 x 64 boxes: 64 k-rows of one
+// swizzle row (64 elements) along M or N.
+[[maybe_unused]] constexpr int kAtomElems = 64;
+constexpr int kBoxBytes = 64 * kAtomRowBytes;
 constexpr int kConsumers = 2;
 constexpr int kThreads = 128 * (1 + kConsumers);
 constexpr int kTileGroupM = 8;               // tiles of 8 consecutive M-blocks share B slices in L2
 
+// The TMA-store epilogue stages each consumer's 64 output rows in chunks of one 128-byte swizzle row per row
+// (64 16-bit or 32 float32 columns: 8 KiB), double-buffered so one chunk is written while the previous one is stored.
+constexpr int kStoreChunkBytes = 64 * kAtomRowBytes;
+constexpr int kStoreBuffers = 2;
+
 template <int BN>
 struct Config {
-  static constexpr int kABytes = kBM * kBK * 2;
-  static constexpr int kBBytes = BN * kBK * 2;
+  static constexpr int kABytes = kBM * kAtomRowBytes;
+  static constexpr int kBBytes = BN * kAtomRowBytes;
   static constexpr int kStageBytes = kABytes + kBBytes;
   // As many stages as fit in ~192 KiB: 4 for BN=256, 6 for BN=128.
   static constexpr int kStages = (192 * 1024) / kStageBytes;
-  // Stage buffers first (each 1024-byte aligned, as the 128-byte swizzle pattern repeats every 1024 bytes), then
-  // the mbarriers; the extra 1024 bytes let the kernel align the dynamic shared-memory base itself.
-  static constexpr int kSmemBytes = kStages * kStageBytes + 2 * kStages * 8 + 1024;
+  static constexpr int kRingBytes = kStages * kStageBytes;
+  static constexpr int kStoreBytes = kConsumers * kStoreBuffers * kStoreChunkBytes;  // 32 KiB
+  // Stage buffers first (each 1024-byte aligned, as the 128-byte swizzle pattern repeats every 1024 bytes), then the
+  // epilogue's store buffers (1024-byte aligned too), then the mbarriers; the extra 1024 bytes let the kernel align
+  // the dynamic shared-memory base itself. 225 KiB of the H100's 227.
+  static constexpr int kSmemBytes = kRingBytes + kStoreBytes + 2 * kStages * 8 + 1024;
 };
 
 // ---- PTX wrappers ----
@@ -80,14 +100,32 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, u
       : "memory");
 }
 
+// TMA store of one box from shared memory; rows/columns outside the tensor are not written.
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap* map, const void* src, int inner, int outer) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];"
+               ::"l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(smem_u32(src))
+               : "memory");
+}
+__device__ __forceinline__ void tma_store_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+// Waits until at most `Pending` committed stores still read their shared-memory source.
+template <int Pending>
+__device__ __forceinline__ void tma_store_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(Pending) : "memory");
+}
+__device__ __forceinline__ void tma_store_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+// Makes this thread's generic shared-memory writes visible to the async proxy (TMA, wgmma).
+__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+// Synchronises the 128 threads of one warpgroup (named barrier `id`; 0 is __syncthreads').
+__device__ __forceinline__ void warpgroup_sync(int id) { asm volatile("bar.sync %0, 128;" ::"r"(id) : "memory"); }
+
 // wgmma shared-memory matrix descriptor with 128-byte swizzle. Field units are 16 bytes.
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t leading_bytes, uint32_t stride_bytes) {
   return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(leading_bytes >> 4) << 16) |
          (static_cast<uint64_t>(stride_bytes >> 4) << 32) | (1ull << 62);
 }
 
-// K-major operand (rows of 64 K-elements, 128 B each): consecutive 8-row groups are 1024 B apart, the leading offset
-// is unused with swizzling, and the k-th 16-element step starts 32 B further along the row.
+// K-major operand (rows of one 128-byte swizzle row of K): consecutive 8-row groups are 1024 B apart, the leading
+// offset is unused with swizzling, and the k-th wgmma step starts 32 B further along the row.
 __device__ __forceinline__ uint64_t k_major_desc(uint32_t tile, int kstep) {
   return smem_desc(tile + kstep * 32, 16, 8 * kAtomRowBytes);
 }
@@ -115,7 +153,11 @@ __device__ __forceinline__ void fence_registers(float (&r)[N]) {
 
 template <typename T, int BN, int TransA, int TransB>
 __device__ __forceinline__ void wgmma_tile(float (&acc)[BN / 2], uint64_t da, uint64_t db, int scale_d) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+  if constexpr (std::is_same_v<T, float>) {
+    static_assert(TransA == 0 && TransB == 0, "wgmma reads TF32 operands K-major only");
+    if constexpr (BN == 256) wgmma_m64n256k8_tf32(acc, da, db, scale_d);
+    else wgmma_m64n128k8_tf32(acc, da, db, scale_d);
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     if constexpr (BN == 256) wgmma_m64n256k16_bf16<TransA, TransB>(acc, da, db, scale_d);
     else wgmma_m64n128k16_bf16<TransA, TransB>(acc, da, db, scale_d);
   } else {
@@ -225,11 +267,81 @@ __device__ __forceinline__ void store_pair(OutT* c, int64_t ldc, int row, int co
   write_pair(p, ep.finish(v0, old0), ep.finish(v1, old1), both, pair_aligned);
 }
 
+// Two outputs, rounded to OutT, into the staging buffer at shared-memory address `addr` (st.shared: the aligned
+// dynamic shared-memory base is a generic pointer, through which the compiler would emit generic stores).
+template <typename OutT>
+__device__ __forceinline__ void put_pair(uint32_t addr, float v0, float v1) {
+  if constexpr (std::is_same_v<OutT, float>) {
+    asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(addr), "f"(v0), "f"(v1) : "memory");
+  } else {
+    uint32_t bits;
+    if constexpr (std::is_same_v<OutT, __nv_bfloat16>) {
+      const __nv_bfloat162 pair = __floats2bfloat162_rn(v0, v1);
+      memcpy(&bits, &pair, sizeof(bits));
+    } else {
+      const __half2 pair = __floats2half2_rn(v0, v1);
+      memcpy(&bits, &pair, sizeof(bits));
+    }
+    asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(bits) : "memory");
+  }
+}
+
+// Epilogue through shared memory (no accumulate, no pre-activation copy): per chunk of one 128-byte swizzle row of
+// columns, the warpgroup writes its 64 rows, rounded, into a staging buffer in TMA's 128-byte swizzle (conflict-free:
+// the 8 rows one store instruction covers land in 8 different 16-byte columns), and one thread stores the chunk
+// with a TMA store, which writes whole lines and clips the edges, while the warpgroup fills the other buffer. The
+// last stores complete during the next tile's mainloop. `stores` counts the chunks this warpgroup has stored so far
+// (over all its tiles: an edge tile may store an odd number), and picks the buffer.
+template <typename OutT, int BN>
+__device__ __forceinline__ void store_tile_tma(const float (&acc)[BN / 2], const CUtensorMap* map_c,
+                                               unsigned char* buffers, int& stores, int row_base, int col_base, int n,
+                                               const Epilogue<OutT>& ep, int consumer, int warp, int lane) {
+  constexpr int kChunkCols = kAtomRowBytes / static_cast<int>(sizeof(OutT));
+  constexpr int kChunks = BN / kChunkCols;
+  const bool issuer = threadIdx.x % 128 == 0;
+  const int local_row0 = warp * 16 + lane / 4;
+#pragma unroll
+  for (int chunk = 0; chunk < kChunks; ++chunk) {
+    const int chunk_col = col_base + chunk * kChunkCols;
+    if (chunk_col >= n) break;  // uniform over the warpgroup
+    unsigned char* buffer = buffers + (stores++ % kStoreBuffers) * kStoreChunkBytes;
+    const uint32_t buffer_addr = smem_u32(buffer);
+    // The store issued kStoreBuffers chunks ago read this buffer; wait until it has.
+    if (issuer) tma_store_wait_read<kStoreBuffers - 1>();
+    warpgroup_sync(1 + consumer);
+#pragma unroll
+    for (int jj = 0; jj < kChunkCols / 8; ++jj) {
+      const int j = chunk * (kChunkCols / 8) + jj;  // accumulator column group: columns 8j .. 8j + 7 of the tile
+      const int col_in_chunk = 8 * jj + 2 * (lane % 4);
+      const int col = chunk_col + col_in_chunk;
+      float bias0 = 0.f, bias1 = 0.f;
+      if (ep.bias != nullptr) {
+        if (col < n) bias0 = cuda::to_opmath(ep.bias[col]);
+        if (col + 1 < n) bias1 = cuda::to_opmath(ep.bias[col + 1]);
+      }
+      const int byte = col_in_chunk * static_cast<int>(sizeof(OutT));
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = local_row0 + 8 * h;
+        const uint32_t addr = buffer_addr + r * kAtomRowBytes + ((((byte >> 4) ^ (r & 7)) << 4) | (byte & 15));
+        put_pair<OutT>(addr, ep.finish(acc[4 * j + 2 * h] + bias0, 0.f),
+                       ep.finish(acc[4 * j + 2 * h + 1] + bias1, 0.f));
+      }
+    }
+    fence_async_shared();
+    warpgroup_sync(1 + consumer);
+    if (issuer) {
+      tma_store_2d(map_c, buffer, chunk_col, row_base);
+      tma_store_commit();
+    }
+  }
+}
+
 template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
 __global__ void __launch_bounds__(kThreads, 1)
-    gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b, OutT* c,
-                int64_t ldc, int m, int n, int k, const Epilogue<OutT> ep, int splits, int k_tiles_per_split,
-                int64_t split_stride) {
+    gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
+                const __grid_constant__ CUtensorMap map_c, OutT* c, int64_t ldc, int m, int n, int k,
+                const Epilogue<OutT> ep, bool tma_store, int splits, int k_tiles_per_split, int64_t split_stride) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
   // Built into the sm_80 image too (one .cu for all targets), but only ever launched on sm_90a devices.
   __trap();
@@ -237,11 +349,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   using Cfg = Config<BN>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + Cfg::kStages * Cfg::kStageBytes);
+  unsigned char* store_buffers = smem + Cfg::kRingBytes;
+  uint64_t* full = reinterpret_cast<uint64_t*>(store_buffers + Cfg::kStoreBytes);
   uint64_t* empty = full + Cfg::kStages;
 
   const int warpgroup = threadIdx.x / 128;
-  const Schedule schedule{{(m + kBM - 1) / kBM, (n + BN - 1) / BN}, splits, (k + kBK - 1) / kBK, k_tiles_per_split};
+  const Schedule schedule{{(m + kBM - 1) / kBM, (n + BN - 1) / BN}, splits, (k + kBK<T> - 1) / kBK<T>,
+                          k_tiles_per_split};
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < Cfg::kStages; ++s) {
@@ -266,7 +380,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         unsigned char* a_tile = smem + stage * Cfg::kStageBytes;
         unsigned char* b_tile = a_tile + Cfg::kABytes;
         mbar_arrive_expect_tx(&full[stage], Cfg::kStageBytes);
-        const int k0 = kt * kBK;
+        const int k0 = kt * kBK<T>;
         if constexpr (AKMajor) {
           tma_load_2d(a_tile, &map_a, &full[stage], k0, mb * kBM);
         } else {
@@ -296,6 +410,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warp = (threadIdx.x % 128) / 32;
   const bool pair_aligned = (ldc % 2 == 0) && (reinterpret_cast<uintptr_t>(c) % (2 * sizeof(OutT)) == 0);
   float acc[BN / 2];
+  int tma_stores = 0;  // chunks this warpgroup has stored through the TMA-store epilogue
   int stage = 0;
   uint32_t phase = 0;
   for (int t = blockIdx.x; t < schedule.count(); t += gridDim.x) {
@@ -313,7 +428,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const uint32_t a_rows = a_tile + consumer * (AKMajor ? kAtomElems * kAtomRowBytes : kBoxBytes);
       wgmma_fence();
 #pragma unroll
-      for (int ks = 0; ks < kBK / 16; ++ks) {
+      for (int ks = 0; ks < kKSteps; ++ks) {
         const uint64_t da = AKMajor ? k_major_desc(a_rows, ks) : mn_major_desc(a_rows, ks);
         const uint64_t db = BKMajor ? k_major_desc(b_tile, ks) : mn_major_desc(b_tile, ks);
         // scale_d = 0 on the tile's first product zeroes the accumulators.
@@ -334,7 +449,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     fence_registers(acc);
     if (reading >= 0 && lane == 0) mbar_arrive(&empty[reading]);
     // Accumulator layout of wgmma m64nN: register 4j+2h+e holds row 16*warp + lane/4 + 8h, column 8j + 2*(lane%4) + e.
-    const int row0 = mb * kBM + consumer * 64 + warp * 16 + lane / 4;
+    const int consumer_row0 = mb * kBM + consumer * 64;
+    if (tma_store) {
+      if (consumer_row0 < m) {  // uniform over the warpgroup
+        store_tile_tma<OutT, BN>(acc, &map_c, store_buffers + consumer * kStoreBuffers * kStoreChunkBytes,
+                                 tma_stores, consumer_row0, nb * BN, n, ep, consumer, warp, lane);
+      }
+      continue;
+    }
+    const int row0 = consumer_row0 + warp * 16 + lane / 4;
     const int col0 = nb * BN + 2 * (lane % 4);
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j) {
@@ -345,6 +468,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
+  // Shared memory must outlive the stores that read it, and C must be complete when the kernel is.
+  if (tma_store && threadIdx.x % 128 == 0) tma_store_wait_all();
 #endif
 }
 
@@ -364,13 +489,17 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return encode;
 }
 
-// A 2-D row-major operand [rows, cols] (cols contiguous, rows `ld` elements apart) read in boxes of
-// [box_rows, 64] with the 128-byte swizzle; out-of-range rows/columns read as zero, which pads edge tiles and K.
-bool encode_operand(CUtensorMap* map, CUtensorMapDataType type, const void* base, int64_t rows, int64_t cols,
-                    int64_t ld, int box_rows) {
+// A 2-D row-major matrix [rows, cols] of T (cols contiguous, rows `ld` elements apart) moved in boxes of
+// [box_rows, one 128-byte swizzle row]: operands read out-of-range rows/columns as zero, which pads edge tiles and K;
+// stores to C skip them.
+template <typename T>
+bool encode_tile(CUtensorMap* map, const void* base, int64_t rows, int64_t cols, int64_t ld, int box_rows) {
+  const CUtensorMapDataType type = std::is_same_v<T, float>            ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32
+                                   : std::is_same_v<T, __nv_bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                                      : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * 2};
-  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kAtomElems), static_cast<cuuint32_t>(box_rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * sizeof(T)};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kBK<T>), static_cast<cuuint32_t>(box_rows)};
   const cuuint32_t element_strides[2] = {1, 1};
   auto encode = tensor_map_encoder();
   return encode != nullptr &&
@@ -386,6 +515,7 @@ struct Target {
   OutT* c;
   int64_t ldc;
   Epilogue<OutT> ep;
+  bool tma_store;  // the epilogue through shared memory and TMA stores (store_tile_tma), else direct stores
   int splits;
   int k_tiles_per_split;
   int64_t split_stride;
@@ -398,32 +528,44 @@ Epilogue<OutT> problem_epilogue(const GemmSm90Problem& p) {
 
 template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
 cudaError_t launch(const GemmSm90Problem& p, const Target<OutT>& target, int num_sms, cudaStream_t stream) {
-  const CUtensorMapDataType type =
-      std::is_same_v<T, __nv_bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   CUtensorMap map_a, map_b;
-  const bool ok = (AKMajor ? encode_operand(&map_a, type, p.a, p.m, p.k, p.lda, kBM)
-                           : encode_operand(&map_a, type, p.a, p.k, p.m, p.lda, kBK)) &&
-                  (BKMajor ? encode_operand(&map_b, type, p.b, p.n, p.k, p.ldb, BN)
-                           : encode_operand(&map_b, type, p.b, p.k, p.n, p.ldb, kBK));
-  if (!ok) return cudaErrorInvalidValue;
+  const bool ok = (AKMajor ? encode_tile<T>(&map_a, p.a, p.m, p.k, p.lda, kBM)
+                           : encode_tile<T>(&map_a, p.a, p.k, p.m, p.lda, kBK<T>)) &&
+                  (BKMajor ? encode_tile<T>(&map_b, p.b, p.n, p.k, p.ldb, BN)
+                           : encode_tile<T>(&map_b, p.b, p.k, p.n, p.ldb, kBK<T>));
+  CUtensorMap map_c{};
+  if (!ok || (target.tma_store && !encode_tile<OutT>(&map_c, target.c, p.m, p.n, target.ldc, 64)))
+    return cudaErrorInvalidValue;
   auto kernel = gemm_kernel<T, OutT, BN, AKMajor, BKMajor>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Config<BN>::kSmemBytes);
   if (err != cudaSuccess) return err;
   const int64_t work = cuda::ceil_div(p.m, kBM) * cuda::ceil_div(p.n, BN) * target.splits;
   const int grid = static_cast<int>(std::min<int64_t>(work, num_sms));
   kernel<<<grid, kThreads, Config<BN>::kSmemBytes, stream>>>(
-      map_a, map_b, target.c, target.ldc, static_cast<int>(p.m), static_cast<int>(p.n), static_cast<int>(p.k),
-      target.ep, target.splits, target.k_tiles_per_split, target.split_stride);
+      map_a, map_b, map_c, target.c, target.ldc, static_cast<int>(p.m), static_cast<int>(p.n),
+      static_cast<int>(p.k), target.ep, target.tma_store, target.splits, target.k_tiles_per_split,
+      target.split_stride);
   return cudaGetLastError();
 }
 
 template <typename T, typename OutT, int BN>
 cudaError_t launch_layout(const GemmSm90Problem& p, const Target<OutT>& target, int num_sms, cudaStream_t stream) {
-  if (p.a_k_major && p.b_k_major) return launch<T, OutT, BN, true, true>(p, target, num_sms, stream);
-  if (p.a_k_major) return launch<T, OutT, BN, true, false>(p, target, num_sms, stream);
-  if (p.b_k_major) return launch<T, OutT, BN, false, true>(p, target, num_sms, stream);
-  return launch<T, OutT, BN, false, false>(p, target, num_sms, stream);
+  // TF32 operands are K-major (gemm_sm90_unsupported_reason turns the rest away).
+  if constexpr (std::is_same_v<T, float>) {
+    return launch<T, OutT, BN, true, true>(p, target, num_sms, stream);
+  } else {
+    if (p.a_k_major && p.b_k_major) return launch<T, OutT, BN, true, true>(p, target, num_sms, stream);
+    if (p.a_k_major) return launch<T, OutT, BN, true, false>(p, target, num_sms, stream);
+    if (p.b_k_major) return launch<T, OutT, BN, false, true>(p, target, num_sms, stream);
+    return launch<T, OutT, BN, false, false>(p, target, num_sms, stream);
+  }
 }
+
+// Bytes of one input element: 4 for float32 (TF32), 2 for the 16-bit types.
+int input_bytes(const GemmSm90Problem& p) { return p.in_dtype == DType::Float32 ? 4 : 2; }
+
+// K elements of one stage (kBK of the input type) and the stages K spans.
+int64_t k_tiles(const GemmSm90Problem& p) { return cuda::ceil_div(p.k, kAtomRowBytes / input_bytes(p)); }
 
 // 128 x 256 tiles reuse each loaded byte most; 128 x 128 when the wide tiles cannot fill the SMs.
 int tile_n(const GemmSm90Problem& p, int num_sms) {
@@ -434,19 +576,32 @@ int tile_n(const GemmSm90Problem& p, int num_sms) {
 // slices of at least 4 BK steps so that every SM streams its share of the weights; 1 means no split.
 int plan_splits(const GemmSm90Problem& p, int num_sms, int& k_tiles_per_split) {
   const int64_t tiles = cuda::ceil_div(p.m, kBM) * cuda::ceil_div(p.n, 128);
-  const int64_t k_tiles = cuda::ceil_div(p.k, kBK);
-  k_tiles_per_split = static_cast<int>(k_tiles);
+  const int64_t stages = k_tiles(p);
+  k_tiles_per_split = static_cast<int>(stages);
   if (2 * tiles > num_sms) return 1;
-  const int64_t wanted = std::min<int64_t>({num_sms / tiles, k_tiles / 4, 16});
+  const int64_t wanted = std::min<int64_t>({num_sms / tiles, stages / 4, 16});
   if (wanted < 2) return 1;
-  k_tiles_per_split = static_cast<int>(cuda::ceil_div(k_tiles, wanted));
-  return static_cast<int>(cuda::ceil_div(k_tiles, k_tiles_per_split));  // every slice non-empty
+  k_tiles_per_split = static_cast<int>(cuda::ceil_div(stages, wanted));
+  return static_cast<int>(cuda::ceil_div(stages, k_tiles_per_split));  // every slice non-empty
+}
+
+// The TMA-store epilogue writes C only: it takes problems without the old C (accumulate) or a pre-activation copy,
+// whose C TMA can address (16-byte aligned base and row stride). FASTOPS_SM90_DIRECT_STORE=1 turns it off, so that
+// a wrong result can be pinned on (or cleared of) the epilogue in one run.
+template <typename OutT>
+bool use_tma_store(const GemmSm90Problem& p) {
+  static const bool disabled = [] {
+    const char* env = std::getenv("FASTOPS_SM90_DIRECT_STORE");
+    return env != nullptr && std::string(env) == "1";
+  }();
+  return !disabled && !p.accumulate && p.pre == nullptr && cuda::is_aligned16(p.c) &&
+         (p.ldc * static_cast<int64_t>(sizeof(OutT))) % 16 == 0;
 }
 
 template <typename T, typename OutT>
 cudaError_t launch_direct(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
-  const Target<OutT> target{static_cast<OutT*>(p.c), p.ldc, problem_epilogue<OutT>(p), 1,
-                            static_cast<int>(cuda::ceil_div(p.k, kBK)), 0};
+  const Target<OutT> target{static_cast<OutT*>(p.c), p.ldc, problem_epilogue<OutT>(p), use_tma_store<OutT>(p), 1,
+                            static_cast<int>(k_tiles(p)), 0};
   if (tile_n(p, num_sms) == 256) return launch_layout<T, OutT, 256>(p, target, num_sms, stream);
   return launch_layout<T, OutT, 128>(p, target, num_sms, stream);
 }
@@ -475,8 +630,8 @@ cudaError_t launch_out(const GemmSm90Problem& p, int num_sms, cudaStream_t strea
   const int splits = plan_splits(p, num_sms, k_tiles_per_split);
   if (splits == 1) return launch_direct<T, OutT>(p, num_sms, stream);
   if (p.workspace == nullptr) return cudaErrorInvalidValue;
-  const Target<float> target{static_cast<float*>(p.workspace), p.n, Epilogue<float>{}, splits, k_tiles_per_split,
-                             p.m * p.n};
+  const Target<float> target{static_cast<float*>(p.workspace), p.n, Epilogue<float>{}, false, splits,
+                             k_tiles_per_split, p.m * p.n};
   cudaError_t err = launch_layout<T, float, 128>(p, target, num_sms, stream);
   if (err != cudaSuccess) return err;
   const int64_t blocks = std::min<int64_t>(cuda::ceil_div(p.m * p.n, 256), 4 * num_sms);
@@ -488,24 +643,35 @@ cudaError_t launch_out(const GemmSm90Problem& p, int num_sms, cudaStream_t strea
 
 template <typename T>
 cudaError_t launch_in(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
-  switch (p.out_dtype) {
-    case DType::Float32: return launch_out<T, float>(p, num_sms, stream);
-    case DType::BFloat16: return launch_out<T, __nv_bfloat16>(p, num_sms, stream);
-    case DType::Float16: return launch_out<T, __half>(p, num_sms, stream);
-    default: return cudaErrorInvalidValue;
+  if constexpr (std::is_same_v<T, float>) {
+    return p.out_dtype == DType::Float32 ? launch_out<T, float>(p, num_sms, stream) : cudaErrorInvalidValue;
+  } else {
+    switch (p.out_dtype) {
+      case DType::Float32: return launch_out<T, float>(p, num_sms, stream);
+      case DType::BFloat16: return launch_out<T, __nv_bfloat16>(p, num_sms, stream);
+      case DType::Float16: return launch_out<T, __half>(p, num_sms, stream);
+      default: return cudaErrorInvalidValue;
+    }
   }
 }
 
 }  // namespace sm90
 
 const char* gemm_sm90_unsupported_reason(const GemmSm90Problem& p) {
-  if (p.in_dtype != DType::BFloat16 && p.in_dtype != DType::Float16) return "inputs are not 16-bit floats";
+  if (p.in_dtype == DType::Float32) {
+    if (!p.a_k_major || !p.b_k_major) return "TF32 operands are not both K-major (wgmma reads TF32 K-major only)";
+    if (p.out_dtype != DType::Float32) return "TF32 output is not float32";
+  } else if (p.in_dtype != DType::BFloat16 && p.in_dtype != DType::Float16) {
+    return "inputs are neither 16-bit floats nor float32 (TF32)";
+  }
   if (p.out_dtype == DType::Float64) return "float64 output";
   if (p.m <= 0 || p.n <= 0 || p.k <= 0) return "empty problem";
   if (p.m >= (int64_t(1) << 31) || p.n >= (int64_t(1) << 31) || p.k >= (int64_t(1) << 31))
     return "a dimension reaches 2^31 (TMA coordinates are 32-bit)";
   if (!cuda::is_aligned16(p.a) || !cuda::is_aligned16(p.b)) return "A or B is not 16-byte aligned";
-  if ((p.lda * 2) % 16 != 0 || (p.ldb * 2) % 16 != 0) return "a row stride of A or B is not a multiple of 16 bytes";
+  const int bytes = sm90::input_bytes(p);
+  if ((p.lda * bytes) % 16 != 0 || (p.ldb * bytes) % 16 != 0)
+    return "a row stride of A or B is not a multiple of 16 bytes";
   if (sm90::tensor_map_encoder() == nullptr) return "the driver does not provide cuTensorMapEncodeTiled";
   return nullptr;
 }
@@ -517,6 +683,7 @@ int64_t gemm_sm90_workspace_elems(const GemmSm90Problem& p, int num_sms) {
 }
 
 cudaError_t gemm_sm90(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
+  if (p.in_dtype == DType::Float32) return sm90::launch_in<float>(p, num_sms, stream);
   if (p.in_dtype == DType::BFloat16) return sm90::launch_in<__nv_bfloat16>(p, num_sms, stream);
   return sm90::launch_in<__half>(p, num_sms, stream);
 }

@@ -1,6 +1,7 @@
 // Torch-free entry point of the Hopper (sm_90a) GEMM: TMA loads into a shared-memory ring on mbarriers, a producer
 // warpgroup and two consumer warpgroups issuing wgmma, setmaxnreg rebalancing, a persistent grid walking a swizzled
-// tile order, split-K for small outputs, and a bias epilogue. Computes, for 16-bit A and B with fp32 accumulation,
+// tile order, split-K for small outputs, and a bias epilogue. Computes, for 16-bit A and B (or float32 read as TF32,
+// whose low 13 mantissa bits wgmma ignores) with fp32 accumulation,
 //     C[m, n] = act( sum_k A[m, k] * B[n, k]  (+ bias[n]) )  (+ C[m, n] when accumulating; act optional)
 // where each operand is stored either "K-major" (the K index contiguous: A as [M, K], B as [N, K] row-major) or
 // "MN-major" (A as [K, M], B as [K, N] row-major). Every transpose of a Linear's forward and backward is one of
@@ -18,7 +19,7 @@
 namespace fastops {
 
 struct GemmSm90Problem {
-  DType in_dtype;   // of A and B: Float16 or BFloat16
+  DType in_dtype;   // of A and B: Float16, BFloat16, or Float32 (TF32 math; both operands K-major, C float32)
   DType out_dtype;  // of C and bias: Float16, BFloat16 or Float32
   int64_t m, n, k;
   const void* a;
@@ -40,7 +41,7 @@ struct GemmSm90Problem {
 };
 
 // nullptr when gemm_sm90 can run the problem; otherwise why not (the caller then takes the portable path).
-// Requirements come from TMA: 16-byte aligned bases and row strides, and 16-bit inputs.
+// Requirements come from TMA (16-byte aligned bases and row strides) and wgmma (16-bit inputs, or K-major TF32).
 const char* gemm_sm90_unsupported_reason(const GemmSm90Problem& p);
 
 // Scratch the problem needs: non-zero when the output has too few tiles to fill `num_sms` SMs and K is long enough

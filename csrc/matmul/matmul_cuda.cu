@@ -747,18 +747,17 @@ DeviceInfo current_device_info() {
 }
 
 // The seam where kernels are chosen: by dtype, TF32 permission and compute capability. On sm_90 (H100/H200),
-// single 16-bit GEMMs whose operands TMA can read take the wgmma kernel; other 16-bit types, and float32 when torch
-// allows TF32, take the mma.sync tensor-core kernel on sm_80+; float32 without TF32, float64 and pre-Ampere GPUs
-// take the CUDA cores.
+// single GEMMs whose operands TMA can read take the wgmma kernel: 16-bit in every layout, float32 under TF32 when
+// both operands are K-major (Linear's forward). Other 16-bit and TF32 GEMMs take the mma.sync tensor-core kernel
+// on sm_80+; float32 without TF32, float64 and pre-Ampere GPUs take the CUDA cores.
 GemmKernel select_gemm_kernel(const GemmArgs& args, const DeviceInfo& device) {
   const bool half_type = args.dtype == DType::BFloat16 || args.dtype == DType::Float16;
-  if (half_type && device.cc_major == 9 && device.cc_minor == 0 && args.batch == 1 &&
+  const bool tensor_cores = half_type || (args.dtype == DType::Float32 && args.allow_tf32);
+  if (tensor_cores && device.cc_major == 9 && device.cc_minor == 0 && args.batch == 1 &&
       gemm_sm90_unsupported_reason(sm90_problem(args)) == nullptr) {
     return GemmKernel::Wgmma;
   }
-  if ((half_type || (args.dtype == DType::Float32 && args.allow_tf32)) && device.cc_major >= 8) {
-    return GemmKernel::MmaSync;
-  }
+  if (tensor_cores && device.cc_major >= 8) return GemmKernel::MmaSync;
   return GemmKernel::Simt;
 }
 

@@ -25,7 +25,12 @@ def _matmul_case(m: int, n: int, k: int, label: str) -> Case:
     dtype, tf32 = _DTYPES[label]
 
     def make_inputs(device):
-        return (torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype))
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        if tf32:
+            # B as Linear's weight ([n, k] read transposed): wgmma reads TF32 K-major only, so this is the layout
+            # the Hopper kernel runs for float32 (a row-major [k, n] B takes the mma.sync kernel).
+            return a, torch.randn(n, k, device=device, dtype=dtype).t()
+        return a, torch.randn(k, n, device=device, dtype=dtype)
 
     return Case(
         op="matmul", dtype=label, shape=f"{m}x{n}x{k}", make_inputs=make_inputs,
