@@ -12,6 +12,9 @@
 //                pre-activation, writing split-K partial sums or when C is not 16-byte aligned, directly from
 //                registers (store_pair).
 // setmaxnreg moves registers from the producer (40) to the consumers (232), which hold BN/2 accumulators each.
+// Large problems run as clusters of 2 CTAs on vertically adjacent tiles (same N-block): each CTA loads half of the
+// shared B slice and multicasts it to both, so a CTA pulls 32 KiB per stage from L2 instead of 48; a stage is then
+// free only when the consumers of both CTAs have released it.
 // Shared memory uses TMA's 128-byte swizzle, which is also the layout wgmma reads without bank conflicts.
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -100,6 +103,41 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, u
       : "memory");
 }
 
+// As tma_load_2d, but the box lands at the same shared-memory offset in every CTA of `cta_mask` (bit r: cluster
+// rank r), each CTA's mbarrier at `bar`'s offset receiving the byte count.
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const CUtensorMap* map, uint64_t* bar, int inner,
+                                                      int outer, uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%2, %3}], [%4], %5;"
+      ::"r"(smem_u32(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(smem_u32(bar)),
+      "h"(cta_mask)
+      : "memory");
+}
+
+// Arrives on the mbarrier at `bar`'s offset in the shared memory of cluster CTA `rank` (this CTA's own included).
+// The default (.release.cta) semantics, as CUTLASS's ClusterBarrier: what the arrival publishes is that this warp's
+// wgmmas (async proxy, already complete) no longer read the stage. An explicit .release.cluster made ptxas put
+// MEMBAR.ALL.GPU before every arrival in the mainloop.
+__device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank) {
+  asm volatile(
+      "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}\n"
+      ::"r"(smem_u32(bar)), "r"(rank)
+      : "memory");
+}
+
+__device__ __forceinline__ uint32_t cluster_ctarank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  return rank;
+}
+
+// Every thread of every CTA in the cluster; orders shared-memory effects cluster-wide.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+
 // TMA store of one box from shared memory; rows/columns outside the tensor are not written.
 __device__ __forceinline__ void tma_store_2d(const CUtensorMap* map, const void* src, int inner, int outer) {
   asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];"
@@ -166,7 +204,8 @@ __device__ __forceinline__ void wgmma_tile(float (&acc)[BN / 2], uint64_t da, ui
   }
 }
 
-// Tile t of the persistent walk -> (m block, n block), grouped so kTileGroupM M-blocks sweep each N-block together.
+// Tile t of the persistent walk -> (m unit, n block), grouped so kTileGroupM M-units sweep each N-block together. An
+// M-unit is one M-block, or with clusters the cluster_m vertically adjacent M-blocks a cluster computes together.
 struct TileOrder {
   int tiles_m, tiles_n;
   __device__ __forceinline__ void at(int t, int& mb, int& nb) const {
@@ -181,16 +220,24 @@ struct TileOrder {
 };
 
 // The persistent walk's unit of work: an output tile, or with split-K one K-range of it (its partial sums go to
-// the split's own fp32 slice of the workspace; a second kernel adds the slices).
+// the split's own fp32 slice of the workspace; a second kernel adds the slices). The CTAs of a cluster walk the same
+// units in step (they share every B slice), each taking the M-block of its rank; with an odd number of M-blocks the
+// last unit's upper CTA computes a tile wholly below C (zero-filled A, nothing stored) so its partner gets its B.
 struct Schedule {
   TileOrder order;
   int splits;
   int k_tiles;
   int k_tiles_per_split;
+  int cluster_m;  // CTAs per cluster (1 or 2)
+  int rank;       // this CTA's rank in its cluster
   __device__ __forceinline__ int count() const { return order.count() * splits; }
+  __device__ __forceinline__ int first() const { return blockIdx.x / cluster_m; }
+  __device__ __forceinline__ int stride() const { return gridDim.x / cluster_m; }
   __device__ __forceinline__ void at(int t, int& mb, int& nb, int& split, int& kt_begin, int& kt_end) const {
     split = t % splits;
-    order.at(t / splits, mb, nb);
+    int unit;
+    order.at(t / splits, unit, nb);
+    mb = unit * cluster_m + rank;
     kt_begin = split * k_tiles_per_split;
     kt_end = min(k_tiles, kt_begin + k_tiles_per_split);
   }
@@ -337,83 +384,92 @@ __device__ __forceinline__ void store_tile_tma(const float (&acc)[BN / 2], const
   }
 }
 
-template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
-__global__ void __launch_bounds__(kThreads, 1)
-    gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
-                const __grid_constant__ CUtensorMap map_c, OutT* c, int64_t ldc, int m, int n, int k,
-                const Epilogue<OutT> ep, bool tma_store, int splits, int k_tiles_per_split, int64_t split_stride) {
-#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  // Built into the sm_80 image too (one .cu for all targets), but only ever launched on sm_90a devices.
-  __trap();
-#else
+// The producer: one thread walks the CTA's work units and, per BK slice, waits for a free ring stage, arms its "full"
+// mbarrier with the stage's byte count and issues TMA loads of the A and B slices into it. In a cluster it loads its
+// own A and half of B, multicast to both CTAs (each CTA's "full" barrier expects the whole stage: its A, and B's
+// halves from both producers).
+template <typename T, int BN, bool AKMajor, bool BKMajor>
+__device__ __forceinline__ void produce_stages(const CUtensorMap& map_a, const CUtensorMap& map_b,
+                                               unsigned char* smem, uint64_t* full, uint64_t* empty,
+                                               const Schedule& schedule) {
   using Cfg = Config<BN>;
-  extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  unsigned char* store_buffers = smem + Cfg::kRingBytes;
-  uint64_t* full = reinterpret_cast<uint64_t*>(store_buffers + Cfg::kStoreBytes);
-  uint64_t* empty = full + Cfg::kStages;
-
-  const int warpgroup = threadIdx.x / 128;
-  const Schedule schedule{{(m + kBM - 1) / kBM, (n + BN - 1) / BN}, splits, (k + kBK<T> - 1) / kBK<T>,
-                          k_tiles_per_split};
-
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < Cfg::kStages; ++s) {
-      mbar_init(&full[s], 1);
-      mbar_init(&empty[s], kConsumers * 4);  // one arrival per consumer warp
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
-
-  if (warpgroup == 0) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-    if (threadIdx.x != 0) return;
-    int stage = 0;
-    uint32_t phase = 0;
-    for (int t = blockIdx.x; t < schedule.count(); t += gridDim.x) {
-      int mb, nb, split, kt_begin, kt_end;
-      schedule.at(t, mb, nb, split, kt_begin, kt_end);
-      for (int kt = kt_begin; kt < kt_end; ++kt) {
-        // A fresh barrier's "previous phase" counts as complete, so the first pass over the ring does not block.
-        mbar_wait(&empty[stage], phase ^ 1);
-        unsigned char* a_tile = smem + stage * Cfg::kStageBytes;
-        unsigned char* b_tile = a_tile + Cfg::kABytes;
-        mbar_arrive_expect_tx(&full[stage], Cfg::kStageBytes);
-        const int k0 = kt * kBK<T>;
-        if constexpr (AKMajor) {
-          tma_load_2d(a_tile, &map_a, &full[stage], k0, mb * kBM);
-        } else {
+  const bool clustered = schedule.cluster_m > 1;
+  constexpr uint16_t kBothCtas = 0b11;
+  int stage = 0;
+  uint32_t phase = 0;
+  for (int t = schedule.first(); t < schedule.count(); t += schedule.stride()) {
+    int mb, nb, split, kt_begin, kt_end;
+    schedule.at(t, mb, nb, split, kt_begin, kt_end);
+    for (int kt = kt_begin; kt < kt_end; ++kt) {
+      // A fresh barrier's "previous phase" counts as complete, so the first pass over the ring does not block.
+      mbar_wait(&empty[stage], phase ^ 1);
+      unsigned char* a_tile = smem + stage * Cfg::kStageBytes;
+      unsigned char* b_tile = a_tile + Cfg::kABytes;
+      mbar_arrive_expect_tx(&full[stage], Cfg::kStageBytes);
+      const int k0 = kt * kBK<T>;
+      if constexpr (AKMajor) {
+        tma_load_2d(a_tile, &map_a, &full[stage], k0, mb * kBM);
+      } else {
 #pragma unroll
-          for (int i = 0; i < kBM / kAtomElems; ++i)
-            tma_load_2d(a_tile + i * kBoxBytes, &map_a, &full[stage], mb * kBM + i * kAtomElems, k0);
-        }
+        for (int i = 0; i < kBM / kAtomElems; ++i)
+          tma_load_2d(a_tile + i * kBoxBytes, &map_a, &full[stage], mb * kBM + i * kAtomElems, k0);
+      }
+      if (clustered) {
+        // This CTA's half of the BN rows (K-major: one box of BN/2 rows) or BN/2 columns (MN-major: BN/128 boxes).
+        const int half = schedule.rank;
         if constexpr (BKMajor) {
-          tma_load_2d(b_tile, &map_b, &full[stage], k0, nb * BN);
+          tma_load_2d_multicast(b_tile + half * (BN / 2) * kAtomRowBytes, &map_b, &full[stage], k0,
+                                nb * BN + half * (BN / 2), kBothCtas);
         } else {
 #pragma unroll
-          for (int j = 0; j < BN / kAtomElems; ++j)
-            tma_load_2d(b_tile + j * kBoxBytes, &map_b, &full[stage], nb * BN + j * kAtomElems, k0);
+          for (int j = 0; j < BN / kAtomElems / 2; ++j) {
+            const int box = half * (BN / kAtomElems / 2) + j;
+            tma_load_2d_multicast(b_tile + box * kBoxBytes, &map_b, &full[stage], nb * BN + box * kAtomElems, k0,
+                                  kBothCtas);
+          }
         }
-        if (++stage == Cfg::kStages) {
-          stage = 0;
-          phase ^= 1;
-        }
+      } else if constexpr (BKMajor) {
+        tma_load_2d(b_tile, &map_b, &full[stage], k0, nb * BN);
+      } else {
+#pragma unroll
+        for (int j = 0; j < BN / kAtomElems; ++j)
+          tma_load_2d(b_tile + j * kBoxBytes, &map_b, &full[stage], nb * BN + j * kAtomElems, k0);
+      }
+      if (++stage == Cfg::kStages) {
+        stage = 0;
+        phase ^= 1;
       }
     }
-    return;
   }
+}
 
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
-  const int consumer = warpgroup - 1;  // owns rows [64 * consumer, 64 * consumer + 64) of each tile
+// A consumer warpgroup: owns rows [64 * consumer, 64 * consumer + 64) of each tile. Per stage it waits on "full" and
+// issues the stage's wgmmas as one group, keeping the previous stage's group in flight meanwhile; once that one has
+// completed, each warp releases its stage (in a cluster, to both CTAs' producers, as both wrote into it). After the
+// last K slice, the epilogue.
+template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
+__device__ __forceinline__ void consume_stages(const CUtensorMap& map_c, OutT* c, int64_t ldc, int m, int n,
+                                               const Epilogue<OutT>& ep, bool tma_store, int64_t split_stride,
+                                               unsigned char* smem, unsigned char* store_buffers, uint64_t* full,
+                                               uint64_t* empty, const Schedule& schedule, int consumer) {
+  using Cfg = Config<BN>;
   const int lane = threadIdx.x % 32;
   const int warp = (threadIdx.x % 128) / 32;
   const bool pair_aligned = (ldc % 2 == 0) && (reinterpret_cast<uintptr_t>(c) % (2 * sizeof(OutT)) == 0);
+  // Each warp releases a stage once its own wgmma wait has returned, so no warp can still be reading it.
+  auto release = [&](int s) {
+    if (lane != 0) return;
+    if (schedule.cluster_m == 1) {
+      mbar_arrive(&empty[s]);
+    } else {
+      for (int r = 0; r < schedule.cluster_m; ++r) mbar_arrive_cluster(&empty[s], r);
+    }
+  };
   float acc[BN / 2];
   int tma_stores = 0;  // chunks this warpgroup has stored through the TMA-store epilogue
   int stage = 0;
   uint32_t phase = 0;
-  for (int t = blockIdx.x; t < schedule.count(); t += gridDim.x) {
+  for (int t = schedule.first(); t < schedule.count(); t += schedule.stride()) {
     int mb, nb, split, kt_begin, kt_end;
     schedule.at(t, mb, nb, split, kt_begin, kt_end);
     OutT* c_split = c + split * split_stride;
@@ -437,8 +493,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_commit();
       wgmma_wait<1>();  // the previous slice's group has completed
       fence_registers(acc);
-      // Each warp releases a stage once its own wait has returned, so no warp can still be reading it.
-      if (reading >= 0 && lane == 0) mbar_arrive(&empty[reading]);
+      if (reading >= 0) release(reading);
       reading = stage;
       if (++stage == Cfg::kStages) {
         stage = 0;
@@ -447,7 +502,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     wgmma_wait<0>();
     fence_registers(acc);
-    if (reading >= 0 && lane == 0) mbar_arrive(&empty[reading]);
+    if (reading >= 0) release(reading);
     // Accumulator layout of wgmma m64nN: register 4j+2h+e holds row 16*warp + lane/4 + 8h, column 8j + 2*(lane%4) + e.
     const int consumer_row0 = mb * kBM + consumer * 64;
     if (tma_store) {
@@ -470,6 +525,53 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   // Shared memory must outlive the stores that read it, and C must be complete when the kernel is.
   if (tma_store && threadIdx.x % 128 == 0) tma_store_wait_all();
+}
+
+template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
+                const __grid_constant__ CUtensorMap map_c, OutT* c, int64_t ldc, int m, int n, int k,
+                const Epilogue<OutT> ep, bool tma_store, int splits, int k_tiles_per_split, int64_t split_stride,
+                int cluster_m) {
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  // Built into the sm_80 image too (one .cu for all targets), but only ever launched on sm_90a devices.
+  __trap();
+#else
+  using Cfg = Config<BN>;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  unsigned char* store_buffers = smem + Cfg::kRingBytes;
+  uint64_t* full = reinterpret_cast<uint64_t*>(store_buffers + Cfg::kStoreBytes);
+  uint64_t* empty = full + Cfg::kStages;
+
+  const bool clustered = cluster_m > 1;
+  const int tiles_m = (m + kBM - 1) / kBM;
+  const Schedule schedule{{(tiles_m + cluster_m - 1) / cluster_m, (n + BN - 1) / BN}, splits,
+                          (k + kBK<T> - 1) / kBK<T>, k_tiles_per_split, cluster_m,
+                          clustered ? static_cast<int>(cluster_ctarank()) : 0};
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < Cfg::kStages; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], kConsumers * 4 * cluster_m);  // one arrival per consumer warp of every CTA it feeds
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  // In a cluster, the partner's barriers must be initialised before this CTA's multicasts and arrivals reach them.
+  if (clustered) cluster_sync();
+  else __syncthreads();
+
+  const int warpgroup = threadIdx.x / 128;
+  if (warpgroup == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if (threadIdx.x == 0) produce_stages<T, BN, AKMajor, BKMajor>(map_a, map_b, smem, full, empty, schedule);
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+    consume_stages<T, OutT, BN, AKMajor, BKMajor>(map_c, c, ldc, m, n, ep, tma_store, split_stride, smem,
+                                                  store_buffers, full, empty, schedule, warpgroup - 1);
+  }
+  // A CTA leaves only once its partner no longer multicasts into its shared memory or arrives on its barriers.
+  if (clustered) cluster_sync();
 #endif
 }
 
@@ -516,6 +618,7 @@ struct Target {
   int64_t ldc;
   Epilogue<OutT> ep;
   bool tma_store;  // the epilogue through shared memory and TMA stores (store_tile_tma), else direct stores
+  int cluster_m;   // 2: clusters of 2 CTAs sharing (multicasting) each B slice; 1: no clusters
   int splits;
   int k_tiles_per_split;
   int64_t split_stride;
@@ -529,9 +632,10 @@ Epilogue<OutT> problem_epilogue(const GemmSm90Problem& p) {
 template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
 cudaError_t launch(const GemmSm90Problem& p, const Target<OutT>& target, int num_sms, cudaStream_t stream) {
   CUtensorMap map_a, map_b;
+  // In a cluster each CTA loads half of a K-major B slice: boxes of BN / 2 rows.
   const bool ok = (AKMajor ? encode_tile<T>(&map_a, p.a, p.m, p.k, p.lda, kBM)
                            : encode_tile<T>(&map_a, p.a, p.k, p.m, p.lda, kBK<T>)) &&
-                  (BKMajor ? encode_tile<T>(&map_b, p.b, p.n, p.k, p.ldb, BN)
+                  (BKMajor ? encode_tile<T>(&map_b, p.b, p.n, p.k, p.ldb, BN / target.cluster_m)
                            : encode_tile<T>(&map_b, p.b, p.k, p.n, p.ldb, kBK<T>));
   CUtensorMap map_c{};
   if (!ok || (target.tma_store && !encode_tile<OutT>(&map_c, target.c, p.m, p.n, target.ldc, 64)))
@@ -539,13 +643,34 @@ cudaError_t launch(const GemmSm90Problem& p, const Target<OutT>& target, int num
   auto kernel = gemm_kernel<T, OutT, BN, AKMajor, BKMajor>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Config<BN>::kSmemBytes);
   if (err != cudaSuccess) return err;
-  const int64_t work = cuda::ceil_div(p.m, kBM) * cuda::ceil_div(p.n, BN) * target.splits;
-  const int grid = static_cast<int>(std::min<int64_t>(work, num_sms));
-  kernel<<<grid, kThreads, Config<BN>::kSmemBytes, stream>>>(
-      map_a, map_b, map_c, target.c, target.ldc, static_cast<int>(p.m), static_cast<int>(p.n),
-      static_cast<int>(p.k), target.ep, target.tma_store, target.splits, target.k_tiles_per_split,
-      target.split_stride);
-  return cudaGetLastError();
+  // Work units: tiles (pairs of vertically adjacent tiles with clusters) times K splits; one CTA (cluster) per SM
+  // (per pair of SMs the hardware can co-schedule) walks them.
+  const int cluster_m = target.cluster_m;
+  const int64_t units =
+      cuda::ceil_div(cuda::ceil_div(p.m, kBM), cluster_m) * cuda::ceil_div(p.n, BN) * target.splits;
+  cudaLaunchAttribute cluster_dim;
+  cluster_dim.id = cudaLaunchAttributeClusterDimension;
+  cluster_dim.val.clusterDim.x = static_cast<unsigned>(cluster_m);
+  cluster_dim.val.clusterDim.y = cluster_dim.val.clusterDim.z = 1;
+  cudaLaunchConfig_t config{};
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = Config<BN>::kSmemBytes;
+  config.stream = stream;
+  config.attrs = &cluster_dim;
+  config.numAttrs = cluster_m > 1 ? 1 : 0;
+  int resident = num_sms;
+  if (cluster_m > 1) {
+    // How many clusters the GPCs co-schedule, which is not always num_sms / 2. A host-side query; clusters are only
+    // taken by problems of at least num_sms 128 x 256 tiles, i.e. tens of microseconds of GPU work.
+    config.gridDim = dim3(static_cast<unsigned>(num_sms - num_sms % cluster_m));
+    err = cudaOccupancyMaxActiveClusters(&resident, kernel, &config);
+    if (err != cudaSuccess) return err;
+    if (resident == 0) return cudaErrorInvalidConfiguration;
+  }
+  config.gridDim = dim3(static_cast<unsigned>(cluster_m * std::min<int64_t>(units, resident)));
+  return cudaLaunchKernelEx(&config, kernel, map_a, map_b, map_c, target.c, target.ldc, static_cast<int>(p.m),
+                            static_cast<int>(p.n), static_cast<int>(p.k), target.ep, target.tma_store,
+                            target.splits, target.k_tiles_per_split, target.split_stride, cluster_m);
 }
 
 template <typename T, typename OutT, int BN>
@@ -598,11 +723,22 @@ bool use_tma_store(const GemmSm90Problem& p) {
          (p.ldc * static_cast<int64_t>(sizeof(OutT))) % 16 == 0;
 }
 
+// Clusters of 2 (B multicast) for the 128 x 256 tiles of large problems, which have at least two M-blocks;
+// FASTOPS_SM90_NO_CLUSTER=1 turns them off (gpu_check.sh's bisect).
+int cluster_size(const GemmSm90Problem& p, int bn) {
+  static const bool disabled = [] {
+    const char* env = std::getenv("FASTOPS_SM90_NO_CLUSTER");
+    return env != nullptr && std::string(env) == "1";
+  }();
+  return !disabled && bn == 256 && p.m > kBM ? 2 : 1;
+}
+
 template <typename T, typename OutT>
 cudaError_t launch_direct(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
-  const Target<OutT> target{static_cast<OutT*>(p.c), p.ldc, problem_epilogue<OutT>(p), use_tma_store<OutT>(p), 1,
-                            static_cast<int>(k_tiles(p)), 0};
-  if (tile_n(p, num_sms) == 256) return launch_layout<T, OutT, 256>(p, target, num_sms, stream);
+  const int bn = tile_n(p, num_sms);
+  const Target<OutT> target{static_cast<OutT*>(p.c),     p.ldc, problem_epilogue<OutT>(p),    use_tma_store<OutT>(p),
+                            cluster_size(p, bn), 1,     static_cast<int>(k_tiles(p)), 0};
+  if (bn == 256) return launch_layout<T, OutT, 256>(p, target, num_sms, stream);
   return launch_layout<T, OutT, 128>(p, target, num_sms, stream);
 }
 
@@ -630,7 +766,7 @@ cudaError_t launch_out(const GemmSm90Problem& p, int num_sms, cudaStream_t strea
   const int splits = plan_splits(p, num_sms, k_tiles_per_split);
   if (splits == 1) return launch_direct<T, OutT>(p, num_sms, stream);
   if (p.workspace == nullptr) return cudaErrorInvalidValue;
-  const Target<float> target{static_cast<float*>(p.workspace), p.n, Epilogue<float>{}, false, splits,
+  const Target<float> target{static_cast<float*>(p.workspace), p.n, Epilogue<float>{}, false, 1, splits,
                              k_tiles_per_split, p.m * p.n};
   cudaError_t err = launch_layout<T, float, 128>(p, target, num_sms, stream);
   if (err != cudaSuccess) return err;
