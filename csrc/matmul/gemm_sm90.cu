@@ -8,8 +8,8 @@
 //                flight meanwhile; once that one has completed, each warp arrives on its stage's "empty".
 //                After the last K slice it adds the bias (and, when accumulating, the old C), applies the fused
 //                activation and stores its 64 x BN fp32 accumulators as C's dtype: through a swizzled staging
-//                buffer in shared memory and TMA stores (store_tile_tma), or, when accumulating, keeping the
-//                pre-activation, writing split-K partial sums or when C is not 16-byte aligned, directly from
+//                buffer in shared memory and TMA stores (store_tile_tma; the pre-activation copy too), or, when
+//                accumulating, writing split-K partial sums or when C is not 16-byte aligned, directly from
 //                registers (store_pair).
 // setmaxnreg moves registers from the producer (40) to the consumers (232), which hold BN/2 accumulators each.
 // Large problems run as clusters of 2 CTAs on vertically adjacent tiles (same N-block): each CTA loads half of the
@@ -333,16 +333,18 @@ __device__ __forceinline__ void put_pair(uint32_t addr, float v0, float v1) {
   }
 }
 
-// Epilogue through shared memory (no accumulate, no pre-activation copy): per chunk of one 128-byte swizzle row of
-// columns, the warpgroup writes its 64 rows, rounded, into a staging buffer in TMA's 128-byte swizzle (conflict-free:
-// the 8 rows one store instruction covers land in 8 different 16-byte columns), and one thread stores the chunk
-// with a TMA store, which writes whole lines and clips the edges, while the warpgroup fills the other buffer. The
-// last stores complete during the next tile's mainloop. `stores` counts the chunks this warpgroup has stored so far
-// (over all its tiles: an edge tile may store an odd number), and picks the buffer.
+// Epilogue through shared memory (no accumulate): per chunk of one 128-byte swizzle row of columns, the warpgroup
+// writes its 64 rows, rounded, into a staging buffer in TMA's 128-byte swizzle (conflict-free: the 8 rows one store
+// instruction covers land in 8 different 16-byte columns), and one thread stores the chunk with a TMA store, which
+// writes whole lines and clips the edges, while the warpgroup fills the other buffer. With a pre-activation copy,
+// each chunk is staged twice: the raw product to `map_pre`, then the output to `map_c`. The last stores complete
+// during the next tile's mainloop. `stores` counts the chunks this warpgroup has stored so far (over all its tiles:
+// an edge tile may store an odd number), and picks the buffer.
 template <typename OutT, int BN>
 __device__ __forceinline__ void store_tile_tma(const float (&acc)[BN / 2], const CUtensorMap* map_c,
-                                               unsigned char* buffers, int& stores, int row_base, int col_base, int n,
-                                               const Epilogue<OutT>& ep, int consumer, int warp, int lane) {
+                                               const CUtensorMap* map_pre, unsigned char* buffers, int& stores,
+                                               int row_base, int col_base, int n, const Epilogue<OutT>& ep,
+                                               int consumer, int warp, int lane) {
   constexpr int kChunkCols = kAtomRowBytes / static_cast<int>(sizeof(OutT));
   constexpr int kChunks = BN / kChunkCols;
   const bool issuer = threadIdx.x % 128 == 0;
@@ -351,35 +353,45 @@ __device__ __forceinline__ void store_tile_tma(const float (&acc)[BN / 2], const
   for (int chunk = 0; chunk < kChunks; ++chunk) {
     const int chunk_col = col_base + chunk * kChunkCols;
     if (chunk_col >= n) break;  // uniform over the warpgroup
-    unsigned char* buffer = buffers + (stores++ % kStoreBuffers) * kStoreChunkBytes;
-    const uint32_t buffer_addr = smem_u32(buffer);
-    // The store issued kStoreBuffers chunks ago read this buffer; wait until it has.
-    if (issuer) tma_store_wait_read<kStoreBuffers - 1>();
-    warpgroup_sync(1 + consumer);
+    // Pass 0 stages the pre-activation copy (when kept), pass 1 the output. Not unrolled: the passes differ only in
+    // what they stage, and one copy of the epilogue math is enough.
+#pragma unroll 1
+    for (int pass = ep.pre != nullptr ? 0 : 1; pass < 2; ++pass) {
+      const bool output = pass == 1;
+      unsigned char* buffer = buffers + (stores++ % kStoreBuffers) * kStoreChunkBytes;
+      const uint32_t buffer_addr = smem_u32(buffer);
+      // The store issued kStoreBuffers chunks ago read this buffer; wait until it has.
+      if (issuer) tma_store_wait_read<kStoreBuffers - 1>();
+      warpgroup_sync(1 + consumer);
 #pragma unroll
-    for (int jj = 0; jj < kChunkCols / 8; ++jj) {
-      const int j = chunk * (kChunkCols / 8) + jj;  // accumulator column group: columns 8j .. 8j + 7 of the tile
-      const int col_in_chunk = 8 * jj + 2 * (lane % 4);
-      const int col = chunk_col + col_in_chunk;
-      float bias0 = 0.f, bias1 = 0.f;
-      if (ep.bias != nullptr) {
-        if (col < n) bias0 = cuda::to_opmath(ep.bias[col]);
-        if (col + 1 < n) bias1 = cuda::to_opmath(ep.bias[col + 1]);
-      }
-      const int byte = col_in_chunk * static_cast<int>(sizeof(OutT));
+      for (int jj = 0; jj < kChunkCols / 8; ++jj) {
+        const int j = chunk * (kChunkCols / 8) + jj;  // accumulator column group: columns 8j .. 8j + 7 of the tile
+        const int col_in_chunk = 8 * jj + 2 * (lane % 4);
+        const int col = chunk_col + col_in_chunk;
+        float bias0 = 0.f, bias1 = 0.f;
+        if (output && ep.bias != nullptr) {
+          if (col < n) bias0 = cuda::to_opmath(ep.bias[col]);
+          if (col + 1 < n) bias1 = cuda::to_opmath(ep.bias[col + 1]);
+        }
+        const int byte = col_in_chunk * static_cast<int>(sizeof(OutT));
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int r = local_row0 + 8 * h;
-        const uint32_t addr = buffer_addr + r * kAtomRowBytes + ((((byte >> 4) ^ (r & 7)) << 4) | (byte & 15));
-        put_pair<OutT>(addr, ep.finish(acc[4 * j + 2 * h] + bias0, 0.f),
-                       ep.finish(acc[4 * j + 2 * h + 1] + bias1, 0.f));
+        for (int h = 0; h < 2; ++h) {
+          const int r = local_row0 + 8 * h;
+          const uint32_t addr = buffer_addr + r * kAtomRowBytes + ((((byte >> 4) ^ (r & 7)) << 4) | (byte & 15));
+          float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+          if (output) {
+            v0 = ep.finish(v0 + bias0, 0.f);
+            v1 = ep.finish(v1 + bias1, 0.f);
+          }
+          put_pair<OutT>(addr, v0, v1);
+        }
       }
-    }
-    fence_async_shared();
-    warpgroup_sync(1 + consumer);
-    if (issuer) {
-      tma_store_2d(map_c, buffer, chunk_col, row_base);
-      tma_store_commit();
+      fence_async_shared();
+      warpgroup_sync(1 + consumer);
+      if (issuer) {
+        tma_store_2d(output ? map_c : map_pre, buffer, chunk_col, row_base);
+        tma_store_commit();
+      }
     }
   }
 }
@@ -448,7 +460,8 @@ __device__ __forceinline__ void produce_stages(const CUtensorMap& map_a, const C
 // completed, each warp releases its stage (in a cluster, to both CTAs' producers, as both wrote into it). After the
 // last K slice, the epilogue.
 template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
-__device__ __forceinline__ void consume_stages(const CUtensorMap& map_c, OutT* c, int64_t ldc, int m, int n,
+__device__ __forceinline__ void consume_stages(const CUtensorMap& map_c, const CUtensorMap& map_pre, OutT* c,
+                                               int64_t ldc, int m, int n,
                                                const Epilogue<OutT>& ep, bool tma_store, int64_t split_stride,
                                                unsigned char* smem, unsigned char* store_buffers, uint64_t* full,
                                                uint64_t* empty, const Schedule& schedule, int consumer) {
@@ -507,7 +520,7 @@ __device__ __forceinline__ void consume_stages(const CUtensorMap& map_c, OutT* c
     const int consumer_row0 = mb * kBM + consumer * 64;
     if (tma_store) {
       if (consumer_row0 < m) {  // uniform over the warpgroup
-        store_tile_tma<OutT, BN>(acc, &map_c, store_buffers + consumer * kStoreBuffers * kStoreChunkBytes,
+        store_tile_tma<OutT, BN>(acc, &map_c, &map_pre, store_buffers + consumer * kStoreBuffers * kStoreChunkBytes,
                                  tma_stores, consumer_row0, nb * BN, n, ep, consumer, warp, lane);
       }
       continue;
@@ -530,7 +543,8 @@ __device__ __forceinline__ void consume_stages(const CUtensorMap& map_c, OutT* c
 template <typename T, typename OutT, int BN, bool AKMajor, bool BKMajor>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
-                const __grid_constant__ CUtensorMap map_c, OutT* c, int64_t ldc, int m, int n, int k,
+                const __grid_constant__ CUtensorMap map_c, const __grid_constant__ CUtensorMap map_pre, OutT* c,
+                int64_t ldc, int m, int n, int k,
                 const Epilogue<OutT> ep, bool tma_store, int splits, int k_tiles_per_split, int64_t split_stride,
                 int cluster_m) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -539,7 +553,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #else
   using Cfg = Config<BN>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  unsigned char* smem =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   unsigned char* store_buffers = smem + Cfg::kRingBytes;
   uint64_t* full = reinterpret_cast<uint64_t*>(store_buffers + Cfg::kStoreBytes);
   uint64_t* empty = full + Cfg::kStages;
@@ -567,7 +582,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (threadIdx.x == 0) produce_stages<T, BN, AKMajor, BKMajor>(map_a, map_b, smem, full, empty, schedule);
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
-    consume_stages<T, OutT, BN, AKMajor, BKMajor>(map_c, c, ldc, m, n, ep, tma_store, split_stride, smem,
+    consume_stages<T, OutT, BN, AKMajor, BKMajor>(map_c, map_pre, c, ldc, m, n, ep, tma_store, split_stride, smem,
                                                   store_buffers, full, empty, schedule, warpgroup - 1);
   }
   // A CTA leaves only once its partner no longer multicasts into its shared memory or arrives on its barriers.
@@ -637,9 +652,13 @@ cudaError_t launch(const GemmSm90Problem& p, const Target<OutT>& target, int num
                            : encode_tile<T>(&map_a, p.a, p.k, p.m, p.lda, kBK<T>)) &&
                   (BKMajor ? encode_tile<T>(&map_b, p.b, p.n, p.k, p.ldb, BN / target.cluster_m)
                            : encode_tile<T>(&map_b, p.b, p.k, p.n, p.ldb, kBK<T>));
-  CUtensorMap map_c{};
-  if (!ok || (target.tma_store && !encode_tile<OutT>(&map_c, target.c, p.m, p.n, target.ldc, 64)))
-    return cudaErrorInvalidValue;
+  // The TMA-store epilogue's C and pre-activation copy, in boxes of 64 rows (one consumer's) x 128 bytes.
+  CUtensorMap map_c{}, map_pre{};
+  const bool store_maps_ok =
+      !target.tma_store || (encode_tile<OutT>(&map_c, target.c, p.m, p.n, target.ldc, 64) &&
+                            (target.ep.pre == nullptr ||
+                             encode_tile<OutT>(&map_pre, target.ep.pre, p.m, p.n, target.ldc, 64)));
+  if (!ok || !store_maps_ok) return cudaErrorInvalidValue;
   auto kernel = gemm_kernel<T, OutT, BN, AKMajor, BKMajor>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Config<BN>::kSmemBytes);
   if (err != cudaSuccess) return err;
@@ -668,9 +687,9 @@ cudaError_t launch(const GemmSm90Problem& p, const Target<OutT>& target, int num
     if (resident == 0) return cudaErrorInvalidConfiguration;
   }
   config.gridDim = dim3(static_cast<unsigned>(cluster_m * std::min<int64_t>(units, resident)));
-  return cudaLaunchKernelEx(&config, kernel, map_a, map_b, map_c, target.c, target.ldc, static_cast<int>(p.m),
-                            static_cast<int>(p.n), static_cast<int>(p.k), target.ep, target.tma_store,
-                            target.splits, target.k_tiles_per_split, target.split_stride, cluster_m);
+  return cudaLaunchKernelEx(&config, kernel, map_a, map_b, map_c, map_pre, target.c, target.ldc,
+                            static_cast<int>(p.m), static_cast<int>(p.n), static_cast<int>(p.k), target.ep,
+                            target.tma_store, target.splits, target.k_tiles_per_split, target.split_stride, cluster_m);
 }
 
 template <typename T, typename OutT, int BN>
@@ -710,8 +729,8 @@ int plan_splits(const GemmSm90Problem& p, int num_sms, int& k_tiles_per_split) {
   return static_cast<int>(cuda::ceil_div(stages, k_tiles_per_split));  // every slice non-empty
 }
 
-// The TMA-store epilogue writes C only: it takes problems without the old C (accumulate) or a pre-activation copy,
-// whose C TMA can address (16-byte aligned base and row stride). FASTOPS_SM90_DIRECT_STORE=1 turns it off, so that
+// The TMA-store epilogue takes problems that do not read the old C (accumulate), whose C and pre-activation copy TMA
+// can address (16-byte aligned bases and row stride). FASTOPS_SM90_DIRECT_STORE=1 turns it off, so that
 // a wrong result can be pinned on (or cleared of) the epilogue in one run.
 template <typename OutT>
 bool use_tma_store(const GemmSm90Problem& p) {
@@ -719,8 +738,8 @@ bool use_tma_store(const GemmSm90Problem& p) {
     const char* env = std::getenv("FASTOPS_SM90_DIRECT_STORE");
     return env != nullptr && std::string(env) == "1";
   }();
-  return !disabled && !p.accumulate && p.pre == nullptr && cuda::is_aligned16(p.c) &&
-         (p.ldc * static_cast<int64_t>(sizeof(OutT))) % 16 == 0;
+  return !disabled && !p.accumulate && cuda::is_aligned16(p.c) &&
+         (p.pre == nullptr || cuda::is_aligned16(p.pre)) && (p.ldc * static_cast<int64_t>(sizeof(OutT))) % 16 == 0;
 }
 
 // Clusters of 2 (B multicast) for the 128 x 256 tiles of large problems, which have at least two M-blocks;
