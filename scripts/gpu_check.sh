@@ -56,11 +56,13 @@ fi
 if wants test; then
   step test $PY -m pytest -q -p no:cacheprovider tests
   if [[ ${SUMMARY[-1]} == FAIL* ]]; then
-    # Bisect in the same visit: the matmul tests again with one newer part of the Hopper GEMM turned off at a time
-    # (gemm_sm90.cu: the clusters with B multicast, then the TMA-store epilogue). A pass pins the failure on it.
+    # Bisect in the same visit: the matmul tests again with one part of the Hopper GEMM turned off at a time
+    # (gemm_sm90.cu: the clusters with B multicast, the TMA-store epilogue, the whole kernel). A pass pins the
+    # failure on that part.
     MATMUL_TESTS=(-m pytest -q -p no:cacheprovider -m cuda tests/test_matmul.py)
     step test-no-cluster env FASTOPS_SM90_NO_CLUSTER=1 $PY "${MATMUL_TESTS[@]}"
     step test-direct-store env FASTOPS_SM90_DIRECT_STORE=1 $PY "${MATMUL_TESTS[@]}"
+    step test-no-sm90 env FASTOPS_NO_SM90=1 $PY "${MATMUL_TESTS[@]}"
   fi
 fi
 

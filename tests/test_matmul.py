@@ -299,6 +299,40 @@ def test_cuda_tensor_core_paths_every_layout(dtype, m, n, k, layout_a, layout_b)
     assert_accurate(ops.linear(a, weight, bias), F.linear(a, weight, bias), ref + bias.double())
 
 
+# The Hopper kernel's later steps change where data moves, never the arithmetic: the same wgmma sequence per tile, the
+# same rounding. With clusters (B multicast) or the TMA-store epilogue switched off, every output must be bitwise the
+# same. (On other GPUs the switches change nothing and the test holds trivially.)
+SM90_VARIANTS = {"no clusters": {"FASTOPS_SM90_NO_CLUSTER": "1"}, "direct stores": {"FASTOPS_SM90_DIRECT_STORE": "1"}}
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
+@pytest.mark.parametrize("m,n,k", HOPPER_SHAPES)
+def test_cuda_hopper_variants_agree_bitwise(monkeypatch, dtype, m, n, k):
+    a = make_tensor((m, k), dtype, "cuda", low=-2, high=2)
+    weight = make_tensor((n, k), dtype, "cuda", low=-2, high=2)
+    bias = make_tensor((n,), dtype, "cuda")
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True  # float32 on TF32 wgmma (K-major operands: Linear's forward)
+    try:
+        calls = {
+            "linear": lambda: ops.linear(a, weight, bias),
+            "linear_act": lambda: ops.linear_act(a, weight, bias, "gelu", True),  # output and pre-activation
+        }
+        for name, call in calls.items():
+            expected = call()
+            for variant, variables in SM90_VARIANTS.items():
+                with monkeypatch.context() as env:
+                    for key, value in variables.items():
+                        env.setenv(key, value)
+                    got = call()
+                for e, g in zip(torch.utils._pytree.tree_leaves(expected), torch.utils._pytree.tree_leaves(got)):
+                    assert torch.equal(e, g), f"{name} with {variant} differs at {m}x{n}x{k}"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+
+
 @requires_cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)

@@ -20,11 +20,10 @@
 #include <cudaTypedefs.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 
 #include "common/cuda_utils.cuh"
+#include "common/env.h"
 #include "matmul/gemm_sm90.h"
 #include "matmul/wgmma_ops.cuh"
 
@@ -730,26 +729,18 @@ int plan_splits(const GemmSm90Problem& p, int num_sms, int& k_tiles_per_split) {
 }
 
 // The TMA-store epilogue takes problems that do not read the old C (accumulate), whose C and pre-activation copy TMA
-// can address (16-byte aligned bases and row stride). FASTOPS_SM90_DIRECT_STORE=1 turns it off, so that
-// a wrong result can be pinned on (or cleared of) the epilogue in one run.
+// can address (16-byte aligned bases and row stride). FASTOPS_SM90_DIRECT_STORE=1 turns it off: a wrong result can
+// be pinned on (or cleared of) the epilogue, and the benchmark's ladder times the kernel without it.
 template <typename OutT>
 bool use_tma_store(const GemmSm90Problem& p) {
-  static const bool disabled = [] {
-    const char* env = std::getenv("FASTOPS_SM90_DIRECT_STORE");
-    return env != nullptr && std::string(env) == "1";
-  }();
-  return !disabled && !p.accumulate && cuda::is_aligned16(p.c) &&
+  return !env_flag("FASTOPS_SM90_DIRECT_STORE") && !p.accumulate && cuda::is_aligned16(p.c) &&
          (p.pre == nullptr || cuda::is_aligned16(p.pre)) && (p.ldc * static_cast<int64_t>(sizeof(OutT))) % 16 == 0;
 }
 
 // Clusters of 2 (B multicast) for the 128 x 256 tiles of large problems, which have at least two M-blocks;
-// FASTOPS_SM90_NO_CLUSTER=1 turns them off (gpu_check.sh's bisect).
+// FASTOPS_SM90_NO_CLUSTER=1 turns them off (gpu_check.sh's bisect, the benchmark's ladder).
 int cluster_size(const GemmSm90Problem& p, int bn) {
-  static const bool disabled = [] {
-    const char* env = std::getenv("FASTOPS_SM90_NO_CLUSTER");
-    return env != nullptr && std::string(env) == "1";
-  }();
-  return !disabled && bn == 256 && p.m > kBM ? 2 : 1;
+  return !env_flag("FASTOPS_SM90_NO_CLUSTER") && bn == 256 && p.m > kBM ? 2 : 1;
 }
 
 template <typename T, typename OutT>

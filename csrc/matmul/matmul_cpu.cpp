@@ -24,12 +24,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "common/cpu_elementwise.h"
+#include "common/env.h"
 #include "matmul/cpu_amx.h"
 #include "matmul/matmul.h"
 
@@ -38,12 +37,8 @@ namespace {
 
 using at::vec::Vectorized;
 
-// FASTOPS_CPU_GEMM_FALLBACK=1 turns the AMX path off (the portable kernel runs instead). It is read at every call,
-// not once, so that a test can compare both paths in one process; getenv costs nothing next to a GEMM.
-bool cpu_gemm_fallback_requested() {
-  const char* v = std::getenv("FASTOPS_CPU_GEMM_FALLBACK");
-  return v != nullptr && std::strcmp(v, "1") == 0;
-}
+// FASTOPS_CPU_GEMM_FALLBACK=1 turns the AMX path off (the portable kernel runs instead).
+bool cpu_gemm_fallback_requested() { return env_flag("FASTOPS_CPU_GEMM_FALLBACK"); }
 
 // A buffer reused by one thread across calls: packing must not pay for a fresh allocation (and its page faults)
 // on every block.

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/cuda_utils.cuh"
+#include "common/env.h"
 #include "matmul/gemm_sm90.h"
 #include "matmul/matmul_launch.h"
 
@@ -749,12 +750,13 @@ DeviceInfo current_device_info() {
 // The seam where kernels are chosen: by dtype, TF32 permission and compute capability. On sm_90 (H100/H200),
 // single GEMMs whose operands TMA can read take the wgmma kernel: 16-bit in every layout, float32 under TF32 when
 // both operands are K-major (Linear's forward). Other 16-bit and TF32 GEMMs take the mma.sync tensor-core kernel
-// on sm_80+; float32 without TF32, float64 and pre-Ampere GPUs take the CUDA cores.
+// on sm_80+; float32 without TF32, float64 and pre-Ampere GPUs take the CUDA cores. FASTOPS_NO_SM90=1 keeps
+// Hopper on the mma.sync kernel (the benchmark's ladder and issue #4's target time it there).
 GemmKernel select_gemm_kernel(const GemmArgs& args, const DeviceInfo& device) {
   const bool half_type = args.dtype == DType::BFloat16 || args.dtype == DType::Float16;
   const bool tensor_cores = half_type || (args.dtype == DType::Float32 && args.allow_tf32);
   if (tensor_cores && device.cc_major == 9 && device.cc_minor == 0 && args.batch == 1 &&
-      gemm_sm90_unsupported_reason(sm90_problem(args)) == nullptr) {
+      !env_flag("FASTOPS_NO_SM90") && gemm_sm90_unsupported_reason(sm90_problem(args)) == nullptr) {
     return GemmKernel::Wgmma;
   }
   if (tensor_cores && device.cc_major >= 8) return GemmKernel::MmaSync;

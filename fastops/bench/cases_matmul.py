@@ -20,8 +20,18 @@ _DTYPES = {
 _CUDA_SHAPES = ((4096, 4096, 4096), (8192, 8192, 8192), (8192, 4096, 11008), (16384, 4096, 4096),
                 (128, 4096, 4096))
 
+# The Hopper GEMM's ladder (docs/hopper_gemm.md), timed in the same run as cuBLAS: fastops.matmul with its later
+# steps switched off through the extension's variant switches; 'fastops' itself has every step. On GPUs other than
+# the H100/H200 they all run the mma.sync kernel.
+_LADDER = {
+    "fastops_mma_sync": {"FASTOPS_NO_SM90": "1"},
+    "fastops_sm90_base": {"FASTOPS_SM90_NO_CLUSTER": "1", "FASTOPS_SM90_DIRECT_STORE": "1"},
+    "fastops_sm90_tma_store": {"FASTOPS_SM90_NO_CLUSTER": "1"},
+}
+_LADDER_DTYPES = ("bfloat16", "tf32")
 
-def _matmul_case(m: int, n: int, k: int, label: str) -> Case:
+
+def _matmul_case(m: int, n: int, k: int, label: str, ladder: bool = False) -> Case:
     dtype, tf32 = _DTYPES[label]
 
     def make_inputs(device):
@@ -32,10 +42,12 @@ def _matmul_case(m: int, n: int, k: int, label: str) -> Case:
             return a, torch.randn(n, k, device=device, dtype=dtype).t()
         return a, torch.randn(k, n, device=device, dtype=dtype)
 
+    providers = {"fastops": FF.matmul, "torch": torch.matmul}
+    if ladder:
+        providers.update({name: FF.matmul for name in _LADDER})
     return Case(
-        op="matmul", dtype=label, shape=f"{m}x{n}x{k}", make_inputs=make_inputs,
-        providers={"fastops": FF.matmul, "torch": torch.matmul}, modes=("fwd",), tf32=tf32,
-        flops=lambda mode: 2.0 * m * n * k,
+        op="matmul", dtype=label, shape=f"{m}x{n}x{k}", make_inputs=make_inputs, providers=providers,
+        modes=("fwd",), tf32=tf32, flops=lambda mode: 2.0 * m * n * k, provider_env=_LADDER if ladder else {},
     )
 
 
@@ -63,8 +75,8 @@ def cases(device: str, quick: bool) -> list[Case]:
     if device == "cuda":
         shapes = _CUDA_SHAPES[:1] if quick else _CUDA_SHAPES
         linear_shape = (1024, 1024, 4096) if quick else (8192, 4096, 16384)
-        return [_matmul_case(m, n, k, label) for m, n, k in shapes for label in _DTYPES] + [
-            _linear_gelu_case(*linear_shape)]
+        return [_matmul_case(m, n, k, label, ladder=not quick and label in _LADDER_DTYPES)
+                for m, n, k in shapes for label in _DTYPES] + [_linear_gelu_case(*linear_shape)]
     size = 256 if quick else 1024  # the CPU target: float32 at 1024^3 against torch's oneDNN/MKL
     linear_shape = (64, 128, 256) if quick else (256, 512, 1024)
     # bfloat16 as well: the CPU GEMM's AMX path against torch's (oneDNN, also AMX where the CPU has it).

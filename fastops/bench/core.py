@@ -12,6 +12,7 @@ memory.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -52,6 +53,9 @@ class Case:
     context: Callable[[], object] | None = None
     # The providers run a whole training step themselves (forward, backward, optimizer): timed as mode "full".
     whole_step: bool = False
+    # Environment variables set while a provider is timed: kernel-variant switches the extension reads at every call
+    # (FASTOPS_SM90_NO_CLUSTER=1, ...), so one run can time the steps of a kernel's ladder side by side.
+    provider_env: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -217,8 +221,9 @@ def run_cases(cases: Sequence[Case], device: str, *, quick: bool = False, provid
             if case.context is not None:
                 fn = functools.partial(_call_within, case.context, fn)
             run = functools.partial(fn, *args) if case.whole_step else mode_callable(fn, args, mode)
-            ms = time_ms(run, device, quick)
-            peak = peak_extra_gib(run, device)
+            with _environment(case.provider_env.get(provider, {})):
+                ms = time_ms(run, device, quick)
+                peak = peak_extra_gib(run, device)
             results.append(Result(case, provider, mode, ms, case.rate(mode, ms), peak))
         finally:
             torch.backends.cuda.matmul.allow_tf32 = prev_tf32
@@ -226,6 +231,20 @@ def run_cases(cases: Sequence[Case], device: str, *, quick: bool = False, provid
         bar.update(1)
     bar.close()
     return results
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]):
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def _call_within(ctx_factory, fn, *args):

@@ -34,8 +34,9 @@ def table(results: Sequence[Result], ceilings: dict[str, float]) -> str:
         rate = f"{fast.value:.4g} {fast.case.metric()}" if fast else "-"
         ceiling = ceilings.get(fast.case.metric()) if fast else None
         pct = f"{100 * fast.value / ceiling:.0f}%" if fast and ceiling else "-"
-        others = ", ".join(f"{name} {r.ms:.4g} ms" for name, r in by.items()
-                           if name not in ("fastops", "torch", "compile")) or "-"
+        # e.g. the GEMM ladder's variants, each with its speed-up over torch in the same run
+        others = ", ".join(f"{name} {r.ms:.4g} ms" + (f" ({ratio(r, native)} torch)" if native else "")
+                           for name, r in by.items() if name not in ("fastops", "torch", "compile")) or "-"
         lines.append(f"| {op} | {mode} | {dtype} | {shape} | {ms(fast)} | {ms(native)} | {ms(comp)} | "
                      f"{ratio(fast, native)} | {ratio(fast, comp)} | {rate} | {pct} | {others} |")
     return "\n".join(lines)
