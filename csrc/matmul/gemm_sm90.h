@@ -1,7 +1,8 @@
 // Torch-free entry point of the Hopper (sm_90a) GEMM: TMA loads into a shared-memory ring on mbarriers, a producer
 // warpgroup and two consumer warpgroups issuing wgmma, setmaxnreg rebalancing, a persistent grid walking a swizzled
-// tile order, split-K for small outputs, and a bias epilogue. Computes, for 16-bit A and B (or float32 read as TF32,
-// whose low 13 mantissa bits wgmma ignores) with fp32 accumulation,
+// tile order, 2-CTA clusters sharing B by TMA multicast for large problems, split-K for small outputs, and an
+// epilogue (bias, activation) that stores through shared memory with TMA stores. Computes, for 16-bit A and B (or
+// float32 read as TF32, whose low 13 mantissa bits wgmma ignores) with fp32 accumulation,
 //     C[m, n] = act( sum_k A[m, k] * B[n, k]  (+ bias[n]) )  (+ C[m, n] when accumulating; act optional)
 // where each operand is stored either "K-major" (the K index contiguous: A as [M, K], B as [N, K] row-major) or
 // "MN-major" (A as [K, M], B as [K, N] row-major). Every transpose of a Linear's forward and backward is one of
