@@ -17,8 +17,8 @@ import sys
 # object file stem -> instructions (regexes) its sm_90a SASS must contain
 REQUIRED = {
     "activations_cuda": [r"LDG\.E\.128", r"STG\.E\.128"],
-    "gemm_sm90": [r"HGMMA\.64x256x16\.F32\.BF16", r"HGMMA\.64x128x16\.F32", r"HGMMA\.64x256x8\.F32\.TF32", r"UTMALDG\.2D",
-                  r"UTMALDG\.2D\.MULTICAST", r"UTMASTG", r"USETMAXREG"],
+    "gemm_sm90": [r"HGMMA\.64x256x16\.F32\.BF16", r"HGMMA\.64x128x16\.F32", r"HGMMA\.64x256x8\.F32\.TF32",
+                  r"UTMALDG\.2D", r"UTMALDG\.2D\.MULTICAST", r"UTMASTG", r"USETMAXREG"],
 }
 
 

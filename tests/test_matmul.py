@@ -1,6 +1,7 @@
 """The matmul family against torch: matmul (2-D, batched, broadcast, 1-D), linear, bias_grad, matmul_accumulate_
 and nn.Linear — accuracy, gradients, registration (opcheck), torch.compile, autocast, TF32, bad input."""
 
+import contextlib
 import functools
 
 import pytest
@@ -226,18 +227,25 @@ def test_cuda_tf32_follows_torch_precision_setting(shape):
         torch.set_float32_matmul_precision(prev)
 
 
+@contextlib.contextmanager
+def tf32_allowed(allowed: bool):
+    """torch.backends.cuda.matmul.allow_tf32 = allowed (fastops and torch follow it alike), restored afterwards."""
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+
+
 @requires_cuda
 @pytest.mark.cuda
 def test_cuda_tf32_switch_changes_the_kernel():
     a, b = make_tensor((300, 257), torch.float32, "cuda"), make_tensor((257, 129), torch.float32, "cuda")
-    prev = torch.backends.cuda.matmul.allow_tf32
-    try:
-        torch.backends.cuda.matmul.allow_tf32 = True
+    with tf32_allowed(True):
         tf32 = ops.matmul(a, b)
-        torch.backends.cuda.matmul.allow_tf32 = False
+    with tf32_allowed(False):
         full = ops.matmul(a, b)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = prev
     ref = torch.matmul(to_reference(a), to_reference(b))
     assert max_error(full, ref) < max_error(tf32, ref)  # 10-bit TF32 mantissas: visibly less accurate
 
@@ -270,12 +278,8 @@ def every_tensor_core_path(test):
 
     @functools.wraps(test)
     def with_tf32_allowed(**kwargs):
-        prev = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = True
-        try:
+        with tf32_allowed(True):
             test(**kwargs)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = prev
 
     test = with_tf32_allowed
     for mark in (pytest.mark.parametrize("layout_a,layout_b", (("contiguous", "contiguous"), ("contiguous", "mT"),
@@ -313,13 +317,11 @@ def test_cuda_hopper_variants_agree_bitwise(monkeypatch, dtype, m, n, k):
     a = make_tensor((m, k), dtype, "cuda", low=-2, high=2)
     weight = make_tensor((n, k), dtype, "cuda", low=-2, high=2)
     bias = make_tensor((n,), dtype, "cuda")
-    prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True  # float32 on TF32 wgmma (K-major operands: Linear's forward)
-    try:
-        calls = {
-            "linear": lambda: ops.linear(a, weight, bias),
-            "linear_act": lambda: ops.linear_act(a, weight, bias, "gelu", True),  # output and pre-activation
-        }
+    calls = {
+        "linear": lambda: ops.linear(a, weight, bias),
+        "linear_act": lambda: ops.linear_act(a, weight, bias, "gelu", True),  # output and pre-activation
+    }
+    with tf32_allowed(True):  # float32 on TF32 wgmma (K-major operands: Linear's forward)
         for name, call in calls.items():
             expected = call()
             for variant, variables in SM90_VARIANTS.items():
@@ -329,8 +331,6 @@ def test_cuda_hopper_variants_agree_bitwise(monkeypatch, dtype, m, n, k):
                     got = call()
                 for e, g in zip(torch.utils._pytree.tree_leaves(expected), torch.utils._pytree.tree_leaves(got)):
                     assert torch.equal(e, g), f"{name} with {variant} differs at {m}x{n}x{k}"
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = prev
 
 
 @requires_cuda
@@ -340,12 +340,8 @@ def test_cpu_cuda_parity(dtype):
     a, b = make_tensor((70, 90), dtype, "cpu"), make_tensor((90, 50), dtype, "cpu")
     if dtype == torch.float64:
         a, b = _exactly_summable(Sample((a, b), {}, "")).args
-    prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    with tf32_allowed(False):
         out_cuda = ops.matmul(a.cuda(), b.cuda()).cpu()
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = prev
     ref = torch.matmul(to_reference(a), to_reference(b))
     assert_accurate(out_cuda, ops.matmul(a, b), ref)
 

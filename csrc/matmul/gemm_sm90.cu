@@ -4,7 +4,7 @@
 //   warpgroup 0  producer: one thread walks the CTA's tiles and, per BK slice, waits for a free ring stage, arms its
 //                "full" mbarrier with the byte count and issues TMA loads of the A and B slices into it.
 //   warpgroups 1-2 consumers: each owns 64 rows of the BM=128 x BN tile; per stage it waits on "full" and issues
-//                BK/16 wgmma.m64nBNk16 from shared memory as one group, keeping the previous stage's group in
+//                kKSteps wgmma.m64nBNk16 (k8 for TF32) from shared memory as one group, keeping the previous stage's group in
 //                flight meanwhile; once that one has completed, each warp arrives on its stage's "empty".
 //                After the last K slice it adds the bias (and, when accumulating, the old C), applies the fused
 //                activation and stores its 64 x BN fp32 accumulators as C's dtype: through a swizzled staging
@@ -254,17 +254,24 @@ __device__ __forceinline__ float2 load_pair(const OutT* p) {
   }
 }
 
+// v0 and v1 rounded to OutT, as its two-element vector type (float2, __nv_bfloat162, __half2).
+template <typename OutT>
+__device__ __forceinline__ auto round_pair(float v0, float v1) {
+  if constexpr (std::is_same_v<OutT, float>) {
+    return make_float2(v0, v1);
+  } else if constexpr (std::is_same_v<OutT, __nv_bfloat16>) {
+    return __floats2bfloat162_rn(v0, v1);
+  } else {
+    return __floats2half2_rn(v0, v1);
+  }
+}
+
 // p[0] = v0 and p[1] = v1 (the second only when `both`), one store when `aligned`.
 template <typename OutT>
 __device__ __forceinline__ void write_pair(OutT* p, float v0, float v1, bool both, bool aligned) {
   if (both && aligned) {
-    if constexpr (std::is_same_v<OutT, float>) {
-      *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
-    } else if constexpr (std::is_same_v<OutT, __nv_bfloat16>) {
-      *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v0, v1);
-    } else {
-      *reinterpret_cast<__half2*>(p) = __floats2half2_rn(v0, v1);
-    }
+    using Pair = decltype(round_pair<OutT>(v0, v1));
+    *reinterpret_cast<Pair*>(p) = round_pair<OutT>(v0, v1);
     return;
   }
   p[0] = cuda::from_opmath<OutT>(v0);
@@ -317,17 +324,14 @@ __device__ __forceinline__ void store_pair(OutT* c, int64_t ldc, int row, int co
 // dynamic shared-memory base is a generic pointer, through which the compiler would emit generic stores).
 template <typename OutT>
 __device__ __forceinline__ void put_pair(uint32_t addr, float v0, float v1) {
-  if constexpr (std::is_same_v<OutT, float>) {
-    asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(addr), "f"(v0), "f"(v1) : "memory");
+  const auto pair = round_pair<OutT>(v0, v1);
+  if constexpr (sizeof(pair) == 8) {
+    uint64_t bits;
+    memcpy(&bits, &pair, sizeof(bits));
+    asm volatile("st.shared.b64 [%0], %1;" ::"r"(addr), "l"(bits) : "memory");
   } else {
     uint32_t bits;
-    if constexpr (std::is_same_v<OutT, __nv_bfloat16>) {
-      const __nv_bfloat162 pair = __floats2bfloat162_rn(v0, v1);
-      memcpy(&bits, &pair, sizeof(bits));
-    } else {
-      const __half2 pair = __floats2half2_rn(v0, v1);
-      memcpy(&bits, &pair, sizeof(bits));
-    }
+    memcpy(&bits, &pair, sizeof(bits));
     asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(bits) : "memory");
   }
 }
@@ -746,8 +750,8 @@ int cluster_size(const GemmSm90Problem& p, int bn) {
 template <typename T, typename OutT>
 cudaError_t launch_direct(const GemmSm90Problem& p, int num_sms, cudaStream_t stream) {
   const int bn = tile_n(p, num_sms);
-  const Target<OutT> target{static_cast<OutT*>(p.c),     p.ldc, problem_epilogue<OutT>(p),    use_tma_store<OutT>(p),
-                            cluster_size(p, bn), 1,     static_cast<int>(k_tiles(p)), 0};
+  const Target<OutT> target{static_cast<OutT*>(p.c), p.ldc, problem_epilogue<OutT>(p), use_tma_store<OutT>(p),
+                            cluster_size(p, bn), 1, static_cast<int>(k_tiles(p)), 0};
   if (bn == 256) return launch_layout<T, OutT, 256>(p, target, num_sms, stream);
   return launch_layout<T, OutT, 128>(p, target, num_sms, stream);
 }
