@@ -15,6 +15,8 @@ endif
 # ccache in masquerade mode (a folder of compiler-named links first on PATH) makes rebuilds take seconds.
 CCACHE_DIR_LINKS := $(abspath $(VENV))/ccache-links
 export CCACHE_NOHASHDIR := 1
+# Paths below the checkout hash as relative ones, so every clone and worktree shares one cache.
+export CCACHE_BASEDIR := $(CURDIR)
 export PATH := $(CCACHE_DIR_LINKS):$(PATH)
 
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
@@ -25,7 +27,7 @@ CUDA_ARCH_FLAGS := -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_8
 TORCH_NVCC_FLAGS := -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
 	-D__CUDA_NO_HALF2_OPERATORS__
 
-.PHONY: all build test test-python cuda-check bench bench-quick demo gpu-check lint clean
+.PHONY: all build test test-python wheel cuda-check bench bench-quick demo gpu-check lint clean
 
 all: test
 
@@ -43,9 +45,16 @@ build: .build-stamp
 	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
+# The whole suite at the best CPU kernel level this machine runs, then the accuracy suites again at each lower level
+# (scripts/test_cpu_levels.sh), so that every level's kernels are tested wherever the suite runs.
 test: build
 	$(PY) -m pytest -q tests
-	$(MAKE) --no-print-directory cuda-check
+	scripts/test_cpu_levels.sh $(PY)
+	$(MAKE) --no-print-directory wheel cuda-check
+
+# The one abi3 wheel in dist/, checked by abi3audit and imported from a clean directory at every CPU level.
+wheel: $(DEPS)
+	scripts/check_wheel.sh $(PY)
 
 # Compile every .cu for sm_90a and sm_80 (in parallel, largest first: the Hopper GEMM alone takes ~4 minutes on one
 # core), check the SASS for the instructions each kernel family exists for, and syntax-check every CUDA binding
@@ -83,4 +92,4 @@ lint: $(DEPS)
 	$(PY) -m ruff check fastops tests benchmarks examples scripts
 
 clean:
-	rm -rf build *.egg-info fastops/_C*.so .build-stamp
+	rm -rf build *.egg-info fastops/_*.so .build-stamp

@@ -1,15 +1,30 @@
-"""Build fastops._C: the C++ (CPU) kernels always, the CUDA kernels when torch has CUDA and nvcc is present.
+"""Build fastops: one abi3 wheel that runs on every x86-64 CPU and every CPython >= 3.10.
 
-Build with `pip install --no-build-isolation .` so the extension compiles against the torch you already have.
+Build with `pip install --no-build-isolation .` (or `pip wheel --no-build-isolation .`) so the extension compiles
+against the torch you already have. What it builds:
+
+  fastops._C               the operator library: every schema (csrc/fastops.cpp), the C++ autograd and composite
+                           kernels, and the CUDA kernels when torch has CUDA and nvcc is present. Portable flags only.
+  fastops._cpu_<level>     the CPU kernels (csrc/**/*_cpu.cpp), compiled once per capability level: `default`
+                           (portable), `avx2` (AVX2 + FMA + F16C) and `avx512` (AVX-512 F/BW/VL/DQ) on x86-64, only
+                           `default` elsewhere. fastops/__init__.py loads the best level the CPU and OS support at
+                           import, as ATen's DispatchStub picks a kernel: the build machine's ISA decides nothing.
+
+Each level is its own shared library, not a set of objects in one: inline functions from torch's headers are emitted
+in every translation unit that uses them, and in one library the linker would keep a single copy of each, perhaps an
+AVX-512 one that a portable caller then runs on an AVX2 machine. Separate libraries, hidden visibility, and only the
+chosen one loaded keep every level's code to itself.
+
 Environment knobs:
   FASTOPS_CUDA_ARCH        nvcc -gencode list, default "90a;80" (sm_90a for wgmma/TMA, sm_80 for Ampere)
-  FASTOPS_CPU_CAPABILITY   avx512 | avx2 | default; defaults to the best the build machine supports
+  FASTOPS_CPU_LEVELS       the CPU levels to build, default every level of the target architecture
   FASTOPS_FORCE_CPU=1      skip the CUDA sources even where CUDA is available
   MAX_JOBS                 parallel compile jobs (ninja)
 """
 
 import glob
 import os
+import platform
 import shutil
 import sys
 
@@ -21,78 +36,102 @@ try:
 except ImportError:
     sys.exit(
         "fastops: torch is not importable. Install it first (CPU: `pip install torch==2.13.0`), then build with "
-        "`pip install --no-build-isolation .`"
+        "`pip install --no-build-isolation .` (an isolated build environment cannot see your torch)."
     )
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-CSRC = os.path.join("csrc")
+CSRC = "csrc"
+# The oldest CPython the wheel serves: the limited API of 3.10 (Py_LIMITED_API is set by torch's BuildExtension).
+PY_LIMITED_API = "cp310"
 
-
-def cpu_capability():
-    """The widest ATen vector ISA this machine runs; fastops is built from source on the machine that uses it."""
-    wanted = os.environ.get("FASTOPS_CPU_CAPABILITY")
-    if wanted:
-        return wanted
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return "default"
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
-        return "avx512"
-    if {"avx2", "fma", "f16c"} <= flags:
-        return "avx2"
-    return "default"
-
-
-CPU_FLAGS = {
+# Per-level compiler flags; CPU_CAPABILITY names the level for ATen's vector headers (at::vec::Vectorized).
+X86_LEVELS = {
+    "default": ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"],
+    "avx2": ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma", "-mf16c"],
     "avx512": ["-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512bw", "-mavx512vl",
                "-mavx512dq", "-mfma", "-mf16c"],
-    "avx2": ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma", "-mf16c"],
-    "default": [],
 }
 
 
-def cuda_wanted():
+def cpu_levels() -> dict:
+    is_x86 = platform.machine().lower() in ("x86_64", "amd64")
+    levels = X86_LEVELS if is_x86 else {"default": X86_LEVELS["default"]}
+    wanted = os.environ.get("FASTOPS_CPU_LEVELS")
+    if wanted:
+        names = [w for w in wanted.replace(",", " ").split() if w]
+        unknown = [w for w in names if w not in levels]
+        if unknown:
+            sys.exit(f"fastops: FASTOPS_CPU_LEVELS names unknown levels {unknown}; this target has {list(levels)}")
+        levels = {n: levels[n] for n in names}
+    return levels
+
+
+def cuda_wanted() -> bool:
     if os.environ.get("FASTOPS_FORCE_CPU") == "1":
         return False
-    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None and (
+    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None and bool(
         shutil.which("nvcc") or os.path.exists(os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc"))
     )
 
 
-def gencode_flags():
+def gencode_flags() -> list:
     archs = os.environ.get("FASTOPS_CUDA_ARCH", "90a;80").replace(",", ";").split(";")
     return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs if a]
 
 
-def sources(with_cuda):
-    all_cpp = sorted(glob.glob(os.path.join(CSRC, "**", "*.cpp"), recursive=True))
-    cpp = [s for s in all_cpp if with_cuda or not s.endswith("_cuda.cpp")]
-    cu = sorted(glob.glob(os.path.join(CSRC, "**", "*.cu"), recursive=True)) if with_cuda else []
-    return cpp + cu
+def rel(paths) -> list:
+    return sorted(os.path.relpath(p, ROOT) for p in paths)
 
 
-def extension():
+def cpu_kernel_sources() -> list:
+    return rel(glob.glob(os.path.join(ROOT, CSRC, "**", "*_cpu.cpp"), recursive=True))
+
+
+def level_sources(level: str) -> list:
+    """One generated file per kernel source and level, so each level's objects have their own names (setuptools
+    derives an object's path from its source's path). Each only includes the real source."""
+    out_dir = os.path.join("build", "cpu_levels", level)
+    os.makedirs(os.path.join(ROOT, out_dir), exist_ok=True)
+    sources = []
+    for src in cpu_kernel_sources():
+        path = os.path.join(out_dir, os.path.basename(src))
+        text = f'// Generated by setup.py: {src} compiled for the "{level}" CPU level.\n#include "{os.path.relpath(src, CSRC)}"\n'
+        full = os.path.join(ROOT, path)
+        if not os.path.exists(full) or open(full).read() != text:  # rewriting would make ninja rebuild it
+            with open(full, "w") as f:
+                f.write(text)
+        sources.append(path)
+    return sources
+
+
+# -g0 overrides the -g of Python's own CFLAGS: debug info made each CPU level library 20 MB instead of 1.5.
+COMMON_CXX = ["-O3", "-g0", "-fvisibility=hidden", "-fvisibility-inlines-hidden"]
+OPENMP = ["-fopenmp"] if sys.platform != "win32" else []
+
+
+def operator_library():
     with_cuda = cuda_wanted()
-    cxx = ["-O3", "-fvisibility=hidden"] + CPU_FLAGS[cpu_capability()]
-    if sys.platform != "win32":
-        cxx.append("-fopenmp")
-    args = dict(
-        name="fastops._C",
-        sources=sources(with_cuda),
-        include_dirs=[os.path.join(ROOT, CSRC)],
-        extra_link_args=["-fopenmp"] if sys.platform != "win32" else [],
-    )
+    all_cpp = rel(glob.glob(os.path.join(ROOT, CSRC, "**", "*.cpp"), recursive=True))
+    cpp = [s for s in all_cpp if not s.endswith("_cpu.cpp") and (with_cuda or not s.endswith("_cuda.cpp"))]
+    args = dict(name="fastops._C", include_dirs=[os.path.join(ROOT, CSRC)], py_limited_api=True,
+                extra_link_args=OPENMP)
     if with_cuda:
+        cu = rel(glob.glob(os.path.join(ROOT, CSRC, "**", "*.cu"), recursive=True))
         nvcc = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo", *gencode_flags()]
         return cpp_extension.CUDAExtension(
-            extra_compile_args={"cxx": cxx + ["-DFASTOPS_WITH_CUDA"], "nvcc": nvcc}, **args
-        )
-    return cpp_extension.CppExtension(extra_compile_args={"cxx": cxx}, **args)
+            sources=cpp + cu, extra_compile_args={"cxx": COMMON_CXX + OPENMP + ["-DFASTOPS_WITH_CUDA"], "nvcc": nvcc},
+            **args)
+    return cpp_extension.CppExtension(sources=cpp, extra_compile_args={"cxx": COMMON_CXX + OPENMP}, **args)
+
+
+def cpu_level_library(level: str, flags: list):
+    return cpp_extension.CppExtension(
+        name=f"fastops._cpu_{level}", sources=level_sources(level), include_dirs=[os.path.join(ROOT, CSRC)],
+        extra_compile_args={"cxx": COMMON_CXX + OPENMP + flags}, extra_link_args=OPENMP, py_limited_api=True)
 
 
 setup(
-    ext_modules=[extension()],
+    ext_modules=[operator_library()] + [cpu_level_library(n, f) for n, f in cpu_levels().items()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    options={"bdist_wheel": {"py_limited_api": PY_LIMITED_API}},
 )

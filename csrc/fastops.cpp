@@ -3,6 +3,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "common/cpu_features.h"
+
 TORCH_LIBRARY(fastops, m) {
   // ---- activations ----
   // relu(x) = max(x, 0), NaN propagated; output keeps x's layout when x is dense.
@@ -108,9 +110,20 @@ TORCH_LIBRARY(fastops, m) {
   m.def("matmul_accumulate_(Tensor(a!) out, Tensor a, Tensor b) -> ()");
 }
 
-// `import fastops._C` loads this shared library, whose static initialisers run the registrations above; the
-// module itself is empty.
+// `import fastops._C` loads this shared library, whose static initialisers run the registrations above. The module
+// has one function: _best_cpu_level() names the best CPU kernel level this machine runs (common/cpu_features.h),
+// which fastops/__init__.py loads. Only the limited C API is used, so one build serves every CPython >= 3.10.
+namespace {
+PyObject* best_cpu_level(PyObject*, PyObject*) {
+  return PyUnicode_FromString(fastops::kCpuLevels[fastops::best_cpu_level()]);
+}
+
+PyMethodDef methods[] = {
+    {"_best_cpu_level", best_cpu_level, METH_NOARGS, "The best CPU kernel level this CPU and OS support."},
+    {nullptr, nullptr, 0, nullptr}};
+}  // namespace
+
 PyMODINIT_FUNC PyInit__C(void) {
-  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "fastops operator library", -1, nullptr};
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "fastops operator library", -1, methods};
   return PyModule_Create(&module);
 }

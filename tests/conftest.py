@@ -3,6 +3,26 @@ import torch
 
 import fastops  # noqa: F401  (registers the ops before any test collects them)
 
+# Tests that check numbers against torch run again at every lower CPU kernel level this machine supports (`make test`
+# reruns `pytest -m cpu_levels` with FASTOPS_CPU_CAPABILITY=avx2, =default): every accuracy test (a name with
+# "matches_torch"), the property tests and torch's own OpInfo/ModuleInfo data.
+CPU_LEVEL_FILES = ("test_properties.py", "test_torch_opinfo.py", "test_torch_modules.py")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cpu_levels: rerun at every CPU kernel level (see tests/conftest.py)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "matches_torch" in item.name or item.path.name in CPU_LEVEL_FILES:
+            item.add_marker(pytest.mark.cpu_levels)
+
+
+def pytest_report_header(config):
+    return (f"fastops CPU kernel level: {fastops.cpu_capability()} (runnable here: "
+            f"{', '.join(fastops.runnable_cpu_levels())}); torch {torch.__version__}")
+
 
 @pytest.fixture(autouse=True)
 def _seed():
