@@ -50,6 +50,11 @@ TORCH_LIBRARY(fastops, m) {
 
   // ---- losses ----
   // `reduction` is torch's enum: 0 none, 1 mean, 2 sum. Loss math runs in float32 (float64 for float64 inputs).
+  // torch.nn.functional.cross_entropy's whole contract (class indices or probabilities, weight, ignore_index,
+  // label_smoothing, [C] / [N, C] / [N, C, d...], autocast): a composite of the row ops below
+  // (losses/cross_entropy_loss.cpp).
+  m.def("cross_entropy_loss(Tensor input, Tensor target, Tensor? weight=None, int reduction=1, "
+        "int ignore_index=-100, float label_smoothing=0.0) -> Tensor");
   // Softmax cross entropy of each row of [N, C] logits. target: int64 [N] class indices (rows equal to ignore_index
   // count for nothing) or [N, C] class probabilities; weight: [C] class weights in the math type. Returns per row:
   // the loss, the row's weight (w[target], 0 when ignored, 1 for probabilities; 'mean' divides by their sum) and
@@ -100,9 +105,10 @@ TORCH_LIBRARY(fastops, m) {
   m.def("matmul(Tensor a, Tensor b) -> Tensor");
   // torch.nn.functional.linear: x (..., in) . weight (out, in)^T + bias (out), bias fused into the GEMM epilogue.
   m.def("linear(Tensor x, Tensor weight, Tensor? bias=None) -> Tensor");
-  // act(linear(x, weight, bias)) for act in relu, gelu, gelu_tanh, silu, and (when store_pre) the product before the
-  // bias, which the backward (bias_act_backward) reads; else `pre` is empty. On Hopper one GEMM applies the
-  // activation in its epilogue; elsewhere the GEMM is followed by one fused bias + activation pass.
+  // act(linear(x, weight, bias)) for act in relu, gelu, gelu_tanh, silu, and the product before the bias, which the
+  // backward (bias_act_backward) reads: always when autograd records a backward, else only when store_pre (else
+  // `pre` is empty). On Hopper one GEMM applies the activation in its epilogue; elsewhere the GEMM is followed by one
+  // fused bias + activation pass.
   m.def("linear_act(Tensor x, Tensor weight, Tensor? bias, str act, bool store_pre) -> (Tensor out, Tensor pre)");
   // Linear's bias gradient: grad_output (..., out) summed over every dim but the last (one column reduction).
   m.def("bias_grad(Tensor grad_output) -> Tensor");

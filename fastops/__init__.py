@@ -51,12 +51,12 @@ def _choose_cpu_level() -> str:
 _cpu_level = _choose_cpu_level()
 torch.ops.load_library(importlib.util.find_spec(f"{__name__}._cpu_{_cpu_level}").origin)
 
-from . import (  # noqa: E402  (the ops must be loaded before their Python registrations)
+from . import (
     functional,
     nn,
     ops,  # noqa: F401  (fake kernels, autograd, autocast)
 )
-from .functional import linear, matmul, relu  # noqa: E402
+from .functional import linear, matmul, relu
 
 __version__ = "0.1.0"
 

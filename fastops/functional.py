@@ -1,99 +1,146 @@
-"""The public functional API: typed, documented wrappers over ``torch.ops.fastops``, with torch.nn.functional's
-signatures."""
+"""The public functional API: typed, documented wrappers over ``torch.ops.fastops`` with torch.nn.functional's
+signatures and semantics. Each is a thin call into one operator (the rules live in C++, next to the kernels), and
+each compiles under TorchScript, so that fastops.nn modules script and trace like their torch.nn twins."""
+
+import warnings
 
 import torch
 from torch import Tensor
+from torch.nn import _reduction as _torch_reduction
 
-_ops = torch.ops.fastops
+from .ops.losses import REDUCTIONS as _REDUCTIONS
+from .ops.losses import math_dtype as _math_dtype
 
-__all__ = ["bias_act", "geglu", "gelu", "leaky_relu", "linear", "matmul", "relu", "sigmoid", "silu", "swiglu",
+__all__ = ["bias_act", "binary_cross_entropy_with_logits", "cross_entropy", "geglu", "gelu", "huber_loss",
+           "leaky_relu", "linear", "matmul", "mse_loss", "relu", "sigmoid", "silu", "smooth_l1_loss", "swiglu",
            "tanh"]
 
-
-def _maybe_inplace(x: Tensor, result: Tensor, inplace: bool) -> Tensor:
-    # The kernels are out-of-place; `inplace=True` writes the result back into x so callers that rely on x changing
-    # (and autograd's checks on in-place use of leaves) behave as with torch.
-    return x.copy_(result) if inplace else result
+# ---- activations ----
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """max(input, 0) elementwise (NaN propagates). Same contract as :func:`torch.nn.functional.relu`."""
-    return _maybe_inplace(input, _ops.relu(input), inplace)
+    result = torch.ops.fastops.relu(input)
+    # The kernels are out of place; `inplace=True` writes the result back into input, so callers that rely on input
+    # changing (and autograd's checks on in-place use of leaves) behave as with torch. relu's backward reads its
+    # output, which the copy leaves untouched.
+    return input.copy_(result) if inplace else result
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     """x * Phi(x) with the exact erf CDF (``approximate='none'``) or the tanh approximation (``'tanh'``). Same
     contract as :func:`torch.nn.functional.gelu`."""
-    return _ops.gelu(input, approximate=approximate)
+    return torch.ops.fastops.gelu(input, approximate=approximate)
 
 
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
     """x * sigmoid(x). Same contract as :func:`torch.nn.functional.silu`."""
-    return _maybe_inplace(input, _ops.silu(input), inplace)
+    if not inplace:
+        return torch.ops.fastops.silu(input)
+    # silu's backward reads its input, which the in-place write overwrites: it gets a copy (torch's silu_ saves one
+    # too), only when a gradient will be needed.
+    source = input.clone() if input.requires_grad and torch.is_grad_enabled() else input
+    return input.copy_(torch.ops.fastops.silu(source))
 
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
     """x if x > 0 else negative_slope * x. Same contract as :func:`torch.nn.functional.leaky_relu`."""
-    return _maybe_inplace(input, _ops.leaky_relu(input, negative_slope), inplace)
+    if not inplace:
+        return torch.ops.fastops.leaky_relu(input, negative_slope)
+    source = input.clone() if input.requires_grad and torch.is_grad_enabled() else input  # as in silu
+    return input.copy_(torch.ops.fastops.leaky_relu(source, negative_slope))
 
 
 def sigmoid(input: Tensor) -> Tensor:
     """1 / (1 + exp(-x)). Same contract as :func:`torch.sigmoid`."""
-    return _ops.sigmoid(input)
+    return torch.ops.fastops.sigmoid(input)
 
 
 def tanh(input: Tensor) -> Tensor:
     """Hyperbolic tangent. Same contract as :func:`torch.tanh`."""
-    return _ops.tanh(input)
+    return torch.ops.fastops.tanh(input)
 
 
 def bias_act(x: Tensor, bias: Tensor, act: str) -> Tensor:
     """act(x + bias) in one pass, for x ``[..., N]`` and bias ``[N]`` of x's dtype; act is one of ``relu``,
     ``gelu``, ``gelu_tanh``, ``silu``, ``sigmoid``, ``tanh``. Equals ``F.<act>(x + bias)`` without materialising
     x + bias; the backward returns grad_x and grad_bias from one read of the gradient. The result is contiguous."""
-    return _ops.bias_act(x, bias, act)
+    return torch.ops.fastops.bias_act(x, bias, act)
 
 
 def swiglu(gate: Tensor, up: Tensor | None = None) -> Tensor:
     """silu(gate) * up. With ``up=None``, ``gate`` is one ``[..., 2H]`` tensor whose halves along the last
     dimension are gate and up (read in place, no copy); the result is ``[..., H]``."""
-    return _ops.swiglu.packed(gate) if up is None else _ops.swiglu(gate, up)
+    # One overload packet, resolved by the arguments (TorchScript cannot name an overload: swiglu.packed).
+    if up is None:
+        return torch.ops.fastops.swiglu(gate)
+    return torch.ops.fastops.swiglu(gate, up)
 
 
 def geglu(gate: Tensor, up: Tensor | None = None, approximate: str = "none") -> Tensor:
     """gelu(gate, approximate) * up; ``up=None`` takes the packed ``[..., 2H]`` form as in :func:`swiglu`."""
     if up is None:
-        return _ops.geglu.packed(gate, approximate=approximate)
-    return _ops.geglu(gate, up, approximate=approximate)
+        return torch.ops.fastops.geglu(gate, approximate=approximate)  # the packed overload, as in swiglu
+    return torch.ops.fastops.geglu(gate, up, approximate=approximate)
+
+
+# ---- matmul ----
+
+
+def matmul(input: Tensor, other: Tensor) -> Tensor:
+    """Matrix product with :func:`torch.matmul`'s contract: 1-D operands are promoted to a row (input) or a column
+    (other) and the added dim is removed again; batch dims broadcast. float32 on CUDA uses TF32 tensor cores iff
+    ``torch.backends.cuda.matmul.allow_tf32`` (i.e. ``torch.get_float32_matmul_precision() != 'highest'``)."""
+    if input.dim() == 0 or other.dim() == 0:
+        raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {input.dim()}D and "
+                           f"{other.dim()}D")
+    a = input.unsqueeze(0) if input.dim() == 1 else input
+    b = other.unsqueeze(-1) if other.dim() == 1 else other
+    out = torch.ops.fastops.matmul(a, b)
+    if other.dim() == 1:
+        out = out.squeeze(-1)
+    if input.dim() == 1:
+        out = out.squeeze(-2) if other.dim() > 1 else out.squeeze(-1)
+    return out
+
+
+LINEAR_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None) -> Tensor:
+    """``input @ weight.T + bias`` with :func:`torch.nn.functional.linear`'s contract (a 1-D weight is a single
+    output feature, as in torch); the bias add is fused into the GEMM and the weight is read transposed in place.
+
+    ``activation`` (one of ``relu``, ``gelu``, ``gelu_tanh``, ``silu``) applies that activation to the result
+    (``fastops::linear_act``): on Hopper inside the GEMM's epilogue, elsewhere through one fused bias + activation
+    pass. When autograd records a backward the product before the bias is kept for it, which computes the
+    activation's gradient and grad_bias in one pass over the gradient."""
+    if weight.dim() == 1:  # torch: input @ weight (+ bias), the feature dim dropped
+        if activation is not None:
+            raise RuntimeError("fastops.linear: activation= needs a 2-D weight")
+        out = matmul(input, weight)
+        return out if bias is None else out + bias
+    if activation is None:
+        return torch.ops.fastops.linear(input, weight, bias)
+    if activation not in ["relu", "gelu", "gelu_tanh", "silu"]:  # LINEAR_ACTIVATIONS (TorchScript reads no globals)
+        raise ValueError(f"fastops.linear: activation must be one of relu, gelu, gelu_tanh, silu or None, got "
+                         f"'{activation}'")
+    # store_pre=False: the op keeps the product before the bias by itself whenever autograd records a backward.
+    out, _ = torch.ops.fastops.linear_act(input, weight, bias, activation, False)
+    return out
+
+
 # ---- losses ----
 
-import warnings
 
-from torch.nn import _reduction as _torch_reduction
-
-from .ops.losses import REDUCTIONS as _REDUCTIONS
-from .ops.losses import math_dtype as _math_dtype
-
-__all__ += ["binary_cross_entropy_with_logits", "cross_entropy", "huber_loss", "mse_loss", "smooth_l1_loss"]
-
-
-def _reduction_enum(size_average, reduce, reduction: str) -> int:
+def _reduction_enum(size_average: bool | None, reduce: bool | None, reduction: str) -> int:
     if size_average is not None or reduce is not None:  # torch's deprecated arguments still pick the reduction
         reduction = _torch_reduction.legacy_get_string(size_average, reduce)
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{reduction} is not a valid value for reduction")
-    return _REDUCTIONS[reduction]
+    return _torch_reduction.get_enum(reduction)
 
 
-def _loss_dtype(input: Tensor) -> torch.dtype:
-    """torch's output dtype for a loss: the input's, or float32 under autocast (losses are on its fp32 list)."""
-    if input.dtype != torch.float64 and torch.is_autocast_enabled(input.device.type):
-        return torch.float32
-    return input.dtype
-
-
-def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average=None,
-                  ignore_index: int = -100, reduce=None, reduction: str = "mean",
+def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average: bool | None = None,
+                  ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean",
                   label_smoothing: float = 0.0) -> Tensor:
     """Softmax cross entropy between logits and class-index or class-probability targets. Same contract as
     :func:`torch.nn.functional.cross_entropy`: input [C], [N, C] or [N, C, d1, ...]; target class indices
@@ -103,58 +150,76 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
     Without autograd (and for 'none' or float64) the forward reads the logits once (per row: max, sum of
     exponentials and the target terms) and the backward recomputes the softmax. For 'mean' / 'sum' with 16/32-bit
     logits that require grad, the forward reads each row twice and writes its gradient too, and the backward only
-    scales it: nothing at all for the usual upstream gradient of 1, exact for a power of two (loss scaling), one
-    more rounding of each gradient element for any other upstream value. [N, C, d1, ...] inputs are first permuted to rows of C contiguous
-    classes (one copy, kept for the backward).
-    Under autocast the loss is float32, as torch's, without an fp32 copy of the logits (the kernel reads 16-bit
-    logits and accumulates in float32 either way)."""
-    red = _reduction_enum(size_average, reduce, reduction)
-    out_dtype = _loss_dtype(input)
-    prob = target.is_floating_point()
-    unbatched = input.dim() == 1
-    if unbatched:
-        input, target = input.unsqueeze(0), target.unsqueeze(0)
-    if input.dim() < 2:
-        raise ValueError(f"cross_entropy: input must have a class dimension, got shape {tuple(input.shape)}")
-    c = input.shape[1]
-    batch_shape = input.shape[:1] + input.shape[2:]
-    if prob and ignore_index != -100:
-        raise RuntimeError("ignore_index is not supported for floating point target")
-    if prob and target.shape != input.shape:
-        raise RuntimeError(f"cross_entropy: a floating-point target holds class probabilities and must have input's "
-                           f"shape {list(input.shape)}, got {list(target.shape)}; class-index targets must be int64")
-    if not prob and target.shape != batch_shape:
-        raise ValueError(f"cross_entropy: class-index target must have shape {tuple(batch_shape)} for input of shape "
-                         f"{tuple(input.shape)}, got {tuple(target.shape)}")
-    logits = input.movedim(1, -1).reshape(-1, c) if input.dim() > 2 else input
-    if prob:
-        target = target.movedim(1, -1).reshape(-1, c) if target.dim() > 2 else target
-        if target.dtype != input.dtype and out_dtype != input.dtype:  # autocast: torch would cast both to fp32
-            target = target.to(input.dtype)
-    else:
-        target = target.reshape(-1)
-        if target.dtype == torch.uint8:  # torch accepts Byte class indices too
-            target = target.long()
+    scales it: nothing at all for the usual upstream gradient of 1. [N, C, d1, ...] inputs are first permuted to
+    rows of C contiguous classes (one copy). Under autocast the loss is float32, as torch's, without an fp32 copy
+    of the logits (the kernel reads 16-bit logits and accumulates in float32 either way)."""
+    return torch.ops.fastops.cross_entropy_loss(input, target, weight, _reduction_enum(size_average, reduce, reduction),
+                                                ignore_index, label_smoothing)
+
+
+def _broadcast_operands(input: Tensor, target: Tensor) -> list[Tensor]:
+    """torch's handling of mismatched operands in the regression losses: warn, then broadcast."""
+    if target.size() != input.size():
+        warnings.warn(
+            f"Using a target size ({target.size()}) that is different to the input size ({input.size()}). "
+            "This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.",
+            stacklevel=3,
+        )
+        return torch.broadcast_tensors(input, target)
+    return [input, target]
+
+
+def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
+             reduction: str = "mean", weight: Tensor | None = None) -> Tensor:
+    """Mean squared error. Same contract as :func:`torch.nn.functional.mse_loss` (weight is not supported)."""
     if weight is not None:
-        weight = weight.to(_math_dtype(input.dtype))
-    if (red != _REDUCTIONS["none"] and torch.is_grad_enabled() and logits.requires_grad and logits.shape[0] > 0
-            and logits.dtype != torch.float64):
-        # The forward writes the gradient too (see fastops/ops/losses.py): its rows come pre-divided by 'mean''s
-        # total weight, so that the gradient is final when the upstream gradient is 1 (or any power of two: the
-        # scaling is then exact). float64, the dtype of gradchecks rather than of speed, keeps one rounding for
-        # every upstream gradient through the recomputing backward.
-        grad_scale = _cross_entropy_grad_scale(red, target, weight, ignore_index, c)
-        loss, _ = _ops.cross_entropy_forward_grad(logits, target, weight, ignore_index, label_smoothing, grad_scale)
-        return loss.sum().to(out_dtype)
-    # 'none' recomputes the softmax in its backward: each row's upstream gradient is only known there.
-    loss, row_weight, _, _ = _ops.cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing)
-    if red == _REDUCTIONS["none"]:
-        return loss.reshape(() if unbatched else batch_shape).to(out_dtype)
-    # The row losses and weights are float64: their sum adds no rounding before the one to out_dtype.
-    total = loss.sum()
-    if red == _REDUCTIONS["mean"]:
-        total = total / row_weight.sum()
-    return total.to(out_dtype)
+        raise NotImplementedError("fastops.functional.mse_loss: weight is not supported")
+    red = _reduction_enum(size_average, reduce, reduction)
+    operands = _broadcast_operands(input, target)
+    return torch.ops.fastops.mse_loss(operands[0], operands[1], red)
+
+
+def smooth_l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
+                   reduction: str = "mean", beta: float = 1.0) -> Tensor:
+    """Smooth L1 loss. Same contract as :func:`torch.nn.functional.smooth_l1_loss`."""
+    red = _reduction_enum(size_average, reduce, reduction)
+    operands = _broadcast_operands(input, target)
+    return torch.ops.fastops.smooth_l1_loss(operands[0], operands[1], red, beta)
+
+
+def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0,
+               weight: Tensor | None = None) -> Tensor:
+    """Huber loss. Same contract as :func:`torch.nn.functional.huber_loss` (weight is not supported)."""
+    if weight is not None:
+        raise NotImplementedError("fastops.functional.huber_loss: weight is not supported")
+    operands = _broadcast_operands(input, target)
+    return torch.ops.fastops.huber_loss(operands[0], operands[1], _torch_reduction.get_enum(reduction), delta)
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                                     size_average: bool | None = None, reduce: bool | None = None,
+                                     reduction: str = "mean", pos_weight: Tensor | None = None) -> Tensor:
+    """Sigmoid + binary cross entropy in one numerically stable step. Same contract as
+    :func:`torch.nn.functional.binary_cross_entropy_with_logits`: weight broadcasts to input, pos_weight over
+    the classes of the last dimension. Gradients flow to input and target (torch has none for weight and
+    pos_weight: they must not require grad)."""
+    red = _reduction_enum(size_average, reduce, reduction)
+    if target.size() != input.size():
+        raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
+    # The kernel reads every operand at the input's shape; weights broadcast here (expanded views).
+    if weight is not None:
+        weight = weight.expand_as(input)
+    if pos_weight is not None:
+        pos_weight = pos_weight.expand_as(input)
+    return torch.ops.fastops.binary_cross_entropy_with_logits(input, target, weight, pos_weight, red)
+
+
+def _loss_dtype(input: Tensor) -> torch.dtype:
+    """torch's output dtype for a loss: the input's, or float32 under autocast (losses are on its fp32 list)."""
+    if input.dtype != torch.float64 and torch.is_autocast_enabled(input.device.type):
+        return torch.float32
+    return input.dtype
 
 
 def _cross_entropy_grad_scale(red: int, target: Tensor, weight: Tensor | None, ignore_index: int, c: int) -> Tensor:
@@ -175,125 +240,6 @@ def _cross_entropy_total_weight(target: Tensor, weight: Tensor | None, ignore_in
         return kept.sum(dtype=torch.float64)
     row_weight = weight.to(torch.float64)[torch.where(kept & (target >= 0) & (target < c), target, 0)]
     return torch.where(kept, row_weight, 0.0).sum()
-
-
-def _operand_dtype(input: Tensor, target: Tensor, promote: bool = True) -> torch.dtype | None:
-    """The dtype both operands are cast to: none under autocast (its rule casts them to float32), else the promoted
-    dtype (or input's, as torch's huber_loss does)."""
-    if torch.is_autocast_enabled(input.device.type):
-        return None
-    return torch.promote_types(input.dtype, target.dtype) if promote else input.dtype
-
-
-def _broadcast_pair(input: Tensor, target: Tensor, promote: bool) -> tuple[Tensor, Tensor]:
-    """torch's handling of mismatched operands in the regression losses: warn and broadcast; then one dtype."""
-    if target.shape != input.shape:
-        warnings.warn(
-            f"Using a target size ({target.size()}) that is different to the input size ({input.size()}). "
-            "This will likely lead to incorrect results due to broadcasting. "
-            "Please ensure they have the same size.",
-            stacklevel=3,
-        )
-        input, target = torch.broadcast_tensors(input, target)
-    dtype = _operand_dtype(input, target, promote)
-    return (input, target) if dtype is None else (input.to(dtype), target.to(dtype))
-
-
-def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean",
-             weight: Tensor | None = None) -> Tensor:
-    """Mean squared error. Same contract as :func:`torch.nn.functional.mse_loss` (weight is not supported)."""
-    if weight is not None:
-        raise NotImplementedError("fastops.functional.mse_loss: weight is not supported")
-    red = _reduction_enum(size_average, reduce, reduction)
-    input, target = _broadcast_pair(input, target, promote=True)
-    return _ops.mse_loss(input, target, red)
-
-
-def smooth_l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean",
-                   beta: float = 1.0) -> Tensor:
-    """Smooth L1 loss. Same contract as :func:`torch.nn.functional.smooth_l1_loss`."""
-    if beta < 0:
-        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
-    red = _reduction_enum(size_average, reduce, reduction)
-    input, target = _broadcast_pair(input, target, promote=True)
-    return _ops.smooth_l1_loss(input, target, red, beta)
-
-
-def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0,
-               weight: Tensor | None = None) -> Tensor:
-    """Huber loss. Same contract as :func:`torch.nn.functional.huber_loss` (weight is not supported)."""
-    if weight is not None:
-        raise NotImplementedError("fastops.functional.huber_loss: weight is not supported")
-    if delta <= 0:
-        raise RuntimeError("huber_loss does not support non-positive values for delta.")
-    red = _reduction_enum(None, None, reduction)
-    input, target = _broadcast_pair(input, target, promote=False)
-    return _ops.huber_loss(input, target, red, delta)
-
-
-def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
-                                     size_average=None, reduce=None, reduction: str = "mean",
-                                     pos_weight: Tensor | None = None) -> Tensor:
-    """Sigmoid + binary cross entropy in one numerically stable step. Same contract as
-    :func:`torch.nn.functional.binary_cross_entropy_with_logits`: weight broadcasts to input, pos_weight over
-    the classes of the last dimension. Gradients flow to input and target (not to weight / pos_weight)."""
-    red = _reduction_enum(size_average, reduce, reduction)
-    if target.shape != input.shape:
-        raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
-    for name, t in (("weight", weight), ("pos_weight", pos_weight)):
-        if t is not None and t.requires_grad:
-            raise NotImplementedError(f"fastops.functional.binary_cross_entropy_with_logits: no gradient for {name}")
-    dtype = _operand_dtype(input, target)
-    if dtype is not None:
-        input, target = input.to(dtype), target.to(dtype)
-        weight = weight.to(dtype) if weight is not None else None
-        pos_weight = pos_weight.to(dtype) if pos_weight is not None else None
-    # The kernel reads every operand at the input's shape; weights broadcast here (expand, materialised once).
-    weight = weight.expand_as(input) if weight is not None else None
-    pos_weight = pos_weight.expand_as(input) if pos_weight is not None else None
-    return _ops.binary_cross_entropy_with_logits(input, target, weight, pos_weight, red)
-
-
-# ---- matmul ----
-
-
-def matmul(input: Tensor, other: Tensor) -> Tensor:
-    """Matrix product with :func:`torch.matmul`'s contract: 1-D operands are promoted to a row (input) or a column
-    (other) and the added dim is removed again; batch dims broadcast. float32 on CUDA uses TF32 tensor cores iff
-    ``torch.backends.cuda.matmul.allow_tf32`` (i.e. ``torch.get_float32_matmul_precision() != 'highest'``)."""
-    if input.dim() == 0 or other.dim() == 0:
-        raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {input.dim()}D and "
-                           f"{other.dim()}D")
-    a = input.unsqueeze(0) if input.dim() == 1 else input
-    b = other.unsqueeze(-1) if other.dim() == 1 else other
-    out = _ops.matmul(a, b)
-    if other.dim() == 1:
-        out = out.squeeze(-1)
-    if input.dim() == 1:
-        out = out.squeeze(-2) if other.dim() > 1 else out.squeeze(-1)
-    return out
-
-
-LINEAR_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
-
-
-def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None) -> Tensor:
-    """``input @ weight.T + bias`` with :func:`torch.nn.functional.linear`'s contract; the bias add is fused into the
-    GEMM and the weight is read transposed in place.
-
-    ``activation`` (one of ``relu``, ``gelu``, ``gelu_tanh``, ``silu``) applies that activation to the result
-    (``fastops::linear_act``): on Hopper inside the GEMM's epilogue, elsewhere through one fused bias + activation
-    pass. When a gradient is needed the product before the bias is kept for the backward, which computes the
-    activation's gradient and grad_bias in one pass over the gradient."""
-    if activation is None:
-        return _ops.linear(input, weight, bias)
-    if activation not in LINEAR_ACTIVATIONS:
-        raise ValueError(f"fastops.linear: activation must be one of {', '.join(LINEAR_ACTIVATIONS)} or None, "
-                         f"got {activation!r}")
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (input, weight, bias))
-    out, _ = _ops.linear_act(input, weight, bias, activation, needs_grad)
-    return out
 
 
 # ---- fused linear + cross entropy ----

@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-import fastops  # noqa: F401  (registers the ops before any test collects them)
+import fastops
+
+# torch.compile's on-disk caches (FX graphs, AOT autograd) are keyed by the traced graph and torch, not by the
+# kernels and autograd code of an extension: a rebuilt fastops could reuse graphs compiled against the previous build
+# (seen: guards of a shape-specialising build made a dynamic model recompile per batch size). Every test compiles
+# afresh, as on a new CI machine.
+torch._inductor.config.fx_graph_cache = False
+torch._functorch.config.enable_autograd_cache = False
 
 # Tests that check numbers against torch run again at every lower CPU kernel level this machine supports (`make test`
 # reruns `pytest -m cpu_levels` with FASTOPS_CPU_CAPABILITY=avx2, =default): every accuracy test (a name with

@@ -361,9 +361,11 @@ def test_cpu_bf16_gemm_fast_path_matches_fallback(monkeypatch):
         out = make_tensor((a.shape[0], b.shape[1]), torch.bfloat16, "cpu", generator=gen)
         # Every epilogue: plain, bias (linear reads its weight transposed), accumulate into an existing out.
         calls = {
-            "matmul": (lambda: ops.matmul(a, b), to_reference(a) @ to_reference(b)),
-            "linear": (lambda: ops.linear(a, b.t(), bias), to_reference(a) @ to_reference(b) + to_reference(bias)),
-            "accumulate": (lambda: _accumulated(out, a, b), to_reference(out) + to_reference(a) @ to_reference(b)),
+            "matmul": (lambda a=a, b=b: ops.matmul(a, b), to_reference(a) @ to_reference(b)),
+            "linear": (lambda a=a, b=b, bias=bias: ops.linear(a, b.t(), bias),
+                       to_reference(a) @ to_reference(b) + to_reference(bias)),
+            "accumulate": (lambda a=a, b=b, out=out: _accumulated(out, a, b),
+                           to_reference(out) + to_reference(a) @ to_reference(b)),
         }
         for name, (call, ref) in calls.items():
             fast = call()
@@ -676,9 +678,14 @@ def test_linear_act_op_stores_the_product_before_the_bias(device):
             check_opcheck(ops.linear_act, Sample((*args, "silu", store_pre), {}, f"store_pre={store_pre}"))
     with pytest.raises(RuntimeError, match=r"fastops\.linear_act: act must be"):
         ops.linear_act(x, w, b, "tanh", False)
-    out, _ = ops.linear_act(x.requires_grad_(), w, b, "gelu", False)
-    with pytest.raises(RuntimeError, match="store_pre=True"):
-        out.sum().backward()
+    # Where autograd records a backward the op keeps the product before the bias whatever store_pre says, so a
+    # graph traced with store_pre=False (the functional API's constant) still trains.
+    x.requires_grad_()
+    out, pre = ops.linear_act(x, w, b, "gelu", False)
+    assert pre.shape == out.shape
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    (expected,) = torch.autograd.grad(torch.nn.functional.gelu(torch.nn.functional.linear(x, w, b)).sum(), x)
+    torch.testing.assert_close(grad, expected)
 
 
 @requires_cuda

@@ -33,7 +33,8 @@ namespace fastops {
 inline Activation gelu_kind(const char* op, c10::string_view approximate) {
   if (approximate == "none") return Activation::GELU;
   if (approximate == "tanh") return Activation::GELUTanh;
-  TORCH_CHECK(false, "fastops.", op, ": approximate must be 'none' or 'tanh', got '", approximate, "'");
+  // torch's wording ("approximate argument must be either none or tanh"), which its OpInfo error inputs match.
+  TORCH_CHECK(false, "fastops.", op, ": approximate argument must be either none or tanh, got '", approximate, "'");
 }
 
 // The `act` argument of the fused ops (bias_act, the gated units' backward). LeakyReLU is left out: it would need

@@ -220,29 +220,60 @@ inline Reduction to_reduction(const char* op, int64_t reduction) {
   return static_cast<Reduction>(reduction);
 }
 
-inline PointwiseTensors pointwise_operands(const char* op, const at::Tensor& input, const at::Tensor& target,
-                                           const std::optional<at::Tensor>& weight,
+// The dtype an elementwise loss computes and returns in, as torch's does: mse and smooth_l1 promote input and target,
+// huber keeps input's, binary_cross_entropy_with_logits target's (torch's formula writes in place into target's
+// dtype). An integer target is fine where the rule gives a floating dtype (mse_loss(float, long) is float).
+inline at::ScalarType pointwise_loss_dtype(const char* op, PointwiseLoss kind, const at::Tensor& input,
+                                           const at::Tensor& target) {
+  check_defined(op, {input, "input"});
+  check_defined(op, {target, "target"});
+  at::ScalarType dtype = input.scalar_type();
+  if (kind == PointwiseLoss::BceWithLogits) {
+    dtype = target.scalar_type();
+  } else if (kind != PointwiseLoss::Huber) {
+    dtype = c10::promoteTypes(input.scalar_type(), target.scalar_type());
+  }
+  TORCH_CHECK(is_supported_float(dtype), "fastops.", op, ": input and target must give a float16/bfloat16/float32/"
+              "float64 result, got ", input.scalar_type(), " input and ", target.scalar_type(), " target");
+  return dtype;
+}
+
+// smooth_l1's beta and huber's delta, refused with torch's own messages (torch checks them in the op, so must we: a
+// negative delta would otherwise give a negative loss).
+inline void check_pointwise_loss_param(PointwiseLoss kind, double param) {
+  TORCH_CHECK(kind != PointwiseLoss::SmoothL1 || param >= 0,
+              "smooth_l1_loss does not support negative values for beta.");
+  TORCH_CHECK(kind != PointwiseLoss::Huber || param > 0, "huber_loss does not support non-positive values for delta.");
+}
+
+inline PointwiseTensors pointwise_operands(const char* op, PointwiseLoss kind, const at::Tensor& input,
+                                           const at::Tensor& target, const std::optional<at::Tensor>& weight,
                                            const std::optional<at::Tensor>& pos_weight) {
-  check_float_operands(op, {{input, "input"}, {target, "target"}});
+  const at::ScalarType dtype = pointwise_loss_dtype(op, kind, input, target);
+  TORCH_CHECK(target.device() == input.device(), "fastops.", op, ": target must be on the device of input (",
+              input.device(), "), got ", target.device());
   check_same_shape(op, {input, "input"}, {target, "target"});
   const bool has_w = weight.has_value() && weight->defined();
   const bool has_pw = pos_weight.has_value() && pos_weight->defined();
   // Optional operands must match input exactly (the Python wrapper broadcasts them), then share its layout.
   for (const auto& [t, name, present] : {std::tuple{&weight, "weight", has_w}, {&pos_weight, "pos_weight", has_pw}}) {
     if (!present) continue;
-    check_float_operands(op, {{input, "input"}, {**t, name}});
+    check_floating(op, {**t, name});
+    TORCH_CHECK((*t)->device() == input.device(), "fastops.", op, ": ", name, " must be on the device of input (",
+                input.device(), "), got ", (*t)->device());
     check_same_shape(op, {input, "input"}, {**t, name});
   }
+  const at::Tensor x = input.to(dtype), tt = target.to(dtype);
   PointwiseTensors p;
   if (has_w && has_pw) {
-    auto [x, t, w, pw] = dense_common_layout<4>({input, target, *weight, *pos_weight});
-    p = {x, t, w, pw};
+    auto [xd, td, w, pw] = dense_common_layout<4>({x, tt, weight->to(dtype), pos_weight->to(dtype)});
+    p = {xd, td, w, pw};
   } else if (has_w || has_pw) {
-    auto [x, t, extra] = dense_common_layout<3>({input, target, has_w ? *weight : *pos_weight});
-    p = {x, t, has_w ? extra : at::Tensor(), has_pw ? extra : at::Tensor()};
+    auto [xd, td, extra] = dense_common_layout<3>({x, tt, (has_w ? *weight : *pos_weight).to(dtype)});
+    p = {xd, td, has_w ? extra : at::Tensor(), has_pw ? extra : at::Tensor()};
   } else {
-    auto [x, t] = dense_common_layout<2>({input, target});
-    p = {x, t, at::Tensor(), at::Tensor()};
+    auto [xd, td] = dense_common_layout<2>({x, tt});
+    p = {xd, td, at::Tensor(), at::Tensor()};
   }
   return p;
 }
@@ -253,7 +284,8 @@ at::Tensor pointwise_loss_forward(const char* op, PointwiseLoss kind, const at::
                                   const at::Tensor& target, const std::optional<at::Tensor>& weight,
                                   const std::optional<at::Tensor>& pos_weight, int64_t reduction, double param) {
   const Reduction red = to_reduction(op, reduction);
-  const PointwiseTensors p = pointwise_operands(op, input, target, weight, pos_weight);
+  check_pointwise_loss_param(kind, param);
+  const PointwiseTensors p = pointwise_operands(op, kind, input, target, weight, pos_weight);
   at::Tensor out = red == Reduction::None ? at::empty_like(p.input) : at::empty({}, p.input.options());
   if (p.input.numel() > 0) {
     Backend::pointwise_forward(kind, p, param, red, out);
@@ -270,12 +302,16 @@ at::Tensor pointwise_loss_backward(const char* op, PointwiseLoss kind, const at:
                                    const std::optional<at::Tensor>& weight,
                                    const std::optional<at::Tensor>& pos_weight, int64_t reduction, double param) {
   const Reduction red = to_reduction(op, reduction);
-  check_float_operands(op, {{input, "input"}, {grad_output, "grad_output"}});
-  at::Tensor grad = grad_output;
+  check_pointwise_loss_param(kind, param);
+  const at::ScalarType dtype = pointwise_loss_dtype(op, kind, input, target);
+  check_floating(op, {grad_output, "grad_output"});
+  TORCH_CHECK(grad_output.device() == input.device(), "fastops.", op, ": grad_output must be on the device of input (",
+              input.device(), "), got ", grad_output.device());
+  at::Tensor grad = grad_output.to(dtype);
   PointwiseTensors p;
   if (red == Reduction::None) {
     check_same_shape(op, {input, "input"}, {grad_output, "grad_output"});
-    p = pointwise_operands(op, input, target, weight, pos_weight);
+    p = pointwise_operands(op, kind, input, target, weight, pos_weight);
     // The kernel walks grad_output with the operands' flat index, so it must share their layout.
     if (grad.strides() != p.input.strides()) {
       p.input = p.input.contiguous();
@@ -287,7 +323,7 @@ at::Tensor pointwise_loss_backward(const char* op, PointwiseLoss kind, const at:
   } else {
     TORCH_CHECK(grad_output.dim() == 0, "fastops.", op, ": grad_output of a reduced loss must be 0-dim, got shape ",
                 grad_output.sizes());
-    p = pointwise_operands(op, input, target, weight, pos_weight);
+    p = pointwise_operands(op, kind, input, target, weight, pos_weight);
   }
   at::Tensor grad_input = at::empty_like(p.input);
   if (grad_input.numel() > 0) Backend::pointwise_backward(kind, grad, p, param, red, grad_input);

@@ -1,4 +1,4 @@
-"""Shape/stride rules shared by the fake kernels; each mirrors a C++ rule so compiled graphs see eager's strides."""
+"""Rules shared by the fake kernels; each mirrors a C++ rule so that compiled graphs see eager's strides and errors."""
 
 import functools
 
@@ -29,3 +29,14 @@ def elementwise_output(first: torch.Tensor, *others: torch.Tensor) -> torch.Tens
     if is_non_overlapping_and_dense(first) and all(o.stride() == first.stride() for o in others):
         return torch.empty_like(first)
     return first.new_empty(first.shape)
+
+
+def check_same_device(op: str, first: torch.Tensor, **others) -> None:
+    """The kernels' device rule: every tensor on `first`'s device. A CPU tensor mixed with a meta one dispatches to
+    the fake kernel with real tensors, which must then refuse it (torch's meta kernels do) rather than return
+    uninitialised memory."""
+    for name, t in others.items():
+        if t is not None:
+            torch._check(t.device == first.device,
+                         lambda name=name, t=t: f"fastops.{op}: {name} must be on the device of {first.device}, "
+                                                f"got {t.device}")

@@ -1,12 +1,11 @@
-"""Registrations for the matmul family: fake kernels, autograd (every gradient on fastops kernels) and autocast.
-
-Gradients: for C = A.B, dA = dC.B^T and dB = A^T.dC run on the same GEMM kernels, the transposes being read
-through layout flags (``.mT`` is a view, never a copy). For linear, dX = dY.W, dW = dY^T.X (the token dims folded
-into K) and db = fastops.bias_grad(dY), one column reduction. matmul_accumulate_ (out += a @ b in place) has no
+"""Registrations for the matmul family: fake kernels and autocast (the autograd kernels are C++: csrc/matmul/
+matmul_autograd.cpp, every gradient on fastops' own GEMM). matmul_accumulate_ (out += a @ b in place) has no
 gradient: it is a building block for ops that compute their gradients themselves, and runs under torch.no_grad().
 """
 
 import torch
+
+from ._layout import check_same_device
 
 fastops = torch.ops.fastops
 
@@ -23,11 +22,13 @@ def _matmul_output_shape(a: torch.Tensor, b: torch.Tensor) -> list:
 
 @torch.library.register_fake("fastops::matmul")
 def _matmul_fake(a, b):
+    check_same_device("matmul", a, b=b)
     return a.new_empty(_matmul_output_shape(a, b))
 
 
 @torch.library.register_fake("fastops::linear")
 def _linear_fake(x, weight, bias=None):
+    check_same_device("linear", x, weight=weight, bias=bias)
     torch._check(x.dim() >= 1, lambda: "fastops.linear: x must have at least 1 dim, got a scalar")
     torch._check(weight.dim() == 2, lambda: f"fastops.linear: weight must be 2-D, got {tuple(weight.shape)}")
     torch._check(x.shape[-1] == weight.shape[1],
@@ -50,6 +51,7 @@ def _bias_grad_fake(grad_output):
 
 @torch.library.register_fake("fastops::matmul_accumulate_")
 def _matmul_accumulate_fake(out, a, b):
+    check_same_device("matmul_accumulate_", out, a=a, b=b)
     # Mutates out in place and returns nothing: only the shape rules need checking here.
     torch._check(out.dim() == 2 and a.dim() == 2 and b.dim() == 2,
                  lambda: f"fastops.matmul_accumulate_: out, a and b must be 2-D, got {out.dim()}, {a.dim()} and "
@@ -59,118 +61,6 @@ def _matmul_accumulate_fake(out, a, b):
     torch._check(out.shape[0] == a.shape[0] and out.shape[1] == b.shape[1],
                  lambda: f"fastops.matmul_accumulate_: out must have shape [{a.shape[0]}, {b.shape[1]}] (a's rows, "
                          f"b's columns), got {list(out.shape)}")
-
-
-def _save_operands(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _split_batch(operand: torch.Tensor, batch) -> tuple[list, list]:
-    """Output batch dims split into those the operand has (kept) and those it was broadcast over (reduced)."""
-    own = [1] * (len(batch) - (operand.dim() - 2)) + list(operand.shape[:-2])
-    kept = [d for d in range(len(batch)) if not (own[d] == 1 and batch[d] != 1)]
-    reduced = [d for d in range(len(batch)) if own[d] == 1 and batch[d] != 1]
-    return kept, reduced
-
-
-def _prod(sizes) -> int:
-    n = 1
-    for s in sizes:
-        n *= s
-    return n
-
-
-def _matmul_grad(ctx, grad):
-    # The gradient of a broadcast operand sums over the batch dims it was broadcast along. Those dims are folded
-    # into the product's K (permute + reshape), so the sum happens inside one fp32-accumulating GEMM: one rounding,
-    # like torch, instead of a batch of rounded products summed afterwards.
-    a, b = ctx.saved_tensors
-    batch = grad.shape[:-2]
-    nb = len(batch)
-    m_dim, n_dim = nb, nb + 1
-    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-    grad_a = grad_b = None
-    if ctx.needs_input_grad[0]:
-        kept, reduced = _split_batch(a, batch)
-        kept_sizes = [batch[d] for d in kept]
-        folded = _prod([batch[d] for d in reduced]) * n
-        g = grad.permute(*kept, m_dim, *reduced, n_dim).reshape(*kept_sizes, m, folded)
-        bt = b.expand(*batch, k, n).permute(*kept, *reduced, n_dim, m_dim).reshape(*kept_sizes, folded, k)
-        grad_a = fastops.matmul(g, bt).reshape(a.shape)
-    if ctx.needs_input_grad[1]:
-        kept, reduced = _split_batch(b, batch)
-        kept_sizes = [batch[d] for d in kept]
-        folded = _prod([batch[d] for d in reduced]) * m
-        at = a.expand(*batch, m, k).permute(*kept, n_dim, *reduced, m_dim).reshape(*kept_sizes, k, folded)
-        g = grad.permute(*kept, *reduced, m_dim, n_dim).reshape(*kept_sizes, folded, n)
-        grad_b = fastops.matmul(at, g).reshape(b.shape)
-    return grad_a, grad_b
-
-
-torch.library.register_autograd("fastops::matmul", _matmul_grad, setup_context=_save_operands)
-
-
-def _linear_operand_grads(ctx, grad, x, weight):
-    """(dX, dW) of y = x . weight^T for the gradient `grad` of y, each None unless ctx needs it."""
-    out_features, in_features = weight.shape
-    rows = _prod(x.shape[:-1])  # explicit: reshape(-1, n) is ambiguous when a size is 0
-    grad_rows = grad.reshape(rows, out_features)
-    grad_x = fastops.matmul(grad_rows, weight).reshape(x.shape) if ctx.needs_input_grad[0] else None
-    grad_weight = fastops.matmul(grad_rows.mT, x.reshape(rows, in_features)) if ctx.needs_input_grad[1] else None
-    return grad_x, grad_weight
-
-
-def _linear_grad(ctx, grad):
-    x, weight = ctx.saved_tensors
-    grad_x, grad_weight = _linear_operand_grads(ctx, grad, x, weight)
-    grad_bias = None
-    if len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2]:  # bias was passed and needs a gradient
-        grad_bias = fastops.bias_grad(grad)
-    return grad_x, grad_weight, grad_bias
-
-
-def _save_linear(ctx, inputs, output):
-    x, weight = inputs[:2]
-    ctx.save_for_backward(x, weight)
-
-
-torch.library.register_autograd("fastops::linear", _linear_grad, setup_context=_save_linear)
-
-
-def _save_linear_act(ctx, inputs, output):
-    x, weight, bias, ctx.act, store_pre = inputs
-    _, pre = output
-    ctx.mark_non_differentiable(pre)
-    ctx.store_pre = store_pre
-    ctx.has_bias = bias is not None
-    ctx.save_for_backward(x, weight, pre, bias)
-
-
-def _linear_act_grad(ctx, grad, _grad_pre):
-    # act'(pre + bias) and the bias gradient in one pass over grad (bias_act_backward), then linear's two GEMMs.
-    x, weight, pre, bias = ctx.saved_tensors
-    if not ctx.store_pre:
-        raise RuntimeError("fastops.linear_act: the backward needs the pre-activation: call with store_pre=True")
-    grad_pre, grad_bias = fastops.bias_act_backward(grad, pre, bias if ctx.has_bias else pre.new_zeros(weight.shape[0]),
-                                                    ctx.act)
-    grad_x, grad_weight = _linear_operand_grads(ctx, grad_pre, x, weight)
-    return grad_x, grad_weight, grad_bias if ctx.has_bias and ctx.needs_input_grad[2] else None, None, None
-
-
-torch.library.register_autograd("fastops::linear_act", _linear_act_grad, setup_context=_save_linear_act)
-
-
-def _save_shape(ctx, inputs, output):
-    ctx.shape = inputs[0].shape
-
-
-def _bias_grad_grad(ctx, grad):
-    # d(sum over rows)/d(input) broadcasts the gradient back over the rows: a view, no kernel needed. This makes
-    # linear twice differentiable.
-    return grad.expand(ctx.shape)
-
-
-torch.library.register_autograd("fastops::bias_grad", _bias_grad_grad, setup_context=_save_shape)
 
 
 # Autocast: matmul and linear run in the *current* autocast dtype (torch.get_autocast_dtype), like torch's mm and

@@ -1,0 +1,342 @@
+// Autograd of the loss family (see common/autograd.h for why it is C++ and for the double-backward rule).
+//
+// Cross entropy has two forward ops. cross_entropy_forward saves the logits and per-row statistics, and its backward
+// recomputes the softmax (cross_entropy_backward). cross_entropy_forward_grad writes the gradient in the forward; its
+// backward only scales that gradient by the upstream one, in place (scale_rows_ skips rows whose factor is exactly 1,
+// so the usual loss.backward() writes nothing) unless the graph is kept for another backward (retain_graph=True):
+// then out of place, so that every backward sees the gradient the forward wrote, whatever the factors (0 included).
+// It also keeps a reference to the logits, which a differentiable backward (create_graph=True) and the gradients of
+// probability targets need; the logits are usually alive anyway (the caller's output tensor), so this costs no
+// memory in the common case.
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/log_softmax.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/sigmoid.h>
+#include <ATen/ops/sign.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/softplus.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/csrc/autograd/graph_task.h>
+#include <torch/library.h>
+
+#include "common/autograd.h"
+#include "losses/losses.h"
+
+namespace fastops {
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+OptTensor optional(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
+
+// Optional tensors reach Function::apply as empty optionals when absent: they then have no graph edge, so the
+// needs_input_grad index of every later tensor argument shifts down by one per absent optional before it.
+OptTensor present(const OptTensor& t) { return t.has_value() && t->defined() ? t : std::nullopt; }
+
+// torch's message for an argument autograd has no formula for (torch/csrc/autograd/FunctionsManual.cpp).
+[[noreturn]] void not_differentiable(const char* name) {
+  TORCH_CHECK(false, "the derivative for '", name, "' is not implemented.");
+}
+
+// ---- cross entropy ----
+
+// Gradients of sum_i u_i loss_i (u: per-row upstream factors, [N] or one element, any float dtype) with respect to
+// the logits, a probability target and the class weight, as ATen expressions (differentiable to any order). For row
+// i with softmax p: d loss_i / d logits_i = mass_i p_i - q_i, where q_i is the weighted (smoothed) target
+// distribution and mass_i its total.
+struct CrossEntropyGrads {
+  Tensor logits, target, weight;
+};
+
+CrossEntropyGrads aten_cross_entropy_grads(const Tensor& logits, const Tensor& target, const Tensor& weight,
+                                           int64_t ignore_index, double smoothing, const Tensor& upstream,
+                                           bool want_target, bool want_weight) {
+  const at::ScalarType math = loss_math_type(logits.scalar_type());
+  const int64_t c = logits.size(1);
+  const Tensor z = logits.to(math);
+  const Tensor logp = at::log_softmax(z, 1);
+  const Tensor u = upstream.to(math).unsqueeze(1);  // [N] (the loss rows' shape)
+  CrossEntropyGrads out;
+  if (target.is_floating_point()) {
+    const Tensor q = target.to(math) * (1 - smoothing) + smoothing / c;
+    const Tensor wq = weight.defined() ? q * weight.to(math) : q;
+    out.logits = (u * (wq.sum(1, true) * logp.exp() - wq)).to(logits.scalar_type());
+    if (want_target) {
+      const Tensor wlogp = weight.defined() ? logp * weight.to(math) : logp;
+      out.target = (-(1 - smoothing) * u * wlogp).to(target.scalar_type());
+    }
+    if (want_weight) out.weight = (-(u * q * logp).sum(0)).to(weight.scalar_type());
+    return out;
+  }
+  if (want_weight) not_differentiable("weight");
+  const Tensor valid = (target != ignore_index).unsqueeze(1);
+  const Tensor t = at::where(valid.squeeze(1), target, 0).unsqueeze(1);
+  const Tensor w = weight.defined() ? weight.to(math).unsqueeze(0) : at::ones({1, c}, z.options());
+  const Tensor target_weight = w.expand_symint({z.sym_size(0), c}).gather(1, t);  // [N, 1]
+  // q = (1 - s) w_t onehot(t) + (s / C) w, zero on ignored rows.
+  Tensor q = at::zeros_like(z).scatter(1, t, target_weight * (1 - smoothing));
+  if (smoothing > 0) q = q + w * (smoothing / c);
+  q = q * valid;
+  out.logits = (u * (q.sum(1, true) * logp.exp() - q)).to(logits.scalar_type());
+  return out;
+}
+
+using CrossEntropyForwardOp =
+    std::tuple<Tensor, Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&, int64_t, double);
+using CrossEntropyBackwardOp = Tensor(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const Tensor&,
+                                      const Tensor&, int64_t, double);
+using CrossEntropyForwardGradOp =
+    std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&, int64_t, double, const Tensor&);
+
+// The rows' upstream gradient as the kernels take it: float64, contiguous (autograd hands a sum's gradient as an
+// expanded vector).
+Tensor row_factors(const Tensor& grad) { return grad.to(at::kDouble).contiguous(); }
+
+struct CrossEntropyForward : torch::autograd::Function<CrossEntropyForward> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target, const OptTensor& weight,
+                               int64_t ignore_index, double smoothing) {
+    auto [loss, row_weight, lse, target_mass] = below_autograd([&] {
+      return FASTOPS_OP("cross_entropy_forward", "", CrossEntropyForwardOp)
+          .call(logits, target, weight, ignore_index, smoothing);
+    });
+    ctx->mark_non_differentiable({row_weight, lse, target_mass});
+    ctx->save_for_backward({logits, target, weight.value_or(Tensor()), lse, target_mass});
+    ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["smoothing"] = smoothing;
+    return {loss, row_weight, lse, target_mass};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list s = ctx->get_saved_variables();
+    const Tensor &logits = s[0], &target = s[1], &weight = s[2], &lse = s[3], &target_mass = s[4];
+    const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
+    const double smoothing = ctx->saved_data["smoothing"].toDouble();
+    const bool want_target = ctx->needs_input_grad(1), want_weight = weight.defined() && ctx->needs_input_grad(2);
+    if (differentiable_backward() || want_target || want_weight) {
+      CrossEntropyGrads g = aten_cross_entropy_grads(logits, target, weight, ignore_index, smoothing, grads[0],
+                                                     want_target, want_weight);
+      if (!differentiable_backward() && ctx->needs_input_grad(0)) {  // the logits' gradient on the kernel
+        g.logits = FASTOPS_OP("cross_entropy_backward", "", CrossEntropyBackwardOp)
+                       .call(row_factors(grads[0]), logits, target, optional(weight), lse, target_mass, ignore_index,
+                             smoothing);
+      }
+      return {g.logits, g.target, g.weight, Tensor(), Tensor()};
+    }
+    return {FASTOPS_OP("cross_entropy_backward", "", CrossEntropyBackwardOp)
+                .call(row_factors(grads[0]), logits, target, optional(weight), lse, target_mass, ignore_index,
+                      smoothing),
+            Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> cross_entropy_forward_autograd(const Tensor& logits, const Tensor& target,
+                                                                          const OptTensor& weight,
+                                                                          int64_t ignore_index, double smoothing) {
+  const Tensor w = weight.has_value() ? *weight : Tensor();
+  if (!needs_graph({&logits, &target, &w})) {
+    return below_autograd([&] {
+      return FASTOPS_OP("cross_entropy_forward", "", CrossEntropyForwardOp)
+          .call(logits, target, weight, ignore_index, smoothing);
+    });
+  }
+  const variable_list out = CrossEntropyForward::apply(logits, target, present(weight), ignore_index, smoothing);
+  return {out[0], out[1], out[2], out[3]};
+}
+
+struct CrossEntropyForwardGrad : torch::autograd::Function<CrossEntropyForwardGrad> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target, const OptTensor& weight,
+                               int64_t ignore_index, double smoothing, const Tensor& grad_scale) {
+    auto [loss, grad] = below_autograd([&] {
+      return FASTOPS_OP("cross_entropy_forward_grad", "", CrossEntropyForwardGradOp)
+          .call(logits, target, weight, ignore_index, smoothing, grad_scale);
+    });
+    ctx->mark_non_differentiable({grad});
+    ctx->save_for_backward({grad, logits, target, weight.value_or(Tensor()), grad_scale});
+    ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["smoothing"] = smoothing;
+    return {loss, grad};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list s = ctx->get_saved_variables();
+    Tensor &grad = s[0], &logits = s[1], &target = s[2], &weight = s[3], &grad_scale = s[4];
+    // 'mean' derives grad_scale from the class weight: its gradient exists only where the weight's does.
+    if (ctx->needs_input_grad(weight.defined() ? 3 : 2)) not_differentiable("weight");
+    const bool want_target = ctx->needs_input_grad(1), want_weight = weight.defined() && ctx->needs_input_grad(2);
+    Tensor grad_logits, grad_target, grad_weight;
+    if (differentiable_backward() || want_target || want_weight) {
+      CrossEntropyGrads g = aten_cross_entropy_grads(
+          logits, target, weight, ctx->saved_data["ignore_index"].toInt(), ctx->saved_data["smoothing"].toDouble(),
+          grads[0].to(at::kDouble) * grad_scale, want_target, want_weight);
+      grad_logits = g.logits;
+      grad_target = g.target;
+      grad_weight = g.weight;
+    }
+    if (!differentiable_backward() && ctx->needs_input_grad(0)) {
+      const Tensor factors = row_factors(grads[0]);
+      if (torch::autograd::get_current_graph_task_keep_graph()) {
+        grad_logits = grad * factors.unsqueeze(1).to(grad.scalar_type());
+      } else {  // this backward is the gradient's last reader
+        below_autograd([&] { FASTOPS_OP("scale_rows_", "", void(Tensor&, const Tensor&)).call(grad, factors); });
+        grad_logits = grad;
+      }
+    }
+    return {grad_logits, grad_target, grad_weight, Tensor(), Tensor(), Tensor()};
+  }
+};
+
+std::tuple<Tensor, Tensor> cross_entropy_forward_grad_autograd(const Tensor& logits, const Tensor& target,
+                                                               const OptTensor& weight, int64_t ignore_index,
+                                                               double smoothing, const Tensor& grad_scale) {
+  const Tensor w = weight.has_value() ? *weight : Tensor();
+  if (!needs_graph({&logits, &target, &w, &grad_scale})) {
+    return below_autograd([&] {
+      return FASTOPS_OP("cross_entropy_forward_grad", "", CrossEntropyForwardGradOp)
+          .call(logits, target, weight, ignore_index, smoothing, grad_scale);
+    });
+  }
+  const variable_list out =
+      CrossEntropyForwardGrad::apply(logits, target, present(weight), ignore_index, smoothing, grad_scale);
+  return {out[0], out[1]};
+}
+
+// ---- elementwise losses ----
+
+// d loss / d input of each elementwise loss as ATen expressions (without the upstream gradient and the 1/n of
+// 'mean'), and d loss / d target.
+Tensor aten_pointwise_grad_input(PointwiseLoss kind, const Tensor& x, const Tensor& t, const Tensor& w,
+                                 const Tensor& pw, double param) {
+  const Tensor d = x - t;
+  switch (kind) {
+    case PointwiseLoss::Mse: return 2 * d;
+    case PointwiseLoss::SmoothL1:
+      if (param == 0) return at::sign(d);
+      return at::where(d <= -param, -1.0, at::where(d >= param, 1.0, d / param));
+    case PointwiseLoss::Huber: return at::where(d <= -param, -param, at::where(d >= param, param, d));
+    case PointwiseLoss::BceWithLogits: {
+      // w [(1 + (pw - 1) t) sigmoid(x) - pw t]
+      const Tensor g = pw.defined() ? (1 + (pw - 1) * t) * at::sigmoid(x) - pw * t : at::sigmoid(x) - t;
+      return w.defined() ? g * w : g;
+    }
+  }
+  return Tensor();
+}
+
+Tensor aten_pointwise_grad_target(PointwiseLoss kind, const Tensor& x, const Tensor& t, const Tensor& w,
+                                  const Tensor& pw, double param) {
+  if (kind != PointwiseLoss::BceWithLogits) return -aten_pointwise_grad_input(kind, x, t, w, pw, param);
+  const Tensor g = pw.defined() ? (pw - 1) * at::softplus(-x) - x : -x;  // d/dt of (1 - t) x + (1 + (pw - 1) t) sp(-x)
+  return w.defined() ? g * w : g;
+}
+
+using RegressionOp = Tensor(const Tensor&, const Tensor&, int64_t);
+using RegressionParamOp = Tensor(const Tensor&, const Tensor&, int64_t, double);
+using RegressionBackwardOp = Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t);
+using RegressionParamBackwardOp = Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t, double);
+using BceOp = Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, int64_t);
+using BceBackwardOp = Tensor(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, int64_t);
+
+Tensor pointwise_forward_op(PointwiseLoss kind, const Tensor& x, const Tensor& t, const Tensor& w, const Tensor& pw,
+                            int64_t reduction, double param) {
+  switch (kind) {
+    case PointwiseLoss::Mse: return FASTOPS_OP("mse_loss", "", RegressionOp).call(x, t, reduction);
+    case PointwiseLoss::SmoothL1:
+      return FASTOPS_OP("smooth_l1_loss", "", RegressionParamOp).call(x, t, reduction, param);
+    case PointwiseLoss::Huber: return FASTOPS_OP("huber_loss", "", RegressionParamOp).call(x, t, reduction, param);
+    case PointwiseLoss::BceWithLogits:
+      return FASTOPS_OP("binary_cross_entropy_with_logits", "", BceOp).call(x, t, optional(w), optional(pw), reduction);
+  }
+  return Tensor();
+}
+
+Tensor pointwise_backward_op(PointwiseLoss kind, const Tensor& g, const Tensor& x, const Tensor& t, const Tensor& w,
+                             const Tensor& pw, int64_t reduction, double param) {
+  switch (kind) {
+    case PointwiseLoss::Mse: return FASTOPS_OP("mse_loss_backward", "", RegressionBackwardOp).call(g, x, t, reduction);
+    case PointwiseLoss::SmoothL1:
+      return FASTOPS_OP("smooth_l1_loss_backward", "", RegressionParamBackwardOp).call(g, x, t, reduction, param);
+    case PointwiseLoss::Huber:
+      return FASTOPS_OP("huber_loss_backward", "", RegressionParamBackwardOp).call(g, x, t, reduction, param);
+    case PointwiseLoss::BceWithLogits:
+      return FASTOPS_OP("binary_cross_entropy_with_logits_backward", "", BceBackwardOp)
+          .call(g, x, t, optional(w), optional(pw), reduction);
+  }
+  return Tensor();
+}
+
+struct PointwiseLossFn : torch::autograd::Function<PointwiseLossFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& t, const OptTensor& w, const OptTensor& pw,
+                        int64_t reduction, double param, int64_t kind) {
+    ctx->save_for_backward({x, t, w.value_or(Tensor()), pw.value_or(Tensor())});
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["param"] = param;
+    ctx->saved_data["kind"] = kind;
+    return below_autograd([&] {
+      return pointwise_forward_op(static_cast<PointwiseLoss>(kind), x, t, w.value_or(Tensor()),
+                                  pw.value_or(Tensor()), reduction, param);
+    });
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list s = ctx->get_saved_variables();
+    const Tensor &x = s[0], &t = s[1], &w = s[2], &pw = s[3];
+    const auto kind = static_cast<PointwiseLoss>(ctx->saved_data["kind"].toInt());
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const double param = ctx->saved_data["param"].toDouble();
+    // The upstream gradient per element: as is for 'none', the scalar (over n for 'mean') otherwise.
+    const Tensor& g = grads[0];
+    auto per_element = [&](const Tensor& local) {
+      return reduction == static_cast<int64_t>(Reduction::Mean) ? local * g / c10::Scalar(x.sym_numel()) : local * g;
+    };
+    Tensor grad_x, grad_t;
+    if (ctx->needs_input_grad(0)) {
+      grad_x = differentiable_backward() ? per_element(aten_pointwise_grad_input(kind, x, t, w, pw, param))
+                                         : pointwise_backward_op(kind, g, x, t, w, pw, reduction, param);
+    }
+    if (ctx->needs_input_grad(1)) {
+      grad_t = kind != PointwiseLoss::BceWithLogits && grad_x.defined()
+                   ? -grad_x  // these depend on input - target only
+                   : per_element(aten_pointwise_grad_target(kind, x, t, w, pw, param));
+    }
+    return {grad_x, grad_t, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+Tensor pointwise_autograd(PointwiseLoss kind, const Tensor& x, const Tensor& t, const OptTensor& weight,
+                          const OptTensor& pos_weight, int64_t reduction, double param) {
+  const Tensor w = weight.has_value() ? *weight : Tensor();
+  const Tensor pw = pos_weight.has_value() ? *pos_weight : Tensor();
+  if (!needs_graph({&x, &t, &w, &pw})) {
+    return below_autograd([&] { return pointwise_forward_op(kind, x, t, w, pw, reduction, param); });
+  }
+  // torch refuses a weight or pos_weight that requires grad (it has no formula for them) when the forward runs.
+  for (const auto& [t, name] : {std::pair{&w, "weight"}, std::pair{&pw, "pos_weight"}}) {
+    TORCH_CHECK(!(t->defined() && t->requires_grad()), "The function 'binary_cross_entropy_with_logits' is not "
+                "differentiable with respect to argument '", name, "'. This input cannot have requires_grad True.");
+  }
+  return PointwiseLossFn::apply(x, t, present(weight), present(pos_weight), reduction, param, static_cast<int64_t>(kind));
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastops, Autograd, m) {
+  using T = const Tensor&;
+  m.impl("cross_entropy_forward", &cross_entropy_forward_autograd);
+  m.impl("cross_entropy_forward_grad", &cross_entropy_forward_grad_autograd);
+  m.impl("mse_loss", [](T x, T t, int64_t red) {
+    return pointwise_autograd(PointwiseLoss::Mse, x, t, std::nullopt, std::nullopt, red, 0.0);
+  });
+  m.impl("smooth_l1_loss", [](T x, T t, int64_t red, double beta) {
+    return pointwise_autograd(PointwiseLoss::SmoothL1, x, t, std::nullopt, std::nullopt, red, beta);
+  });
+  m.impl("huber_loss", [](T x, T t, int64_t red, double delta) {
+    return pointwise_autograd(PointwiseLoss::Huber, x, t, std::nullopt, std::nullopt, red, delta);
+  });
+  m.impl("binary_cross_entropy_with_logits", [](T x, T t, const OptTensor& w, const OptTensor& pw, int64_t red) {
+    return pointwise_autograd(PointwiseLoss::BceWithLogits, x, t, w, pw, red, 0.0);
+  });
+}
+
+}  // namespace fastops
