@@ -26,6 +26,9 @@ R = Replicate()
 P = Partial()  # sum
 
 
+RULES: dict = {}  # op -> its rule function (the tests run every strategy each rule lists)
+
+
 def _register(*ops):
     """register_sharding for `ops`, with a sharding cache key that sees every non-tensor argument.
 
@@ -36,6 +39,7 @@ def _register(*ops):
 
     def wrap(fn):
         register_sharding(list(ops))(fn)
+        RULES.update(dict.fromkeys(ops, fn))
         table = DTensor._op_dispatcher.sharding_propagator.op_to_schema_info
         for op in ops:
             args = op._schema.arguments
@@ -102,9 +106,17 @@ def _glu(gate, up, *params):
     return _pointwise(gate.ndim, 2) + [([P], [R, P])]  # act(gate) * up is linear in up
 
 
+def _refuse_split_halves(op: str, x) -> None:
+    """A packed [..., 2H] input holds [gate | up] along its last dim: a shard of it would pair the wrong halves, so
+    only the leading dims split. Rather than let DTensor gather the whole input, say so."""
+    if any(p.is_shard(_last(x)) for p in x.placements):
+        raise ValueError(f"fastops.{op}: the packed input is split along its last dim, which holds [gate | up]; "
+                         "split gate and up as two Linears (ColwiseParallel each) and call the two-input form")
+
+
 @_register(fastops.swiglu.packed, fastops.geglu.packed)
 def _glu_packed(x, *params):
-    # The last dim holds [gate | up]: a shard of it would pair the wrong halves, so only the leading dims split.
+    _refuse_split_halves("swiglu/geglu packed", x)
     return _pointwise(x.ndim, 1, dims=range(_last(x)))
 
 
@@ -115,6 +127,7 @@ def _glu_backward(grad_output, gate, up, act):
 
 @_register(fastops.glu_packed_backward.default)
 def _glu_packed_backward(grad_output, x, act):
+    _refuse_split_halves("glu_packed_backward", x)
     return _pointwise(x.ndim, 2, dims=range(_last(x))) + [([P], [P, R])]
 
 
@@ -169,9 +182,13 @@ def _linear(x, weight, bias=None):
 
 @_register(fastops.linear_act.default)
 def _linear_act(x, weight, bias, act, store_pre):
-    # act(partial sum) is not a partial anything: only column-wise and token-wise splits run locally (a row-wise
-    # LinearAct is handled in _vocab_parallel's neighbour, fastops.distributed._linear_act_rowwise).
-    # Without store_pre, `pre` is an empty [0] tensor on every rank: replicated.
+    # act(partial sum) is not a partial anything: only column-wise and token-wise splits run locally. A weight split
+    # by input features (RowwiseParallel) would need the sum first; rather than let DTensor gather x and the weight
+    # to one rank's worth each, say so. Without store_pre, `pre` is an empty [0] tensor on every rank: replicated.
+    if any(p.is_shard(1) for p in weight.placements):
+        raise ValueError("fastops.linear_act: the weight is split by input features (RowwiseParallel), whose partial "
+                         "sums need adding before the activation: use RowwiseParallel on a fastops.nn.Linear and the "
+                         "activation module after it")
     return [([out, out if store_pre else R], ins) for out, ins in _linear_rules(x, bias, partial=False)]
 
 
@@ -216,18 +233,15 @@ def _grad_scale(grad_scale, rows_placement):
     return rows_placement if math.prod(grad_scale.shape) > 1 else R
 
 
-def _forward_grad_rules(weight, grad_scale, n_outputs: int) -> list:
-    return [([p] * n_outputs, [p, p, _opt(weight, R), _grad_scale(grad_scale, p)]) for p in (R, Shard(0))]
-
-
 @_register(fastops.cross_entropy_forward_grad.default)
 def _cross_entropy_forward_grad(logits, target, weight, ignore_index, label_smoothing, grad_scale):
-    return _forward_grad_rules(weight, grad_scale, 2)  # (loss rows, gradient)
+    # (loss rows, gradient), rows split like the logits'; grad_scale is one factor or one per row.
+    return [([p, p], [p, p, _opt(weight, R), _grad_scale(grad_scale, p)]) for p in (R, Shard(0))]
 
 
-@_register(fastops.cross_entropy_forward_grad_.default)
-def _cross_entropy_forward_grad_inplace(logits, target, weight, ignore_index, label_smoothing, grad_scale):
-    return _forward_grad_rules(weight, grad_scale, 1)  # loss rows; the gradient overwrites the logits
+# cross_entropy_forward_grad_ (the gradient written over the logits, the loss rows returned) has no rule: DTensor
+# returns `self` from every op whose name ends in "_" and would hand back the logits instead of the loss. Its one
+# caller, linear_cross_entropy, is opaque to DTensor anyway; under loss_parallel() _vocab_parallel runs it.
 
 
 @_register(fastops.scale_rows_.default)

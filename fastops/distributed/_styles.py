@@ -12,7 +12,7 @@ class VocabParallel(ParallelStyle):
     """Split a :class:`fastops.nn.LinearCrossEntropyLoss`'s classifier (``linear.weight`` and ``linear.bias``) along
     the classes (dim 0), as ``ColwiseParallel`` splits a Linear's outputs. Its forward takes the hidden states laid
     out as ``input_layouts`` (``Replicate()``, or ``Shard(1)`` after a sequence-parallel block: then they are
-    all-gathered first) and a replicated target, and returns the replicated loss (a plain tensor unless
+    all-gathered first) and the target (the same on every rank), and returns the replicated loss (a plain tensor unless
     ``use_local_output=False``). The per-rank logits are [tokens, vocabulary / ranks], one chunk of rows at a
     time; the forward and the backward must run inside :func:`fastops.distributed.loss_parallel`."""
 
@@ -29,12 +29,16 @@ class VocabParallel(ParallelStyle):
                                                               requires_grad=param.requires_grad))
 
     def _prepare_input(self, module, inputs, mesh):
-        hidden, *rest = inputs
+        hidden, target = inputs
         if not isinstance(hidden, DTensor):
             hidden = DTensor.from_local(hidden, mesh, (self.input_layout,), run_check=False)
         if hidden.placements != (Replicate(),):
             hidden = hidden.redistribute(mesh, (Replicate(),), async_op=False)
-        return (hidden, *rest)
+        # distribute_module replicates the class-weight buffer as a DTensor; the target joins it (the 'mean' divisor
+        # indexes one with the other).
+        if not isinstance(target, DTensor):
+            target = DTensor.from_local(target, mesh, (Replicate(),), run_check=False)
+        return hidden, target
 
     def _prepare_output(self, module, outputs, mesh):
         if self.use_local_output and isinstance(outputs, DTensor):
