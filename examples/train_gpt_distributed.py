@@ -93,15 +93,47 @@ def train_distributed(cfg: GPTConfig, batches, mesh, state: dict, *, param_dtype
     return losses
 
 
-def main() -> None:
+def run(args, mesh, device: str) -> tuple[list[float], list[float] | None]:
+    """Both runs on an initialised process group; rank 0 prints the curves. Returns (the distributed curve, the
+    one-process curve on rank 0, else None)."""
+    cfg = GPTConfig()
+    torch.manual_seed(0)
+    state = GPT(cfg, fnn).state_dict()  # the initial weights both runs start from
+    batches = markov_batches(cfg, args.batch, args.steps)
+    start = time.perf_counter()
+    losses = train_distributed(cfg, batches, mesh, state, param_dtype=torch.bfloat16 if args.bf16 else None,
+                               device=device)
+    seconds = time.perf_counter() - start
+    single = None
+    if dist.get_rank() == 0:
+        start = time.perf_counter()
+        single = train_single(fnn, cfg, batches, state, device=device)
+        single_seconds = time.perf_counter() - start
+        world, tp = dist.get_world_size(), mesh["tp"].size()
+        print(f"{world} processes: {world // tp} data parallel x {tp} tensor parallel "
+              f"({dist.get_backend()}{', bfloat16 compute' if args.bf16 else ''}); one process: the same model and "
+              "batches in float32")
+        print(f"{'step':>4}  {'loss ' + str(world) + ' proc':>12}  {'loss 1 proc':>12}  {'difference':>10}")
+        for step, (a, b) in enumerate(zip(losses, single)):
+            print(f"{step:>4}  {a:>12.6f}  {b:>12.6f}  {a - b:>10.2e}")
+        worst = max(abs(a - b) for a, b in zip(losses, single))
+        print(f"max |difference| {worst:.2e}; {seconds:.1f} s distributed, {single_seconds:.1f} s in one process",
+              flush=True)
+    return losses, single
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tp", type=int, default=2, help="tensor-parallel ranks (the rest is data parallel)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=16, help="global batch (sequences per step)")
     parser.add_argument("--bf16", action="store_true", help="FSDP2 mixed precision: bfloat16 compute, float32 "
                         "gradient reduction (the one-process run stays float32)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
+
+def main() -> None:
+    args = parse_args()
     use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= int(os.environ.get("WORLD_SIZE", "1"))
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -111,33 +143,16 @@ def main() -> None:
     dist.init_process_group("nccl" if use_cuda else "gloo")
     from torch.distributed.device_mesh import init_device_mesh
 
-    world, rank = dist.get_world_size(), dist.get_rank()
+    world = dist.get_world_size()
     if world % args.tp or args.batch % (world // args.tp):
         raise SystemExit(f"--tp {args.tp} must divide the {world} processes, and the data-parallel ranks the batch")
     device = f"cuda:{torch.cuda.current_device()}" if use_cuda else "cpu"
     mesh = init_device_mesh("cuda" if use_cuda else "cpu", (world // args.tp, args.tp), mesh_dim_names=("dp", "tp"))
-
-    cfg = GPTConfig()
-    torch.manual_seed(0)
-    state = GPT(cfg, fnn).state_dict()  # the initial weights both runs start from
-    batches = markov_batches(cfg, args.batch, args.steps)
-    start = time.perf_counter()
-    losses = train_distributed(cfg, batches, mesh, state, param_dtype=torch.bfloat16 if args.bf16 else None,
-                               device=device)
-    seconds = time.perf_counter() - start
-    if rank == 0:
-        start = time.perf_counter()
-        single = train_single(fnn, cfg, batches, state, device=device)
-        single_seconds = time.perf_counter() - start
-        print(f"{world} processes: {world // args.tp} data parallel x {args.tp} tensor parallel "
-              f"({'NCCL' if use_cuda else 'gloo'}); one process: the same model and batches")
-        print(f"{'step':>4}  {'loss ' + str(world) + ' proc':>12}  {'loss 1 proc':>12}  {'difference':>10}")
-        for step, (a, b) in enumerate(zip(losses, single)):
-            print(f"{step:>4}  {a:>12.6f}  {b:>12.6f}  {a - b:>10.2e}")
-        worst = max(abs(a - b) for a, b in zip(losses, single))
-        print(f"max |difference| {worst:.2e}; {seconds:.1f} s distributed, {single_seconds:.1f} s in one process")
-    dist.barrier()
-    dist.destroy_process_group()
+    try:
+        run(args, mesh, device)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

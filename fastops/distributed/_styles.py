@@ -10,10 +10,10 @@ from torch.distributed.tensor.placement_types import Placement
 
 class VocabParallel(ParallelStyle):
     """Split a :class:`fastops.nn.LinearCrossEntropyLoss`'s classifier (``linear.weight`` and ``linear.bias``) along
-    the classes (dim 0), as ``ColwiseParallel`` splits a Linear's outputs. Its forward takes the hidden states laid
-    out as ``input_layouts`` (``Replicate()``, or ``Shard(1)`` after a sequence-parallel block: then they are
-    all-gathered first) and the target (the same on every rank), and returns the replicated loss (a plain tensor unless
-    ``use_local_output=False``). The per-rank logits are [tokens, vocabulary / ranks], one chunk of rows at a
+    the classes (dim 0), as ``ColwiseParallel`` splits a Linear's outputs. Its forward takes the [tokens, features]
+    hidden states laid out as ``input_layouts`` (``Replicate()``, or ``Shard(0)``: each rank's rows, as after a
+    sequence-parallel block, all-gathered first in rank order) and the whole [tokens] target in that row order (the
+    same on every rank), and returns the replicated loss (a plain tensor unless ``use_local_output=False``). The per-rank logits are [tokens, vocabulary / ranks], one chunk of rows at a
     time; the forward and the backward must run inside :func:`fastops.distributed.loss_parallel`."""
 
     def __init__(self, *, input_layouts: Placement | None = None, use_local_output: bool = True) -> None:
