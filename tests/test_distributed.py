@@ -377,7 +377,8 @@ def sharding_rules_every_op(ctx):
 
 @scenario(2)
 def sharding_rules_refuse_and_cache(ctx):
-    """The splits that have no local rule fail with an explanation rather than a silent gather; and two calls that
+    """The splits that have no local rule fail with an explanation rather than a silent gather (a packed gated unit
+    split through [gate | up], a row-wise LinearAct, a 'mean' elementwise loss over split inputs); and two calls that
     differ only in a non-tensor argument do not share a cached sharding decision."""
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
@@ -392,6 +393,8 @@ def sharding_rules_refuse_and_cache(ctx):
     with pytest.raises(Exception, match="split by input features"):
         ops.linear_act(distribute_tensor(x, mesh, [Shard(1)]), distribute_tensor(w, mesh, [Shard(1)]), None, "gelu",
                        True)
+    with pytest.raises(Exception, match="reduction='mean' over an input split across ranks"):
+        ops.mse_loss(distribute_tensor(x, mesh, [Shard(0)]), distribute_tensor(x, mesh, [Shard(0)]), 1)
     dx, dw = distribute_tensor(x, mesh, [Replicate()]), distribute_tensor(w, mesh, [Shard(0)])
     _, pre = ops.linear_act(dx, dw, None, "gelu", True)
     assert pre.shape == (4, 6)
@@ -527,7 +530,7 @@ def vocab_parallel_cross_entropy(ctx):
     fastops.distributed.loss_parallel: one all-gather of per-row numbers in the forward, none in the backward; loss and
     gradient equal one rank's for class weights, ignored rows (also an ignore_index that is a real class), label
     smoothing and every reduction, float32 and bfloat16."""
-    from torch.distributed.tensor import Shard, distribute_tensor
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
     import fastops.distributed as fdist
     import fastops.functional as F
@@ -569,6 +572,13 @@ def vocab_parallel_cross_entropy(ctx):
                 measured[f"{what} {key}"] = _accurate(
                     value, {k: natives[k][key] for k in ("fastops_one_rank", "torch_one_rank")}, natives["ref"][key],
                     what=f"{what} {key}")
+    # Outside loss_parallel() split classes are refused rather than gathered; inside it, probability targets are.
+    dl = distribute_tensor(torch.randn(n, v, device=ctx.device), mesh, [Shard(1)]).requires_grad_()
+    target = torch.randint(0, v, (n,), device=ctx.device)
+    with pytest.raises(Exception, match=r"split along the classes; run the loss .* inside"):
+        F.cross_entropy(dl, distribute_tensor(target, mesh, [Replicate()]))
+    with pytest.raises(NotImplementedError, match="probability targets"), fdist.loss_parallel():
+        F.cross_entropy(dl, torch.rand(n, v, device=ctx.device).softmax(1))
     return measured
 
 

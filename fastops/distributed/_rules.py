@@ -213,14 +213,25 @@ def _opt(t, placement):
     return None if t is None else placement
 
 
+def _refuse_split_classes(logits) -> None:
+    """Logits split along the classes reach these rules only outside loss_parallel(), whose handlers take them first:
+    the only local strategies here would gather every rank's logits, which the vocabulary-parallel path exists to
+    avoid. Say so instead."""
+    if any(p.is_shard(1) for p in logits.placements):
+        raise ValueError("fastops cross entropy: the logits are split along the classes; run the loss (forward and "
+                         "backward) inside fastops.distributed.loss_parallel(), which never gathers them")
+
+
 @_register(fastops.cross_entropy_forward.default)
 def _cross_entropy_forward(logits, target, weight, ignore_index, label_smoothing):
+    _refuse_split_classes(logits)
     # target: [N] class indices or [N, C] probabilities, split like the rows.
     return [([p] * 4, [p, p, _opt(weight, R)]) for p in (R, Shard(0))]
 
 
 @_register(fastops.cross_entropy_backward.default)
 def _cross_entropy_backward(grad_rows, logits, target, weight, lse, target_mass, ignore_index, label_smoothing):
+    _refuse_split_classes(logits)
     def ins(g, p):
         return [g, p, p, _opt(weight, R), p, p]
 
@@ -235,6 +246,7 @@ def _grad_scale(grad_scale, rows_placement):
 
 @_register(fastops.cross_entropy_forward_grad.default)
 def _cross_entropy_forward_grad(logits, target, weight, ignore_index, label_smoothing, grad_scale):
+    _refuse_split_classes(logits)
     # (loss rows, gradient), rows split like the logits'; grad_scale is one factor or one per row.
     return [([p, p], [p, p, _opt(weight, R), _grad_scale(grad_scale, p)]) for p in (R, Shard(0))]
 
@@ -258,12 +270,18 @@ NONE, MEAN, SUM = 0, 1, 2
 def _pointwise_loss_rules(x, n_inputs: int, reduction: int, *, backward: bool) -> list:
     """Rules over n_inputs input-shaped tensors (input, target, and BCE's weight / pos_weight); in the backward
     the first input is grad_output, input-shaped for 'none' and a 0-dim tensor otherwise."""
+    if reduction == MEAN and any(p.is_shard() for p in x.placements):
+        # The forward would be a Partial("avg") of the shards' means, but the backward kernel divides the upstream
+        # gradient by the element count it sees, the rank's own: no local rule, so DTensor would gather the inputs in
+        # the backward. Say so up front.
+        raise ValueError("fastops elementwise loss: reduction='mean' over an input split across ranks has no local "
+                         "backward (each rank's kernel would divide by its own element count); use reduction='sum' "
+                         "and divide by the element count, or reduction='none'")
     if reduction == NONE:
         rules = _pointwise(x.ndim, n_inputs)
         return rules + ([([P], [P] + [R] * (n_inputs - 1))] if backward else [])
     if backward:
-        # grad_input = upstream * d(loss)/d(input): 'sum' is local per element; 'mean' divides by the element
-        # count the kernel sees, the local one, so a split input has no local rule for 'mean'.
+        # grad_input = upstream * d(loss)/d(input): local per element for 'sum'.
         rules = [([R], [R] * n_inputs), ([P], [P] + [R] * (n_inputs - 1))]
         if reduction == SUM:
             rules += [([Shard(d)], [R] + [Shard(d)] * (n_inputs - 1)) for d in range(x.ndim)]
@@ -271,9 +289,6 @@ def _pointwise_loss_rules(x, n_inputs: int, reduction: int, *, backward: bool) -
     rules = [([R], [R] * n_inputs)]
     if reduction == SUM:
         rules += [([P], [Shard(d)] * n_inputs) for d in range(x.ndim)]
-    else:  # the mean of equal-sized shards' means; uneven shards would weigh their elements unequally
-        size = x.mesh.size()
-        rules += [([Partial("avg")], [Shard(d)] * n_inputs) for d in range(x.ndim) if x.shape[d] % size == 0]
     return rules
 
 
