@@ -27,7 +27,7 @@ from gpt import GPT, GPTConfig, markov_batches, tensor_parallel_plan
 
 import fastops.nn as fnn
 
-LR = 3e-3
+LR = 1e-2
 
 
 def train_single(modules, cfg: GPTConfig, batches, state: dict, dtype=torch.float32, device="cpu") -> list[float]:

@@ -305,12 +305,6 @@ def _spec_of(arg, mesh):
     return arg
 
 
-def _is_tensor_arg(schema_arg) -> bool:
-    ty = schema_arg.type
-    return isinstance(ty, torch.TensorType) or (isinstance(ty, torch.OptionalType) and
-                                                isinstance(ty.getElementType(), torch.TensorType))
-
-
 def _distribute(arg, placement, mesh):
     from torch.distributed.tensor import DTensor, Partial, distribute_tensor
 
@@ -328,7 +322,7 @@ def sharding_rules_every_op(ctx):
     from reference import to_reference
     from torch.distributed.tensor import DTensor
 
-    from fastops.distributed._rules import RULES
+    from fastops.distributed._rules import RULES, is_tensor_argument
 
     mesh = _mesh(ctx)
     twins = _torch_twins()
@@ -336,7 +330,7 @@ def sharding_rules_every_op(ctx):
     for op, args in _op_samples(ctx.device):
         covered.add(str(op))
         strategies = RULES[op](*(_spec_of(a, mesh) for a in args))
-        tensor_positions = [i for i, a in enumerate(op._schema.arguments) if _is_tensor_arg(a)]
+        tensor_positions = [i for i, a in enumerate(op._schema.arguments) if is_tensor_argument(a)]
         for outs, ins in strategies:
             dargs = list(args)
             for pos, placement in zip(tensor_positions, ins):

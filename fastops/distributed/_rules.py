@@ -1,7 +1,8 @@
 """DTensor sharding rules for every fastops operator, forward and backward ops alike.
 
 Each rule lists, for one mesh dimension, the placements under which running the op on every rank's local shards
-gives a valid DTensor: ``(output placements, input placements)`` with ``None`` for a non-tensor or absent argument.
+gives a valid DTensor: ``(output placements, input placements)``, the inputs being the op's tensor arguments in
+order (``None`` for an absent optional one).
 DTensor expands the list over every mesh dimension, picks the cheapest one for the inputs it is given and
 redistributes only when no listed strategy matches them. A rule names only what is exact: an op whose math mixes
 elements across a sharded dim (a softmax over the classes, a gated unit over a packed last dim, an activation of a
@@ -29,6 +30,13 @@ P = Partial()  # sum
 RULES: dict = {}  # op -> its rule function (the tests run every strategy each rule lists)
 
 
+def is_tensor_argument(argument) -> bool:
+    """Whether a schema argument is a Tensor or an optional one: the arguments a rule places."""
+    ty = argument.type
+    return isinstance(ty, torch.TensorType) or (isinstance(ty, torch.OptionalType) and
+                                                isinstance(ty.getElementType(), torch.TensorType))
+
+
 def _register(*ops):
     """register_sharding for `ops`, with a sharding cache key that sees every non-tensor argument.
 
@@ -43,9 +51,7 @@ def _register(*ops):
         table = DTensor._op_dispatcher.sharding_propagator.op_to_schema_info
         for op in ops:
             args = op._schema.arguments
-            tensor_like = [isinstance(a.type, torch.TensorType) or
-                           (isinstance(a.type, torch.OptionalType) and
-                            isinstance(a.type.getElementType(), torch.TensorType)) for a in args]
+            tensor_like = [is_tensor_argument(a) for a in args]
             static = next((i for i, t in enumerate(tensor_like) if not t), 100)
             table[op] = RuntimeSchemaInfo(static, [a.name for a, t in zip(args, tensor_like) if not t] or None,
                                           needs_pytree=True)
