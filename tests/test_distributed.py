@@ -904,6 +904,14 @@ def test_nccl(name, world_size):
     _check(world_size, "nccl", name)
 
 
+def test_distributed_package_ships_in_the_wheel():
+    """pyproject.toml lists the packages explicitly: fastops.distributed must be among them (it was not at first, and
+    the wheel check, which imports fastops only, did not notice)."""
+    with open(os.path.join(HERE, "..", "pyproject.toml")) as f:  # (tomllib is Python >= 3.11)
+        packages = next(line for line in f if line.startswith("packages = ["))
+    assert '"fastops.distributed"' in packages, packages
+
+
 def test_vocab_parallel_memory_falls_with_rank_count():
     """The per-rank peak memory of the vocabulary-parallel head (measured in vocab_parallel_linear_cross_entropy)
     falls from one process to 2 ranks to 4."""
