@@ -1,11 +1,12 @@
-"""Activation modules with torch.nn's constructor signatures."""
+"""Activation modules: subclasses of their torch.nn twins (isinstance checks and init code keep working), with the
+forward on fastops kernels."""
 
 from torch import Tensor, nn
 
 from .. import functional as F
 
 
-class ReLU(nn.Module):
+class ReLU(nn.ReLU):
     """Drop-in for :class:`torch.nn.ReLU`."""
 
     def __init__(self, inplace: bool = False) -> None:
@@ -19,7 +20,7 @@ class ReLU(nn.Module):
         return "inplace=True" if self.inplace else ""
 
 
-class GELU(nn.Module):
+class GELU(nn.GELU):
     """Drop-in for :class:`torch.nn.GELU`."""
 
     def __init__(self, approximate: str = "none") -> None:
@@ -33,7 +34,7 @@ class GELU(nn.Module):
         return f"approximate={self.approximate!r}"
 
 
-class SiLU(nn.Module):
+class SiLU(nn.SiLU):
     """Drop-in for :class:`torch.nn.SiLU`."""
 
     def __init__(self, inplace: bool = False) -> None:
@@ -47,7 +48,7 @@ class SiLU(nn.Module):
         return "inplace=True" if self.inplace else ""
 
 
-class LeakyReLU(nn.Module):
+class LeakyReLU(nn.LeakyReLU):
     """Drop-in for :class:`torch.nn.LeakyReLU`."""
 
     def __init__(self, negative_slope: float = 1e-2, inplace: bool = False) -> None:
@@ -62,14 +63,14 @@ class LeakyReLU(nn.Module):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
-class Sigmoid(nn.Module):
+class Sigmoid(nn.Sigmoid):
     """Drop-in for :class:`torch.nn.Sigmoid`."""
 
     def forward(self, input: Tensor) -> Tensor:
         return F.sigmoid(input)
 
 
-class Tanh(nn.Module):
+class Tanh(nn.Tanh):
     """Drop-in for :class:`torch.nn.Tanh`."""
 
     def forward(self, input: Tensor) -> Tensor:
