@@ -274,7 +274,7 @@ class Report(dict):
                 what = r["op"] + (f" ({r['function']})" if r["function"] else "")
                 flops = f", {_flops(r['flops'])} FLOP" if r["flops"] else ""
                 lines.append(f"  {'*' if r['fastops_has'] else ' '} {r['phase']:<8} {r['kind']:<12} {what} x{r['calls']}"
-                             f"{flops} in {r['module']} at {r['source'] or '?'}")
+                             f"{flops} in {r['module'] or '(no module)'} at {r['source'] or '?'}")
         return "\n".join(lines)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import sys
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ from reference import assert_accurate
 from torch import nn
 
 import fastops
+import fastops.nn as fnn
 from fastops.nn import convert
 
 transformers = pytest.importorskip("transformers")  # a test dependency (requirements-dev.txt)
@@ -208,7 +211,7 @@ STEPS = 6
 
 
 def _train(model, inputs, steps: int = STEPS) -> list[float]:
-    model.train()
+    # The models stay in eval mode: dropout's random masks would differ between the three runs.
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(steps):
@@ -230,3 +233,50 @@ def test_training_curve_meets_the_accuracy_rule(name):
     assert all(math.isfinite(v) for v in curve) and curve[-1] < curve[0]
     assert_accurate(torch.tensor(curve), torch.tensor(torch_curve), torch.tensor(ref_curve, dtype=torch.float64),
                     what="loss curve")
+
+
+# ---- the examples' models ----
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+import train_book_classifier
+import train_gpt
+
+
+@pytest.mark.parametrize("loss", [
+    pytest.param("nll", marks=pytest.mark.skipif(not train_book_classifier.has_log_softmax_nll(),
+                                                 reason="fastops.nn.LogSoftmax / NLLLoss have not landed yet")),
+    "ce",
+])
+def test_book_classifier_trains_like_torch(loss):
+    model = train_book_classifier.make_model(fnn, loss)
+    twins = [nn.Linear, nn.Tanh, nn.Linear, nn.LogSoftmax][: len(model)]
+    assert all(type(m).__module__.startswith("fastops.") and isinstance(m, t) for m, t in zip(model, twins))
+    curve, accuracy = train_book_classifier.train(fnn, loss, epochs=3)
+    torch_curve, torch_accuracy = train_book_classifier.train(nn, loss, epochs=3)
+    ref_curve, _ = train_book_classifier.train(nn, loss, epochs=3, dtype=torch.float64)
+    assert accuracy >= 0.8 and abs(accuracy - torch_accuracy) <= 0.01
+    assert_accurate(torch.tensor(curve), torch.tensor(torch_curve), torch.tensor(ref_curve, dtype=torch.float64),
+                    what="loss curve")
+    report = train_book_classifier.coverage_report(loss)
+    for phase in ("forward", "backward"):
+        assert all(report[phase][kind]["fastops_share"] == 1.0 for kind in ("gemm", "activation", "loss"))
+
+
+def test_gpt_example_trains_like_torch():
+    data, chars = train_gpt.load_text(train_gpt.DEFAULT_TEXT)
+    torch_model = train_gpt.make_model(len(chars))
+    model = convert(copy.deepcopy(torch_model), fuse=True)
+    reference = copy.deepcopy(torch_model).double()
+    reference.loss_function = _causal_lm_loss
+    curve = train_gpt.train(model, data, steps=5, use_fastops=True)
+    torch_curve = train_gpt.train(torch_model, data, steps=5, use_fastops=False)
+    ref_curve = train_gpt.train(reference, data, steps=5, use_fastops=False)
+    assert curve[-1] < curve[0]
+    assert_accurate(torch.tensor(curve), torch.tensor(torch_curve), torch.tensor(ref_curve, dtype=torch.float64),
+                    what="loss curve")
+
+
+def test_gpt_example_runs(capsys):
+    assert train_gpt.main(["--steps", "4", "--sample", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "fastops coverage of GPT2LMHeadModel" in out and "100.0%" in out and "the fastops GPT writes" in out
