@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from reference import assert_accurate
+from test_mode import RecordOps
 from torch import nn
 
 import fastops
@@ -280,3 +281,86 @@ def test_gpt_example_runs(capsys):
     assert train_gpt.main(["--steps", "4", "--sample", "10"]) == 0
     out = capsys.readouterr().out
     assert "fastops coverage of GPT2LMHeadModel" in out and "100.0%" in out and "the fastops GPT writes" in out
+
+
+# ---- convert(fuse=True) details ----
+
+
+class GatedMLP(nn.Module):
+    """Llama's MLP shape with a tanh GELU: fuses to GeGLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.up, self.down = nn.Linear(8, 16, bias=False), nn.Linear(8, 16), nn.Linear(16, 8)
+        self.act, self.drop = nn.GELU(approximate="tanh"), nn.Dropout(0.0)
+
+    def forward(self, x):
+        return self.drop(self.down(self.up(x) * self.act(self.gate(x))))
+
+
+class Branchy(nn.Module):
+    """act(fc(x)), but under a branch: one trace does not show every call, so it is not fused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.act = nn.Linear(8, 8), nn.ReLU()
+
+    def forward(self, x):
+        h = self.act(self.fc(x))
+        if h.shape[0] > 100:
+            h = self.act(h)
+        return h
+
+
+class Reused(nn.Module):
+    """fc's output is used twice: act cannot be folded into fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.act = nn.Linear(8, 8), nn.SiLU()
+
+    def forward(self, x):
+        h = self.fc(x)
+        return self.act(h) + h
+
+
+def test_fuse_rewrites_only_what_the_structure_shows():
+    assert convert(GatedMLP(), fuse=True).fastops_fused == {"GeGLU": 1}
+    assert convert(Branchy(), fuse=True).fastops_fused == {}
+    assert convert(Reused(), fuse=True).fastops_fused == {}
+    shared = nn.GELU()
+    model = nn.Sequential(nn.Linear(8, 8), shared, nn.Linear(8, 8), shared)  # one activation module used twice
+    convert(model, fuse=True)
+    assert model.fastops_swapped == {"Linear": 2, "GELU": 2} and model.fastops_fused == {}
+    assert type(model[1]) is fnn.GELU and model[1] is model[3]  # still one module, now fastops'
+
+
+def test_fused_modules_run_the_fused_ops_and_survive_copy_pickle_and_compile(tmp_path):
+    torch.manual_seed(0)
+    model, x = GatedMLP(), torch.randn(3, 8)
+    fused = convert(copy.deepcopy(model), fuse=True)
+    with RecordOps() as ops:
+        out = fused(x)
+    assert "geglu" in ops.fastops
+    ref = copy.deepcopy(model).double()(x.double())
+    assert_accurate(out, model(x), ref)
+    for clone in (copy.deepcopy(fused), _pickled(fused, tmp_path)):
+        torch.testing.assert_close(clone(x), out, rtol=0, atol=0)
+        assert clone.forward.func is fused.forward.func and clone.forward.args[0] is clone
+    torch._dynamo.reset()
+    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), out, rtol=0, atol=0)
+
+
+def test_converted_gpt2_pickles(tmp_path):
+    _, fast, _, inputs = _models("gpt2")
+    clone = _pickled(fast, tmp_path)
+    assert type(clone.transformer.h[0].mlp.c_fc) is type(fast.transformer.h[0].mlp.c_fc)
+    assert isinstance(clone.transformer.h[0].mlp.c_fc, transformers.pytorch_utils.Conv1D)
+    torch.testing.assert_close(clone(**inputs).logits, fast(**inputs).logits, rtol=0, atol=0)
+
+
+def _pickled(model, tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    return torch.load(path, weights_only=False)

@@ -98,15 +98,20 @@ def convert(model: nn.Module, inplace: bool = True, verbose: bool = False, fuse:
     zoo = _zoo()
     swapped: collections.Counter[str] = collections.Counter()
 
+    twins: dict[int, nn.Module] = {}  # a module used in several places gets one twin, shared the same way
+
     def twin_of(module: nn.Module) -> nn.Module | None:
-        fast_cls = pairs.get(type(module))
-        if fast_cls is not None:
-            return _swap(module, fast_cls)
-        build = zoo.get(type(module))
-        return build(module) if build is not None else None
+        if id(module) not in twins:
+            fast_cls = pairs.get(type(module))
+            build = (lambda m: _swap(m, fast_cls)) if fast_cls is not None else zoo.get(type(module))
+            twins[id(module)] = build(module) if build is not None else None
+        return twins[id(module)]
 
     def visit(parent: nn.Module) -> None:
-        for name, child in parent.named_children():
+        # Every slot, not named_children(): it skips the second place a shared module is used.
+        for name, child in list(parent._modules.items()):
+            if child is None:
+                continue
             twin = twin_of(child)
             if twin is not None:
                 setattr(parent, name, twin)

@@ -30,7 +30,7 @@ def _conv1d_class() -> type:
             act = f", activation={self.activation!r}" if self.activation else ""
             return f"Conv1D(nf={self.nf}, nx={self.nx}{act})"
 
-    Conv1D.__module__ = __name__
+    Conv1D.__module__, Conv1D.__qualname__ = __name__, "Conv1D"
     return Conv1D
 
 
