@@ -279,11 +279,15 @@ def _loss_operands_ok(input, target, *optional) -> bool:
         _ok_optional(t, input) for t in optional)
 
 
+def _index_target_ok(input, target, dtypes=(torch.int64,)) -> bool:
+    return (isinstance(target, Tensor) and target.dtype in dtypes and target.layout == torch.strided
+            and target.device == input.device)
+
+
 def _class_target_ok(input, target) -> bool:
-    """Class indices (int64, or uint8 as torch also takes) on input's device, or probabilities (input's dtype)."""
-    if target.dtype in (torch.int64, torch.uint8):
-        return isinstance(target, Tensor) and target.layout == torch.strided and target.device == input.device
-    return _ok(target) and target.device == input.device
+    """Class indices (int64, or uint8, which cross_entropy also takes) or probabilities, on input's device."""
+    return _index_target_ok(input, target, (torch.int64, torch.uint8)) or (
+        _ok(target) and target.device == input.device)
 
 
 @_route("cross_entropy", F.cross_entropy)
@@ -296,9 +300,7 @@ def _cross_entropy(input, target, weight=None, size_average=None, ignore_index=-
 
 @_route("nll_loss", F.nll_loss)
 def _nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
-    if not (_ok(input) and _ok_optional(weight, input)) or target.dtype not in (torch.int64, torch.uint8):
-        return None
-    if target.device != input.device:
+    if not (_ok(input) and _ok_optional(weight, input) and _index_target_ok(input, target)):
         return None
     return (input, target, weight, size_average, ignore_index, reduce, reduction), {}
 
