@@ -66,7 +66,6 @@ for _name in ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cro
     _ATEN[_name] = _ATEN[f"{_name}_backward"] = ("loss", _name)
 
 # torch's FLOP formulas by aten op; the CPU attention kernels take the same leading arguments as the CUDA ones.
-_aten = torch.ops.aten
 _FLOPS = {packet.__name__: formula for packet, formula in flop_registry.items()}
 for _cpu, _cuda in (("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention"),
                     ("_scaled_dot_product_flash_attention_for_cpu_backward",
@@ -167,8 +166,8 @@ class _Calls(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.current is not None or torch._C._current_autograd_node() is not None:
-            return func(*args, **kwargs)  # inside a call already seen, or in the backward: nothing to attribute
+        if torch._C._current_autograd_node() is not None:
+            return func(*args, **kwargs)  # a Python backward formula's calls: its node is attributed already
         name = getattr(func, "__name__", "")
         self.current = _Call(_display_name(func), name, self.modules[-1] if self.modules else "", _source())
         try:
