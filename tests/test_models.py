@@ -364,3 +364,27 @@ def _pickled(model, tmp_path):
     path = tmp_path / "model.pt"
     torch.save(model, path)
     return torch.load(path, weights_only=False)
+
+
+# transformers' activation names whose class convert() turns into a fastops module; the others stay as they are
+# (quick_gelu, gelu_10's clipping, relu2, laplace: no fastops math for them; mish until fastops.nn.Mish lands).
+CONVERTED_ACTIVATIONS = ("gelu", "gelu_python", "gelu_new", "gelu_fast", "gelu_accurate", "gelu_pytorch_tanh",
+                         "gelu_python_tanh", "silu", "swish", "relu", "sigmoid", "tanh", "leaky_relu")
+KEPT_ACTIVATIONS = ("quick_gelu", "gelu_10", "relu2", "laplace", "linear")
+
+
+@pytest.mark.parametrize("name", CONVERTED_ACTIVATIONS + KEPT_ACTIVATIONS)
+def test_transformers_activations_convert_where_fastops_has_the_math(name):
+    act = transformers.activations.ACT2FN[name]
+    model = convert(nn.Sequential(copy.deepcopy(act)))
+    if name in KEPT_ACTIVATIONS:
+        assert type(model[0]) is type(act) and model.fastops_swapped == {}
+        return
+    assert type(model[0]).__module__ == "fastops.nn.activations" and isinstance(model[0], getattr(nn, type(model[0]).__name__))
+    x = torch.linspace(-6, 6, 1001, dtype=torch.float64).reshape(7, 143)
+    xf = x.float().requires_grad_()
+    out, native = model(xf), act(xf)
+    assert_accurate(out, native, act(x.requires_grad_()))
+    grads = [torch.autograd.grad(y.sum(), z)[0] for y, z in ((out, xf), (native, xf))]
+    ref = torch.autograd.grad(act(x).sum(), x)[0]
+    assert_accurate(grads[0], grads[1], ref, what="gradient")
