@@ -60,7 +60,8 @@ from .functional import linear, matmul, relu
 
 __version__ = "0.1.0"
 
-__all__ = ["cpu_capability", "functional", "has_cuda_kernels", "linear", "matmul", "nn", "relu", "runnable_cpu_levels"]
+__all__ = ["coverage", "cpu_capability", "disable", "enable", "functional", "has_cuda_kernels", "is_enabled", "linear",
+           "matmul", "nn", "relu", "runnable_cpu_levels"]
 
 
 def cpu_capability() -> str:
@@ -71,3 +72,8 @@ def cpu_capability() -> str:
 def has_cuda_kernels() -> bool:
     """True when this build of fastops contains the CUDA kernels (torch with CUDA and nvcc at build time)."""
     return torch._C._dispatch_has_kernel_for_dispatch_key("fastops::relu", "CUDA")
+
+
+# After has_cuda_kernels: the mode asks it once, at import.
+from .coverage import coverage
+from .mode import disable, enable, is_enabled
