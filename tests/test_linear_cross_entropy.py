@@ -115,6 +115,42 @@ def test_only_requested_gradients_are_computed():
         torch.testing.assert_close(FF.linear_cross_entropy(x, w, t, linear_bias=b), _reference(x, w, b, t))
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_block_gradients_are_the_full_rows_gradient(device, dtype):
+    # cross_entropy_block_grad_ over column blocks of the logits gives cross_entropy_backward's gradient of the
+    # whole rows: the one-hot term only in its block, the smoothing mass spread over all the classes.
+    n, c = 9, 203
+    logits = make_tensor((n, c), dtype, device)
+    index = torch.randint(0, c, (n,), device=device)
+    index[::3] = -100
+    probabilities = torch.rand(n, c, device=device).softmax(1).to(dtype)
+    weight = torch.rand(c, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32) + 0.5
+    scale = torch.rand(n, device=device, dtype=torch.float64)
+    for target in (index, probabilities):
+        for class_weight, smoothing in ((None, 0.0), (weight, 0.1)):
+            _, _, lse, mass = torch.ops.fastops.cross_entropy_forward(logits, target, class_weight, -100, smoothing)
+            want = torch.ops.fastops.cross_entropy_backward(scale, logits, target, class_weight, lse, mass, -100,
+                                                            smoothing)
+            got = []
+            for start, stop in ((0, 64), (64, 67), (67, 200), (200, 203)):
+                block = logits[:, start:stop].clone()
+                block_target = target[:, start:stop] if target.is_floating_point() else target
+                block_weight = class_weight[start:stop] if class_weight is not None else None
+                torch.ops.fastops.cross_entropy_block_grad_(block, block_target, block_weight, lse, mass, scale,
+                                                            start, c, -100, smoothing)
+                got.append(block)
+            torch.testing.assert_close(torch.cat(got, 1), want)
+
+
+def test_block_gradient_rejects_classes_past_num_classes():
+    logits = torch.randn(3, 10)
+    stats = torch.ops.fastops.cross_entropy_forward(logits, torch.zeros(3, dtype=torch.long), None, -100, 0.0)
+    with pytest.raises(RuntimeError, match="num_classes"):
+        torch.ops.fastops.cross_entropy_block_grad_(logits, torch.zeros(3, dtype=torch.long), None, stats[2],
+                                                    stats[3], torch.ones((), dtype=torch.float64), 5, 12, -100, 0.0)
+
+
 def test_chunk_rows_follow_the_memory_budget():
     assert lce_ops.chunk_rows(8192, 128256, torch.bfloat16) == 512
     assert lce_ops.chunk_rows(10, 128256, torch.bfloat16) == 10

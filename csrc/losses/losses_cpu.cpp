@@ -45,18 +45,19 @@ struct CrossEntropyRows {
 
   const CrossEntropyTensors& ce;
   int64_t ignore_index;
-  int64_t c = ce.logits.size(1);
+  int64_t c = ce.logits.size(1);  // the row length: classes class_start .. class_start + c - 1 of num_classes
+  int64_t class_start = ce.class_start, num_classes = ce.num_classes;
   const T* logits = ce.logits.template const_data_ptr<T>();
   const A* weight = kWeighted ? ce.weight.template const_data_ptr<A>() : nullptr;
   const T* prob = kProb ? ce.target.template const_data_ptr<T>() : nullptr;
   const int64_t* index = kProb ? nullptr : ce.target.template const_data_ptr<int64_t>();
   double keep;    // 1 - eps: the weight of the target class (index targets) or of the probabilities
-  double spread;  // eps / C: the smoothing mass per class
+  double spread;  // eps / num_classes: the smoothing mass per class
   bool smooth = kProb || spread > 0;  // false: q is one-hot and the vector loops skip it
   std::atomic<int64_t> bad_row{-1};
 
   CrossEntropyRows(const CrossEntropyTensors& t, int64_t ignore, double eps)
-      : ce(t), ignore_index(ignore), keep(1.0 - eps), spread(eps / static_cast<double>(t.logits.size(1))) {}
+      : ce(t), ignore_index(ignore), keep(1.0 - eps), spread(eps / static_cast<double>(t.num_classes)) {}
 
   // q_j without the one-hot term, for kW classes starting at j (math type) and for class j alone (double: the
   // per-row scalars are accumulated in double).
@@ -72,12 +73,13 @@ struct CrossEntropyRows {
     return q;
   }
 
-  // The class of row i, or -1 when the row is ignored or its class is out of range (then remembered for the error).
+  // The class of row i (of all num_classes), or -1 when the row is ignored or its class is out of range (then
+  // remembered for the error).
   int64_t target_class(int64_t i) {
     if constexpr (kProb) return 0;
     const int64_t y = index[i];
     if (y == ignore_index) return -1;
-    if (y < 0 || y >= c) {
+    if (y < 0 || y >= num_classes) {
       bad_row.store(i);
       return -1;
     }
@@ -91,7 +93,7 @@ struct CrossEntropyRows {
   void raise_if_bad_target() const {
     const int64_t bad = bad_row.load();
     TORCH_CHECK_INDEX(bad < 0, "fastops.cross_entropy: target ", bad < 0 ? 0 : index[bad], " (row ", bad,
-                      ") is out of bounds for ", c, " classes (ignore_index is ", ignore_index, ")");
+                      ") is out of bounds for ", num_classes, " classes (ignore_index is ", ignore_index, ")");
   }
 
   int64_t grain() const { return std::max<int64_t>(1, cpu::kElementwiseGrain / c); }
@@ -150,12 +152,14 @@ struct CrossEntropyRows {
     return {static_cast<double>(m), std::log(s), qz, qsum};
   }
 
-  // g_j = (B exp(z_j - lse) - q_j) u for row z of class y, rounded once; g may be z itself (in place: every
-  // element is read before it is written, and the target logit is read first). lse = hi + lo in two math-type
-  // numbers, so that (z - hi) - lo keeps the precision a float64 lse has (z - hi is exact near the row maximum).
+  // g_j = (B exp(z_j - lse) - q_j) u for row z whose class is column y, rounded once (no one-hot term when y is
+  // outside the row: a block of classes without the target); g may be z itself (in place: every element is read
+  // before it is written, and the target logit is read first). lse = hi + lo in two math-type numbers, so that
+  // (z - hi) - lo keeps the precision a float64 lse has (z - hi is exact near the row maximum).
   void write_grad(const T* z, const T* t, int64_t y, double lse, A b, A u, T* g) const {
     const A hi = static_cast<A>(lse), lo = static_cast<A>(lse - static_cast<double>(hi));
-    const A z_y = kProb ? A(0) : static_cast<A>(z[y]);
+    const bool hot = !kProb && y >= 0 && y < c;
+    const A z_y = hot ? static_cast<A>(z[y]) : A(0);
     int64_t j = 0;
     for (; j + kW <= c; j += kW) {
       const V p = ((cpu::load_opmath(z + j) - V(hi)) - V(lo)).exp();
@@ -166,7 +170,7 @@ struct CrossEntropyRows {
       const A p = std::exp((static_cast<A>(z[j]) - hi) - lo);
       g[j] = static_cast<T>((smooth ? std::fma(p, b, static_cast<A>(-q_one(t, j))) : p * b) * u);
     }
-    if constexpr (!kProb) {  // the one-hot term, recomputed so that g[y] is rounded once
+    if (hot) {  // the one-hot term, recomputed so that g[y] is rounded once
       const A p = std::exp((z_y - hi) - lo);
       const A q_y = static_cast<A>((smooth ? q_one(t, y) : 0.0) + one_hot_weight(y));
       g[y] = static_cast<T>(std::fma(p, b, -q_y) * u);
@@ -234,8 +238,8 @@ struct CrossEntropyRows {
           std::fill(g, g + c, T(0));
           continue;
         }
-        write_grad(logits + i * c, kProb ? prob + i * c : nullptr, y, lse[i], mass[i], static_cast<A>(upstream[i]),
-                   g);
+        write_grad(logits + i * c, kProb ? prob + i * c : nullptr, y - class_start, lse[i], mass[i],
+                   static_cast<A>(upstream[i]), g);
       }
     });
     raise_if_bad_target();

@@ -167,3 +167,9 @@ def _linear_cross_entropy_rows_backward(ctx, grad_rows):
 
 linear_cross_entropy_rows.register_autograd(_linear_cross_entropy_rows_backward,
                                             setup_context=_linear_cross_entropy_rows_setup)
+
+
+@torch.library.register_fake("fastops::cross_entropy_block_grad_")
+def _cross_entropy_block_grad_fake(logits, target, weight, lse, target_mass, grad_scale, class_start, num_classes,
+                                   ignore_index, label_smoothing):
+    return None
