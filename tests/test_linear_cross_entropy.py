@@ -332,6 +332,8 @@ BAD_ARGUMENTS = {
     "weight requiring grad": (lambda x, w, t: {"weight": torch.rand(V, requires_grad=True)}, "weight"),
     "weight requiring grad, smoothing": (lambda x, w, t: {"weight": torch.rand(V, requires_grad=True),
                                                           "label_smoothing": 0.1}, "weight"),
+    "target on another device": (lambda x, w, t: {"target": t.to("meta")}, "target is on device meta"),
+    "weight on another device": (lambda x, w, t: {"weight": torch.rand(V, device="meta")}, "weight is on device meta"),
 }
 
 

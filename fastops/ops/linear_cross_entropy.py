@@ -425,6 +425,11 @@ def linear_cross_entropy_loss(input: Tensor, linear_weight: Tensor, target: Tens
         raise RuntimeError("K-dimensional loss defined by linear_weight shape " + _shape(linear_weight.shape)
                            + " requires batched input, (N, " + str(in_features) + "), got unbatched input with shape "
                            + _shape(input.shape))
+    for name, t in (("linear_weight", linear_weight), ("target", target), ("linear_bias", linear_bias),
+                    ("weight", weight)):
+        if t is not None and t.device != input.device:
+            raise RuntimeError("fastops.linear_cross_entropy: " + name + " is on device " + str(t.device)
+                               + ", but input is on " + str(input.device))
     logits_shape = input.shape[:-1] + linear_weight.shape[:-1]
     probabilities = target.shape == logits_shape
     if probabilities and ignore_index is not None:
