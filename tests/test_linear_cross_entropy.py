@@ -1,6 +1,10 @@
 """Fused linear + cross entropy against torch's unfused reference (linear, then cross_entropy) and, where torch has
 it (>= 2.13), torch's own F.linear_cross_entropy: accuracy, gradients, chunking, compile, autocast, the module."""
 
+import os
+import pickle
+import subprocess
+import sys
 import types
 import warnings
 
@@ -436,6 +440,94 @@ def test_convert_swaps_torchs_module():
     assert type(model["head"]) is fastops.nn.LinearCrossEntropyLoss
     assert model.fastops_swapped == {"LinearCrossEntropyLoss": 1}
     torch.testing.assert_close(model["head"](x, t), want)
+
+
+@pytest.mark.skipif(not hasattr(torch.nn, "LinearCrossEntropyLoss"), reason="torch < 2.13")
+@pytest.mark.parametrize("kwargs", [{}, {"bias": True}, {"out_features": (4, 3)},
+                                    {"reduction": "sum", "ignore_index": 1, "label_smoothing": 0.1}, "weight",
+                                    "options"], ids=str)
+def test_module_repr_state_dict_pickle_and_modes_match_torch(kwargs):
+    if kwargs == "weight":
+        kwargs = {"weight": torch.rand(2)}
+    elif kwargs == "options":
+        kwargs = {"options": torch.nn.LinearCrossEntropyOptions(batch_chunk_size=2)}
+    torch.manual_seed(0)
+    ours = fastops.nn.LinearCrossEntropyLoss(3, 2, **kwargs)
+    theirs = torch.nn.LinearCrossEntropyLoss(3, 2, **kwargs)
+    assert repr(ours) == repr(theirs)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    theirs.load_state_dict(ours.state_dict())
+    copy = pickle.loads(pickle.dumps(ours))
+    assert repr(copy) == repr(ours)
+    x = torch.randn(5, 3)
+    t = torch.randint(0, 2, (5, *kwargs.get("out_features", ())))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the K-dimensional weight's "runs unfused"; torch's options note
+        torch.testing.assert_close(copy(x, t), theirs(x, t))
+    for module in (ours, theirs):
+        module.eval()
+    assert [m.training for m in ours.modules()] == [m.training for m in theirs.modules()] == [False, False]
+    ours.train()
+    assert all(m.training for m in ours.modules())
+
+
+class _Classifier(torch.nn.Module):
+    """A body and a LinearCrossEntropyLoss head, as a language model's last layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Linear(8, H)
+        self.head = fastops.nn.LinearCrossEntropyLoss(H, V, bias=True, label_smoothing=0.1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.body(x)), t)
+
+
+_TRAIN = """
+import sys, torch, fastops
+model = torch.jit.load(sys.argv[1])
+io = torch.load(sys.argv[2])
+out = model(io["x"], io["t"])
+torch.testing.assert_close(out, io["loss"])
+grads = torch.autograd.grad(out, list(model.parameters()))
+for g, want in zip(grads, io["grads"]):
+    torch.testing.assert_close(g, want)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+for _ in range(5):
+    optimizer.zero_grad()
+    loss = model(io["x"], io["t"])
+    loss.backward()
+    optimizer.step()
+torch.testing.assert_close(loss, io["trained"])
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("how", ("script", "trace"))
+def test_torchscript_model_saves_loads_in_a_fresh_process_and_trains(how, tmp_path):
+    torch.manual_seed(0)
+    model = _Classifier()
+    x, t = torch.randn(N, 8), torch.randint(0, V, (N,))
+    with torch.no_grad():  # a model traced for inference still trains
+        compiled = torch.jit.script(model) if how == "script" else torch.jit.trace(model, (x, t))
+    loss = model(x, t)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    torch.testing.assert_close(compiled(x, t), loss)
+    reference = _Classifier()
+    reference.load_state_dict(model.state_dict())
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.5)
+    for _ in range(5):
+        optimizer.zero_grad()
+        trained = reference(x, t)
+        trained.backward()
+        optimizer.step()
+    compiled.save(str(tmp_path / "model.pt"))
+    torch.save({"x": x, "t": t, "loss": loss.detach(), "grads": grads, "trained": trained.detach()},
+               tmp_path / "io.pt")
+    result = subprocess.run([sys.executable, "-c", _TRAIN, str(tmp_path / "model.pt"), str(tmp_path / "io.pt")],
+                            capture_output=True, text=True, timeout=300, check=False,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
 def test_operators_pass_opcheck():
