@@ -74,6 +74,13 @@ TORCH_LIBRARY(fastops, m) {
   // The same with the gradient written over the (contiguous) logits: fused linear + cross entropy's scratch chunk.
   m.def("cross_entropy_forward_grad_(Tensor(a!) logits, Tensor target, Tensor? weight, int ignore_index, "
         "float label_smoothing, Tensor grad_scale) -> Tensor loss");
+  // The gradient of a block of classes, in place: logits [N, Cb] holds classes class_start .. class_start + Cb - 1 of
+  // a num_classes-class problem and is overwritten with grad_scale[i] * (target_mass[i] exp(z - lse[i]) - q_ij), where
+  // lse and target_mass come from cross_entropy_forward over all the classes. target: int64 [N] class indices (of all
+  // num_classes) or the block's [N, Cb] probabilities; weight: the block's [Cb] class weights. Fused linear + cross
+  // entropy gets each vocabulary block's weight gradient from one GEMM over all tokens with it.
+  m.def("cross_entropy_block_grad_(Tensor(a!) logits, Tensor target, Tensor? weight, Tensor lse, Tensor target_mass, "
+        "Tensor grad_scale, int class_start, int num_classes, int ignore_index, float label_smoothing) -> ()");
   // x[r, ...] *= scale[r] (scale: float64, one element or one per row) in place; rows whose factor is exactly 1 are
   // not written, so the backward of a loss called with gradient 1 costs one launch. A building block of backward
   // passes that rescale their own saved gradients (fastops/ops/losses.py: scale_saved_gradients), which is why no

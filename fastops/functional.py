@@ -8,9 +8,6 @@ import torch
 from torch import Tensor
 from torch.nn import _reduction as _torch_reduction
 
-from .ops.losses import REDUCTIONS as _REDUCTIONS
-from .ops.losses import math_dtype as _math_dtype
-
 __all__ = ["bias_act", "binary_cross_entropy_with_logits", "cross_entropy", "geglu", "gelu", "huber_loss",
            "leaky_relu", "linear", "matmul", "mse_loss", "relu", "sigmoid", "silu", "smooth_l1_loss", "swiglu",
            "tanh"]
@@ -215,33 +212,6 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tens
     return torch.ops.fastops.binary_cross_entropy_with_logits(input, target, weight, pos_weight, red)
 
 
-def _loss_dtype(input: Tensor) -> torch.dtype:
-    """torch's output dtype for a loss: the input's, or float32 under autocast (losses are on its fp32 list)."""
-    if input.dtype != torch.float64 and torch.is_autocast_enabled(input.device.type):
-        return torch.float32
-    return input.dtype
-
-
-def _cross_entropy_grad_scale(red: int, target: Tensor, weight: Tensor | None, ignore_index: int, c: int) -> Tensor:
-    """The row scale of a forward that writes its gradient (float64, 0-dim): 1 / the total weight for 'mean', else
-    1, so that the gradient is final for an upstream gradient of 1."""
-    if red == _REDUCTIONS["mean"]:
-        return 1.0 / _cross_entropy_total_weight(target, weight, ignore_index, c)
-    return torch.ones((), dtype=torch.float64, device=target.device)
-
-
-def _cross_entropy_total_weight(target: Tensor, weight: Tensor | None, ignore_index: int, c: int) -> Tensor:
-    """The divisor of 'mean' (float64, 0-dim): the summed class weight of the rows not ignored (the row count for
-    probability targets). N-length work; an out-of-range class counts here as class 0 and is raised by the kernel."""
-    if target.is_floating_point():
-        return torch.tensor(float(target.shape[0]), dtype=torch.float64, device=target.device)
-    kept = target != ignore_index
-    if weight is None:
-        return kept.sum(dtype=torch.float64)
-    row_weight = weight.to(torch.float64)[torch.where(kept & (target >= 0) & (target < c), target, 0)]
-    return torch.where(kept, row_weight, 0.0).sum()
-
-
 # ---- fused linear + cross entropy ----
 
 from .ops import linear_cross_entropy as _lce
@@ -255,64 +225,23 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
     """``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)`` without ever holding the [N, C]
     logits: :func:`torch.nn.functional.linear_cross_entropy`'s contract (torch >= 2.13), on any torch fastops
     supports. input (in_features) or (N, in_features); linear_weight (C, in_features); target class indices
-    () / (N) or probabilities of the logits' shape; ``ignore_index=None`` means -100 for class indices.
+    () / (N) or probabilities of the logits' shape; ``ignore_index=None`` means -100 for class indices. Gradients
+    flow to input, linear_weight, linear_bias, probability targets and (with probability targets) the class weights,
+    to any order; bad arguments raise what torch raises.
 
     The tokens run in chunks of at most ``fastops.ops.linear_cross_entropy.CHUNK_BYTES`` of logits (or
     ``options.batch_chunk_size`` rows when torch's options say so): per chunk the fastops GEMM computes the logits
-    and the cross-entropy kernel overwrites them with their gradient, which two GEMMs turn into the input and
-    weight gradients, so the forward computes every gradient and the backward only scales them. A K-dimensional
-    linear_weight (C, d1, ..., in_features) runs unfused, as torch does."""
-    red = _reduction_enum(None, None, reduction)
-    if input.dim() not in (1, 2):
-        raise RuntimeError(f"expected input with dimensionality 1 or 2, got {input.dim()}")
-    if linear_weight.dim() < 2:
-        raise RuntimeError(f"expected linear_weight with dimensionality at least 2, got {linear_weight.dim()}")
-    in_features, num_classes = input.shape[-1], linear_weight.shape[0]
-    if in_features != linear_weight.shape[-1]:
-        raise RuntimeError("expected equal input and linear_weight last dimensions (in_features), "
-                           f"got {in_features} and {linear_weight.shape[-1]}, respectively")
-    out_features = tuple(linear_weight.shape[1:-1])
-    if linear_bias is not None and tuple(linear_bias.shape) != (num_classes, *out_features):
-        raise RuntimeError(f"expected linear_bias shape {(num_classes, *out_features)}, "
-                           f"got {tuple(linear_bias.shape)}")
-    if out_features and input.dim() == 1:
-        raise RuntimeError(f"K-dimensional loss defined by linear_weight shape {tuple(linear_weight.shape)} requires"
-                           f" batched input, (N, {in_features}), got unbatched input with shape {tuple(input.shape)}")
-    logits_shape = (*input.shape[:-1], num_classes, *out_features)
-    probabilities = tuple(target.shape) == logits_shape
-    if probabilities and ignore_index is not None:
-        raise RuntimeError("ignore_index cannot be specified when target contains probabilities")
-    ignore_index = -100 if ignore_index is None else ignore_index
-    if out_features or input.shape[:-1].numel() == 0:
-        if out_features:
-            warnings.warn("fastops.linear_cross_entropy: a K-dimensional linear_weight runs unfused (linear, then "
-                          "cross_entropy)", stacklevel=2)
-        weight2d = linear_weight.reshape(-1, in_features)
-        bias1d = linear_bias.reshape(-1) if linear_bias is not None else None
-        logits = linear(input, weight2d, bias1d).reshape(logits_shape)
-        return cross_entropy(logits, target, weight, ignore_index=ignore_index, reduction=reduction,
-                             label_smoothing=label_smoothing)
-    out_dtype = _loss_dtype(input)
-    device_type = input.device.type
-    if torch.is_autocast_enabled(device_type):  # the GEMMs in the autocast dtype, the loss in float32, as torch's
-        dtype = torch.get_autocast_dtype(device_type)
+    and the cross-entropy kernel overwrites them with their gradient, which a GEMM turns into the input gradient;
+    the weight gradient comes from one GEMM over all tokens per vocabulary block (see
+    fastops/ops/linear_cross_entropy.py). So the forward computes every gradient and the backward only scales them.
+    A K-dimensional linear_weight (C, d1, ..., in_features) or an empty batch runs unfused, as torch does."""
+    # Autocast casts float32 / 16-bit operands (a float64 input stays float64, as in torch).
+    autocast = (input.device.type != "meta" and input.dtype != torch.float64
+                and torch.is_autocast_enabled(input.device.type))
+    if autocast:  # the GEMMs in the autocast dtype, the loss in float32, as torch's
+        dtype = torch.get_autocast_dtype(input.device.type)
         input, linear_weight = input.to(dtype), linear_weight.to(dtype)
         linear_bias = linear_bias.to(dtype) if linear_bias is not None else None
-    unbatched = input.dim() == 1
-    if unbatched:
-        input, target = input.unsqueeze(0), target.unsqueeze(0)
-    if probabilities:
-        target = target.to(input.dtype)
-    if weight is not None:
-        weight = weight.to(_math_dtype(input.dtype))
-    rows = getattr(options, "batch_chunk_size", None) or _lce.chunk_rows(input.shape[0], num_classes, input.dtype)
-    args = (input, linear_weight, target, linear_bias, weight, ignore_index, label_smoothing)
-    if red == _REDUCTIONS["none"]:
-        loss = _lce.linear_cross_entropy_rows(*args, rows)
-        return (loss.reshape(()) if unbatched else loss).to(out_dtype)
-    grad = torch.is_grad_enabled()
-    grad_scale = _cross_entropy_grad_scale(red, target, weight, ignore_index, num_classes)
-    loss, _, _, _ = _lce.linear_cross_entropy(*args, grad_scale, rows, grad and input.requires_grad,
-                                              grad and linear_weight.requires_grad,
-                                              grad and linear_bias is not None and linear_bias.requires_grad)
-    return loss.to(out_dtype)
+    rows = getattr(options, "batch_chunk_size", None)
+    return _lce.linear_cross_entropy_loss(input, linear_weight, target, linear_bias, weight, reduction, ignore_index,
+                                          label_smoothing, rows, autocast)

@@ -72,8 +72,14 @@ RUNTIME_CASES = {
     "linear_cross_entropy": (
         lambda d: (_randn(64, 96, device=d), _randn(1000, 96, device=d), torch.randint(0, 1000, (64,), device=d)),
         lambda x, w, t: torch.cat([r.reshape(-1).double() for r in torch.ops.fastops.linear_cross_entropy(
-            x, w, t, None, None, -100, 0.0, torch.ones((), dtype=torch.float64, device=x.device), 24, True, True,
-            False)])),
+            x, w, t, None, None, -100, 0.0, torch.ones((), dtype=torch.float64, device=x.device), 24,
+            [True, True, False, False, False])])),
+    "cross_entropy_block_grad_": (
+        lambda d: (_randn(64, 1000, device=d), torch.randint(0, 3000, (64,), device=d),
+                   torch.rand(64, device=d, dtype=torch.float64) + 8, torch.rand(64, device=d) + 1,
+                   torch.rand(64, device=d, dtype=torch.float64)),
+        _on_a_copy(lambda x, t, lse, mass, s: ops.cross_entropy_block_grad_(x, t, None, lse, mass, s, 1000, 3000,
+                                                                            -100, 0.1))),
     "matmul_accumulate_": (lambda d: (_randn(200, 136, device=d), _randn(96, 200, device=d).mT, _randn(96, 136,
                                                                                                      device=d)),
                            _on_a_copy(ops.matmul_accumulate_)),

@@ -68,6 +68,9 @@ def _cases():
         "MSELoss": loss(fnn.MSELoss(), nn.MSELoss(), _prob_target()),
         "SmoothL1Loss": loss(fnn.SmoothL1Loss(beta=0.5), nn.SmoothL1Loss(beta=0.5), _prob_target()),
         "HuberLoss": loss(fnn.HuberLoss(delta=0.5), nn.HuberLoss(delta=0.5), _prob_target()),
+        "LinearCrossEntropyLoss": (fnn.LinearCrossEntropyLoss(8, 5, bias=True, label_smoothing=0.1),
+                                   nn.LinearCrossEntropyLoss(8, 5, bias=True, label_smoothing=0.1),
+                                   (x, _class_target())),
         "BCEWithLogitsLoss": loss(fnn.BCEWithLogitsLoss(pos_weight=torch.full((5,), 2.0)),
                                   nn.BCEWithLogitsLoss(pos_weight=torch.full((5,), 2.0)), _prob_target()),
     }

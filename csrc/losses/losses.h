@@ -2,7 +2,8 @@
 // here once; a Backend only runs kernels on the tensors it is handed:
 //   Backend::cross_entropy_forward(const CrossEntropyTensors&, int64_t ignore_index, double label_smoothing)
 //   Backend::cross_entropy_backward(const CrossEntropyTensors&, const Tensor& grad_rows, int64_t ignore_index,
-//                                   double label_smoothing, Tensor& grad_logits)
+//                                   double label_smoothing, Tensor& grad_logits)   (grad may be ce.logits; the
+//                                   logits may be a block of classes: ce.class_start, ce.num_classes)
 //   Backend::cross_entropy_forward_grad(const CrossEntropyTensors&, int64_t ignore_index, double label_smoothing,
 //                                       const Tensor& grad_scale, Tensor& grad_logits)   (grad may be ce.logits)
 //   Backend::scale_rows(Tensor& x, const Tensor& scale)
@@ -40,9 +41,12 @@ inline at::ScalarType loss_math_type(at::ScalarType dtype) {
 // float64, so that the 'mean' / 'sum' over rows adds no rounding of its own and the backward's z - lse is exact to
 // float precision; `target_mass` (sum_j q_j, the total weight the target puts on the classes, see
 // losses_cpu.cpp) in the math type.
+// The logits' C columns are classes class_start .. class_start + C - 1 of num_classes: all of them (0, C) except in
+// cross_entropy_block_grad_, which sees one block of a wider problem.
 struct CrossEntropyTensors {
   at::Tensor logits, target, weight;
   at::Tensor loss, row_weight, lse, target_mass;
+  int64_t class_start = 0, num_classes = 0;
   bool probability_target() const { return target.is_floating_point(); }
 };
 
@@ -84,6 +88,7 @@ inline void check_cross_entropy_inputs(const char* op, const at::Tensor& logits,
 inline CrossEntropyTensors cross_entropy_operands(const at::Tensor& logits, const at::Tensor& target,
                                                   const std::optional<at::Tensor>& weight) {
   CrossEntropyTensors ce;
+  ce.num_classes = logits.size(1);
   ce.logits = logits.contiguous();
   ce.target = target.contiguous();
   if (weight.has_value() && weight->defined()) ce.weight = weight->contiguous();
@@ -107,6 +112,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_entropy_forward
   return {ce.loss, ce.row_weight, ce.lse, ce.target_mass};
 }
 
+// The backward's per-row inputs: float64 `doubles` and the math-type target_mass, each [N] on the logits' device.
+inline void check_row_vectors(const char* op, const at::Tensor& logits,
+                              std::initializer_list<std::pair<const at::Tensor&, const char*>> doubles,
+                              const at::Tensor& target_mass) {
+  const int64_t n = logits.size(0);
+  auto check = [&](const at::Tensor& t, const char* name, at::ScalarType dtype) {
+    check_defined(op, {t, name});
+    TORCH_CHECK(t.scalar_type() == dtype, "fastops.", op, ": ", name, " must be ", dtype, ", got ", t.scalar_type());
+    TORCH_CHECK(t.dim() == 1 && t.size(0) == n, "fastops.", op, ": ", name, " must have shape [N] = [", n, "], got ",
+                t.sizes());
+    TORCH_CHECK(t.device() == logits.device(), "fastops.", op, ": ", name, " must be on the device of logits (",
+                logits.device(), "), got ", t.device());
+  };
+  for (const auto& [t, name] : doubles) check(t, name, at::kDouble);
+  check(target_mass, "target_mass", loss_math_type(logits.scalar_type()));
+}
+
 // grad_logits[i, j] = grad_rows[i] * (target_mass[i] softmax(logits[i])_j - q_ij): one read of the logits and one
 // rounding of each gradient element.
 template <typename Backend>
@@ -115,17 +137,7 @@ at::Tensor cross_entropy_backward(const at::Tensor& grad_rows, const at::Tensor&
                                   const at::Tensor& target_mass, int64_t ignore_index, double label_smoothing) {
   constexpr const char* op = "cross_entropy_backward";
   check_cross_entropy_inputs(op, logits, target, weight, label_smoothing);
-  const at::ScalarType math = loss_math_type(logits.scalar_type());
-  const int64_t n = logits.size(0);
-  for (const auto& [t, name, dtype] : {std::tuple{&grad_rows, "grad_rows", at::kDouble}, {&lse, "lse", at::kDouble},
-                                       {&target_mass, "target_mass", math}}) {
-    check_defined(op, {*t, name});
-    TORCH_CHECK(t->scalar_type() == dtype, "fastops.", op, ": ", name, " must be ", dtype, ", got ", t->scalar_type());
-    TORCH_CHECK(t->dim() == 1 && t->size(0) == n, "fastops.", op, ": ", name, " must have shape [N] = [", n,
-                "], got ", t->sizes());
-    TORCH_CHECK(t->device() == logits.device(), "fastops.", op, ": ", name, " must be on the device of logits (",
-                logits.device(), "), got ", t->device());
-  }
+  check_row_vectors(op, logits, {{grad_rows, "grad_rows"}, {lse, "lse"}}, target_mass);
   CrossEntropyTensors ce = cross_entropy_operands(logits, target, weight);
   // Autograd hands the gradient of a sum / mean as an expanded (stride 0) vector: N scalars, cheap to materialise.
   ce.lse = lse.contiguous();
@@ -186,6 +198,31 @@ at::Tensor cross_entropy_forward_grad_(at::Tensor& logits, const at::Tensor& tar
   TORCH_CHECK(logits.is_contiguous(), "fastops.", op, ": logits must be contiguous to be overwritten in place");
   CrossEntropyTensors ce = cross_entropy_operands(logits, target, weight);
   return cross_entropy_forward_grad_into<Backend>(ce, ignore_index, label_smoothing, grad_scale, logits);
+}
+
+// The gradient of classes class_start .. class_start + C - 1 of a num_classes-class problem, written over those
+// (contiguous) logits: the backward's formula with the row statistics of all the classes, each row scaled by
+// grad_scale. An index target outside the block only adds no one-hot term here.
+template <typename Backend>
+void cross_entropy_block_grad_(at::Tensor& logits, const at::Tensor& target, const std::optional<at::Tensor>& weight,
+                               const at::Tensor& lse, const at::Tensor& target_mass, const at::Tensor& grad_scale,
+                               int64_t class_start, int64_t num_classes, int64_t ignore_index,
+                               double label_smoothing) {
+  constexpr const char* op = "cross_entropy_block_grad_";
+  check_cross_entropy_inputs(op, logits, target, weight, label_smoothing);
+  check_grad_scale(op, grad_scale, logits);
+  check_row_vectors(op, logits, {{lse, "lse"}}, target_mass);
+  TORCH_CHECK(logits.is_contiguous(), "fastops.", op, ": logits must be contiguous to be overwritten in place");
+  TORCH_CHECK(class_start >= 0 && class_start + logits.size(1) <= num_classes, "fastops.", op, ": classes [",
+              class_start, ", ", class_start + logits.size(1), ") must lie within num_classes (", num_classes, ")");
+  CrossEntropyTensors ce = cross_entropy_operands(logits, target, weight);
+  ce.class_start = class_start;
+  ce.num_classes = num_classes;
+  ce.lse = lse.contiguous();
+  ce.target_mass = target_mass.contiguous();
+  if (logits.numel() == 0) return;
+  Backend::cross_entropy_backward(ce, grad_scale.expand({logits.size(0)}).contiguous(), ignore_index,
+                                  label_smoothing, logits);
 }
 
 // x[r, ...] *= scale[r] (or scale[0] for a one-element scale) in place; rows whose factor is exactly 1 are not
@@ -339,6 +376,7 @@ void register_loss_kernels(torch::Library& m) {
   m.impl("cross_entropy_backward", &cross_entropy_backward<Backend>);
   m.impl("cross_entropy_forward_grad", &cross_entropy_forward_grad<Backend>);
   m.impl("cross_entropy_forward_grad_", &cross_entropy_forward_grad_<Backend>);
+  m.impl("cross_entropy_block_grad_", &cross_entropy_block_grad_<Backend>);
   m.impl("scale_rows_", &scale_rows_<Backend>);
   m.impl("mse_loss", [](T x, T t, int64_t red) {
     return pointwise_loss_forward<Backend>("mse_loss", PointwiseLoss::Mse, x, t, {}, {}, red, 0.0);

@@ -45,18 +45,19 @@ struct CrossEntropyRows {
 
   const CrossEntropyTensors& ce;
   int64_t ignore_index;
-  int64_t c = ce.logits.size(1);
+  int64_t c = ce.logits.size(1);  // the row length: classes class_start .. class_start + c - 1 of num_classes
+  int64_t class_start = ce.class_start, num_classes = ce.num_classes;
   const T* logits = ce.logits.template const_data_ptr<T>();
   const A* weight = kWeighted ? ce.weight.template const_data_ptr<A>() : nullptr;
   const T* prob = kProb ? ce.target.template const_data_ptr<T>() : nullptr;
   const int64_t* index = kProb ? nullptr : ce.target.template const_data_ptr<int64_t>();
   double keep;    // 1 - eps: the weight of the target class (index targets) or of the probabilities
-  double spread;  // eps / C: the smoothing mass per class
+  double spread;  // eps / num_classes: the smoothing mass per class
   bool smooth = kProb || spread > 0;  // false: q is one-hot and the vector loops skip it
   std::atomic<int64_t> bad_row{-1};
 
   CrossEntropyRows(const CrossEntropyTensors& t, int64_t ignore, double eps)
-      : ce(t), ignore_index(ignore), keep(1.0 - eps), spread(eps / static_cast<double>(t.logits.size(1))) {}
+      : ce(t), ignore_index(ignore), keep(1.0 - eps), spread(eps / static_cast<double>(t.num_classes)) {}
 
   // q_j without the one-hot term, for kW classes starting at j (math type) and for class j alone (double: the
   // per-row scalars are accumulated in double).
@@ -72,12 +73,13 @@ struct CrossEntropyRows {
     return q;
   }
 
-  // The class of row i, or -1 when the row is ignored or its class is out of range (then remembered for the error).
+  // The class of row i (of all num_classes), or -1 when the row is ignored or its class is out of range (then
+  // remembered for the error).
   int64_t target_class(int64_t i) {
     if constexpr (kProb) return 0;
     const int64_t y = index[i];
     if (y == ignore_index) return -1;
-    if (y < 0 || y >= c) {
+    if (y < 0 || y >= num_classes) {
       bad_row.store(i);
       return -1;
     }
@@ -91,7 +93,7 @@ struct CrossEntropyRows {
   void raise_if_bad_target() const {
     const int64_t bad = bad_row.load();
     TORCH_CHECK_INDEX(bad < 0, "fastops.cross_entropy: target ", bad < 0 ? 0 : index[bad], " (row ", bad,
-                      ") is out of bounds for ", c, " classes (ignore_index is ", ignore_index, ")");
+                      ") is out of bounds for ", num_classes, " classes (ignore_index is ", ignore_index, ")");
   }
 
   int64_t grain() const { return std::max<int64_t>(1, cpu::kElementwiseGrain / c); }
@@ -150,18 +152,19 @@ struct CrossEntropyRows {
     return {static_cast<double>(m), std::log(s), qz, qsum};
   }
 
-  // g_j = (B exp(z_j - lse) - q_j) u for row z of class y, rounded once; g may be z itself (in place: every
-  // element is read before it is written, and the target logit is read first). lse = m + log_s (row maximum and
-  // log of the shifted sum) is applied as hi + lo in two math-type numbers, so that (z - hi) - lo keeps the
-  // precision of the pair (z - hi is exact near the row maximum): for float math hi + lo is the double lse split
-  // in two floats; for double math hi = m and lo = log_s themselves, since their double sum would round at the
-  // scale of m (an lse of 8.5 rounded to 9e-16 made p = 0.99997 3.4 ulps off, where torch's (z - m) - log_s was
-  // within 0.1).
+  // g_j = (B exp(z_j - lse) - q_j) u for row z whose class is column y, rounded once (no one-hot term when y is
+  // outside the row: a block of classes without the target); g may be z itself (in place: every element is read
+  // before it is written, and the target logit is read first). lse = m + log_s (row maximum and log of the shifted
+  // sum) is applied as hi + lo in two math-type numbers, so that (z - hi) - lo keeps the precision of the pair
+  // (z - hi is exact near the row maximum): for float math hi + lo is the double lse split in two floats; for double
+  // math hi = m and lo = log_s themselves, since their double sum would round at the scale of m (an lse of 8.5
+  // rounded to 9e-16 made p = 0.99997 3.4 ulps off, where torch's (z - m) - log_s was within 0.1).
   void write_grad(const T* z, const T* t, int64_t y, double m, double log_s, A b, A u, T* g) const {
     constexpr bool kDouble = std::is_same_v<A, double>;
     const A hi = kDouble ? static_cast<A>(m) : static_cast<A>(m + log_s);
     const A lo = kDouble ? static_cast<A>(log_s) : static_cast<A>((m + log_s) - static_cast<double>(hi));
-    const double z_y = kProb ? 0.0 : static_cast<double>(z[y]);
+    const bool hot = !kProb && y >= 0 && y < c;
+    const double z_y = hot ? static_cast<double>(z[y]) : 0.0;
     int64_t j = 0;
     for (; j + kW <= c; j += kW) {
       const V p = ((cpu::load_opmath(z + j) - V(hi)) - V(lo)).exp();
@@ -172,7 +175,7 @@ struct CrossEntropyRows {
       const A p = std::exp((static_cast<A>(z[j]) - hi) - lo);
       g[j] = static_cast<T>((smooth ? std::fma(p, b, static_cast<A>(-q_one(t, j))) : p * b) * u);
     }
-    if constexpr (!kProb) {
+    if (hot) {
       // The target class: B p_y - q_y = B (p_y - 1) + (B - q_y), with p_y - 1 = expm1(z_y - lse) exact to an ulp
       // where p_y is near 1. B p_y - q_y from exp cancels there: the ulp of exp's result (1e-16 in float64) became
       // the whole error of a gradient of size 1 - p_y (300 ulps of a 0.02 gradient in torch's CrossEntropyLoss
@@ -250,13 +253,13 @@ struct CrossEntropyRows {
         }
         const T* z = logits + i * c;
         const T* t = kProb ? prob + i * c : nullptr;
-        if constexpr (std::is_same_v<A, double>) {
-          // float64 recomputes m and log_s (two more reads of the row) rather than take the rounded lse (see
-          // write_grad); float64 is the dtype of gradchecks, not of speed.
+        if (std::is_same_v<A, double> && class_start == 0 && num_classes == c) {
+          // float64 over whole rows recomputes m and log_s (two more reads of the row) rather than take the rounded
+          // lse (see write_grad); float64 is the dtype of gradchecks, not of speed. A block of classes cannot.
           const RowTerms r = row_terms(z, t, y);
           write_grad(z, t, y, r.m, r.log_s, mass[i], static_cast<A>(upstream[i]), g);
         } else {
-          write_grad(z, t, y, lse[i], 0.0, mass[i], static_cast<A>(upstream[i]), g);
+          write_grad(z, t, y - class_start, lse[i], 0.0, mass[i], static_cast<A>(upstream[i]), g);
         }
       }
     });

@@ -22,6 +22,8 @@ CrossEntropyLaunch cross_entropy_launch(const CrossEntropyTensors& ce, int64_t i
   l.weight = ce.weight.defined() ? ce.weight.const_data_ptr() : nullptr;
   l.n = ce.logits.size(0);
   l.c = ce.logits.size(1);
+  l.class_start = ce.class_start;
+  l.num_classes = ce.num_classes;
   l.ignore_index = ignore_index;
   l.label_smoothing = label_smoothing;
   return l;

@@ -116,7 +116,8 @@ struct RowParams {
   const T* prob;         // probability targets, or null
   const A* weight;       // class weights, or null
   int64_t c, ignore_index;
-  double keep, spread;  // 1 - eps and eps / C
+  int64_t class_start, num_classes;  // the row's c columns are classes class_start .. of num_classes
+  double keep, spread;  // 1 - eps and eps / num_classes
   bool smooth;          // q has more than the one-hot term
   bool aligned;         // every base pointer is 16-byte aligned: rows can be read as packs
 
@@ -204,22 +205,24 @@ __device__ RowResult row_result(const RowParams<T>& rp, int64_t row, int64_t y) 
   return {qsum * log_s - qz, static_cast<double>(st.m) + log_s, qsum};
 }
 
-// The class of `row` for index targets (0 for probabilities), or -1 for an ignored row and -2 for a class out of
-// range, which is flagged in *bad_row (raised as a Python error by the binding; never a device assert).
+// The class of `row` for index targets (of all num_classes; 0 for probabilities), or -1 for an ignored row and -2
+// for a class out of range, which is flagged in *bad_row (raised as a Python error by the binding; never a device
+// assert).
 template <typename T>
 __device__ __forceinline__ int64_t row_class(const RowParams<T>& rp, int64_t row, int64_t* bad_row) {
   if (!rp.index) return 0;
   const int64_t y = rp.index[row];
   if (y == rp.ignore_index) return -1;
-  if (y < 0 || y >= rp.c) {
+  if (y < 0 || y >= rp.num_classes) {
     if (threadIdx.x == 0 && bad_row != nullptr) *bad_row = row;
     return -2;
   }
   return y;
 }
 
-// Writes (b exp(z - lse) - q) * u over row `row` into g (the row's gradient; g may be the logits row itself: each
-// element is read by the thread that then writes it, and the target logit is not read again).
+// Writes (b exp(z - lse) - q) * u over row `row` into g, y being the target's column (outside [0, c): no one-hot
+// term, a block of classes without the target). g may be the logits row itself: each element is read by the
+// thread that then writes it, and the target logit is not read again.
 template <typename T>
 __device__ void write_row_grad(const RowParams<T>& rp, int64_t row, int64_t y, opmath_t<T> u, opmath_t<T> b,
                                double lse_row, T* g) {
@@ -230,7 +233,8 @@ __device__ void write_row_grad(const RowParams<T>& rp, int64_t row, int64_t y, o
   // lse = hi + lo in two math-type numbers: (z - hi) - lo keeps a float64 lse's precision.
   const A hi = static_cast<A>(lse_row);
   const A lo = static_cast<A>(lse_row - static_cast<double>(hi));
-  const A one_hot = rp.index ? static_cast<A>(rp.keep * (rp.weight ? rp.weight[y] : 1.0)) : A(0);
+  const A one_hot =
+      rp.index && y >= 0 && y < c ? static_cast<A>(rp.keep * (rp.weight ? rp.weight[y] : 1.0)) : A(0);
   const T* t_row = rp.prob ? rp.prob + row * c : nullptr;
   const A keep = static_cast<A>(rp.keep), spread = static_cast<A>(rp.spread);
   auto grad_at = [&](int64_t j, A v) -> T {
@@ -340,11 +344,12 @@ __global__ void __launch_bounds__(kRowThreadsMax, 1)
   write_row_grad(rp, row, y, static_cast<A>(u), static_cast<A>(row_mass), row_lse, g);
 }
 
+// `grad` may be the logits (cross_entropy_block_grad_ works in place), so it is not __restrict__.
 template <typename T>
 __global__ void __launch_bounds__(kRowThreadsMax, 2)
     cross_entropy_backward_kernel(RowParams<T> rp, const double* __restrict__ grad_rows,
                                   const double* __restrict__ lse, const opmath_t<T>* __restrict__ target_mass,
-                                  T* __restrict__ grad) {
+                                  T* grad) {
   const int64_t row = blockIdx.x;
   T* g = grad + row * rp.c;
   const int64_t y = row_class(rp, row, nullptr);
@@ -352,7 +357,8 @@ __global__ void __launch_bounds__(kRowThreadsMax, 2)
     fill_row(rp.c, y == -1, g);
     return;
   }
-  write_row_grad(rp, row, y, static_cast<opmath_t<T>>(grad_rows[row]), target_mass[row], lse[row], g);
+  write_row_grad(rp, row, y - rp.class_start, static_cast<opmath_t<T>>(grad_rows[row]), target_mass[row], lse[row],
+                 g);
 }
 
 // x[row, :] *= scale[row * scale_stride], skipping rows whose factor is exactly 1 (no write at all: the common
@@ -405,8 +411,10 @@ RowParams<T> row_params(const CrossEntropyLaunch& ce, const void* extra_ptr) {
   rp.weight = static_cast<const A*>(ce.weight);
   rp.c = ce.c;
   rp.ignore_index = ce.ignore_index;
+  rp.class_start = ce.class_start;
+  rp.num_classes = ce.num_classes;
   rp.keep = 1.0 - ce.label_smoothing;
-  rp.spread = ce.label_smoothing / static_cast<double>(ce.c);
+  rp.spread = ce.label_smoothing / static_cast<double>(ce.num_classes);
   rp.smooth = ce.probability_target || ce.label_smoothing > 0;
   rp.aligned = cuda::is_aligned16(ce.logits) && cuda::is_aligned16(extra_ptr) &&
                (!ce.probability_target || cuda::is_aligned16(ce.target));

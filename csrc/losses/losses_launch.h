@@ -21,6 +21,9 @@ struct CrossEntropyLaunch {
   bool probability_target;
   const void* weight;
   int64_t n, c;
+  // The c columns are classes class_start .. class_start + c - 1 of num_classes (cross_entropy_block_grad_; 0 and c
+  // otherwise): the one-hot column is target - class_start, the smoothing mass label_smoothing / num_classes.
+  int64_t class_start, num_classes;
   int64_t ignore_index;
   double label_smoothing;
   double* loss;
@@ -48,8 +51,8 @@ void scale_rows_cuda(DType dtype, void* x, int64_t rows, int64_t row_len, const 
                      cudaStream_t stream);
 
 // grad_logits = (target_mass softmax(logits) - q) * grad_rows[:, None], with `lse` and `target_mass` from the
-// forward (ce's output pointers are unused). Rows with an out-of-range class (which the forward has already
-// rejected) get NaN gradients.
+// forward (ce's output pointers are unused); grad_logits may be ce.logits (in place). Rows with an out-of-range
+// class (which the forward has already rejected) get NaN gradients.
 void cross_entropy_backward_cuda(const CrossEntropyLaunch& ce, const double* grad_rows, const double* lse,
                                  const void* target_mass, void* grad_logits, cudaStream_t stream);
 
