@@ -22,9 +22,13 @@ using cpu::opmath_t;
 using cpu::store_opmath;
 using cpu::Vectorized;
 
+// The vector bodies are forced inline: left to itself GCC kept gelu's backward (erf and exp inlined into it) out of
+// line, and every vector register is caller-saved, so the loop spilled its state around each call: float32 gelu
+// backward at 2^20 elements, one thread, took 7.3 ms at the AVX2 level and 3.9 ms at AVX-512 (torch: 3.1, 2.7).
+
 // act(x) on a vector; `param` is LeakyReLU's slope.
 template <Activation A, typename V>
-V vec_forward(const V& x, const V& param) {
+C10_ALWAYS_INLINE V vec_forward(const V& x, const V& param) {
   using S = typename V::value_type;
   const V one(S(1));
   if constexpr (A == Activation::ReLU) {
@@ -48,14 +52,18 @@ V vec_forward(const V& x, const V& param) {
 
 // grad * act'(x) from the input x.
 template <Activation A, typename V>
-V vec_backward_from_input(const V& g, const V& x, const V& param) {
+C10_ALWAYS_INLINE V vec_backward_from_input(const V& g, const V& x, const V& param) {
   using S = typename V::value_type;
   const V one(S(1));
   if constexpr (A == Activation::ReLU) {
     return V::blendv(g, V(S(0)), x <= V(S(0)));
   } else if constexpr (A == Activation::GELU) {
-    const V cdf = V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2))));
-    const V pdf = V(S(act::kGeluPdfScale)) * cpu::vmath::exp(x * x * V(S(-0.5)));
+    // exp(-x^2 / 2) is the normal pdf's exponential and the one inside erf(x / sqrt(2)): computed once, which took
+    // float32 gelu backward (2^20 elements, one thread) from 0.80x to 1.17x torch's speed at the AVX2 level (1.41x at
+    // AVX-512).
+    const V e = cpu::vmath::exp(x * x * V(S(-0.5)));
+    const V cdf = V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2)), e));
+    const V pdf = V(S(act::kGeluPdfScale)) * e;
     return g * (cdf + x * pdf);
   } else if constexpr (A == Activation::GELUTanh) {
     const V beta(S(act::kSqrt2OverPi));
@@ -83,7 +91,7 @@ V vec_backward_from_input(const V& g, const V& x, const V& param) {
 
 // grad * act'(x) from the output y (activations with backward_reads_output).
 template <Activation A, typename V>
-V vec_backward_from_output(const V& g, const V& y) {
+C10_ALWAYS_INLINE V vec_backward_from_output(const V& g, const V& y) {
   using S = typename V::value_type;
   if constexpr (A == Activation::ReLU) {
     return V::blendv(g, V(S(0)), y <= V(S(0)));
