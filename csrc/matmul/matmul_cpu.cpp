@@ -560,25 +560,20 @@ struct CpuGemm {
   }
 };
 
-// out[j] = sum over rows of g[:, j], accumulated in double (exact enough to match torch's pairwise sums for every
-// dtype): each thread sums a band of rows into its own partial vector, the partials are added at the end.
+// out[j] = sum over rows of g[:, j], in cpu::column_sum_t (exact enough to match torch's pairwise sums for every
+// dtype), in fixed chunks of rows: the same policy as bias_act's grad_bias, independent of the thread count.
 template <typename T>
 void column_sum_cpu(const T* g, int64_t rows, int64_t cols, T* out) {
-  const int threads = at::get_num_threads();
-  std::vector<double> partial(static_cast<size_t>(threads) * cols, 0.0);
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-    double* acc = partial.data() + static_cast<size_t>(at::get_thread_num()) * cols;
-    for (int64_t r = r0; r < r1; ++r) {
-      const T* row = g + r * cols;
-      for (int64_t j = 0; j < cols; ++j) acc[j] += static_cast<double>(row[j]);
-    }
-  });
-  for (int64_t j = 0; j < cols; ++j) {
-    double s = 0;
-    for (int t = 0; t < threads; ++t) s += partial[static_cast<size_t>(t) * cols + j];
-    out[j] = static_cast<T>(s);
-  }
+  using Acc = cpu::column_sum_t<T>;
+  cpu::column_sums<Acc>(
+      rows, cols,
+      [&](int64_t r0, int64_t r1, Acc* sum) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* row = g + r * cols;
+          for (int64_t j = 0; j < cols; ++j) sum[j] += static_cast<Acc>(row[j]);
+        }
+      },
+      [&](int64_t j, Acc total) { out[j] = static_cast<T>(total); });
 }
 
 struct CpuBackend {
