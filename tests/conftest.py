@@ -12,8 +12,9 @@ torch._functorch.config.enable_autograd_cache = False
 
 # Tests that check numbers against torch run again at every lower CPU kernel level this machine supports (`make test`
 # reruns `pytest -m cpu_levels` with FASTOPS_CPU_CAPABILITY=avx2, =default): every accuracy test (a name with
-# "matches_torch"), the property tests and torch's own OpInfo/ModuleInfo data.
-CPU_LEVEL_FILES = ("test_properties.py", "test_torch_opinfo.py", "test_torch_modules.py")
+# "matches_torch"), the property tests, torch's own OpInfo/ModuleInfo data, and the thread-count independence tests
+# (each level has its own vector widths and so its own task boundaries).
+CPU_LEVEL_FILES = ("test_properties.py", "test_torch_opinfo.py", "test_torch_modules.py", "test_threads.py")
 
 
 def pytest_configure(config):

@@ -62,6 +62,46 @@ def test_matmul_medium_shape_crosses_every_block(dtype, device):
         check_against_torch(ops.matmul, torch.matmul, sample)
 
 
+# A small output over a long K: the CPU kernel splits K into chunks summed apart (run_split in matmul_cpu.cpp), in
+# matmul (row-major and transposed operands), in linear with a bias, and in linear's weight gradient (K = tokens, the
+# shape that motivated the split), for every dtype the chunks' partial sums carry.
+LONG_K_SHAPES = (((), (), 5, 9000, 37), ((), (), 29, 12345, 7))
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_long_k_split_matches_torch(dtype, device):
+    for sample in matmul_samples(device, dtype, shapes=LONG_K_SHAPES, layouts=(("contiguous", "contiguous"),
+                                                                               ("mT", "mT"))):
+        check_against_torch(ops.matmul, torch.matmul, sample)
+    gen = torch.Generator().manual_seed(3)
+    x = make_tensor((9000, 37), dtype, device, requires_grad=True, generator=gen)
+    w = make_tensor((5, 37), dtype, device, requires_grad=True, generator=gen)
+    b = make_tensor((5,), dtype, device, requires_grad=True, generator=gen)
+    check_against_torch(fastops.functional.linear, F.linear, Sample((x, w, b), {}, "weight gradient over 9000 rows"),
+                        grad=True)
+    x_long, w_long, b_long = (make_tensor(shape, dtype, device, generator=gen)
+                              for shape in ((3, 9000), (37, 9000), (37,)))
+    check_against_torch(fastops.functional.linear, F.linear, Sample((x_long, w_long, b_long), {}, "long K, bias"))
+    for sample in accumulate_samples(device, dtype, shapes=((5, 9000, 37),), layouts=(("mT", "contiguous"),)):
+        check_accumulate_against_torch(sample)
+
+
+def test_cpu_one_row_product_is_correctly_rounded():
+    # The CPU kernel sums a one-row product (m == 1: a single token's logits, a decode step) in double and rounds
+    # once, so each float32 output is the float64 product rounded (barring ties closer than K double ulps, which
+    # these seeds do not hit). With float partial sums, linear_cross_entropy's weight gradient over one token erred
+    # past the accuracy rule on an AVX2 AMD EPYC (issue 14, item 12): the softmax gradient carries the logits'
+    # rounding into every element.
+    gen = torch.Generator().manual_seed(11)
+    a, b, c = (make_tensor(shape, torch.float32, "cpu", generator=gen) for shape in ((1, 1000), (1000, 300), (1, 300)))
+    w, bias = b.t().contiguous(), c[0]
+    exact = to_reference(a) @ to_reference(b)
+    assert torch.equal(ops.matmul(a, b), exact.float())
+    assert torch.equal(ops.linear(a, w, bias), (exact + to_reference(bias)).float())
+    assert torch.equal(_accumulated(c, a, b), (to_reference(c) + exact).float())
+
+
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
 @pytest.mark.parametrize("device", DEVICES)
 def test_matmul_reads_expanded_views_in_place(dtype, device):

@@ -22,9 +22,13 @@ using cpu::opmath_t;
 using cpu::store_opmath;
 using cpu::Vectorized;
 
+// The vector bodies are forced inline: left to itself GCC kept gelu's backward (erf and exp inlined into it) out of
+// line, and every vector register is caller-saved, so the loop spilled its state around each call: float32 gelu
+// backward at 2^20 elements, one thread, took 7.3 ms at the AVX2 level and 3.9 ms at AVX-512 (torch: 3.1, 2.7).
+
 // act(x) on a vector; `param` is LeakyReLU's slope.
 template <Activation A, typename V>
-V vec_forward(const V& x, const V& param) {
+C10_ALWAYS_INLINE V vec_forward(const V& x, const V& param) {
   using S = typename V::value_type;
   const V one(S(1));
   if constexpr (A == Activation::ReLU) {
@@ -48,14 +52,18 @@ V vec_forward(const V& x, const V& param) {
 
 // grad * act'(x) from the input x.
 template <Activation A, typename V>
-V vec_backward_from_input(const V& g, const V& x, const V& param) {
+C10_ALWAYS_INLINE V vec_backward_from_input(const V& g, const V& x, const V& param) {
   using S = typename V::value_type;
   const V one(S(1));
   if constexpr (A == Activation::ReLU) {
     return V::blendv(g, V(S(0)), x <= V(S(0)));
   } else if constexpr (A == Activation::GELU) {
-    const V cdf = V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2))));
-    const V pdf = V(S(act::kGeluPdfScale)) * cpu::vmath::exp(x * x * V(S(-0.5)));
+    // exp(-x^2 / 2) is the normal pdf's exponential and the one inside erf(x / sqrt(2)): computed once, which took
+    // float32 gelu backward (2^20 elements, one thread) from 0.80x to 1.17x torch's speed at the AVX2 level (1.41x at
+    // AVX-512).
+    const V e = cpu::vmath::exp(x * x * V(S(-0.5)));
+    const V cdf = V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2)), e));
+    const V pdf = V(S(act::kGeluPdfScale)) * e;
     return g * (cdf + x * pdf);
   } else if constexpr (A == Activation::GELUTanh) {
     const V beta(S(act::kSqrt2OverPi));
@@ -83,7 +91,7 @@ V vec_backward_from_input(const V& g, const V& x, const V& param) {
 
 // grad * act'(x) from the output y (activations with backward_reads_output).
 template <Activation A, typename V>
-V vec_backward_from_output(const V& g, const V& y) {
+C10_ALWAYS_INLINE V vec_backward_from_output(const V& g, const V& y) {
   using S = typename V::value_type;
   if constexpr (A == Activation::ReLU) {
     return V::blendv(g, V(S(0)), y <= V(S(0)));
@@ -118,10 +126,6 @@ struct BackwardOp : act::Backward<A> {
 
 #define FASTOPS_DISPATCH_FLOATS(dtype, name, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
-
-// Rows of bias_act's backward summed into one partial grad_bias row. Fixed (not derived from the thread count) so
-// grad_bias is bitwise reproducible; also the parallel grain along rows.
-constexpr int64_t kBiasChunkRows = 64;
 
 // Rows per parallel task so that each task has about kElementwiseGrain elements.
 inline int64_t row_grain(int64_t cols) { return std::max<int64_t>(1, cpu::kElementwiseGrain / std::max<int64_t>(cols, 1)); }
@@ -175,13 +179,13 @@ struct CpuBackend {
     });
   }
 
-  // grad_x and grad_bias in one read of grad and x: chunks of kBiasChunkRows rows run in parallel, each writing
-  // grad_x and accumulating its column sums in a wider type (a float32 sum over thousands of rows would lose to
-  // torch's cascade sum) into its own partial row; the partial rows are then summed in chunk order, parallel over columns.
+  // grad_x and grad_bias in one read of grad and x: cpu::column_sums hands out chunks of rows, each written to grad_x
+  // and summed into its own partial grad_bias row in a wider type (a float32 sum over thousands of rows would lose
+  // to torch's cascade sum); the partial rows are summed in chunk order, so grad_bias does not depend on the thread
+  // count.
   static void bias_act_backward(Activation act, const at::Tensor& grad, const at::Tensor& x, const at::Tensor& bias,
                                 at::Tensor& grad_x, at::Tensor& grad_bias) {
     const int64_t cols = bias.numel(), rows = x.numel() / cols;
-    const int64_t chunks = (rows + kBiasChunkRows - 1) / kBiasChunkRows;
     FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_bias_act_backward", [&] {
       using M = opmath_t<scalar_t>;
       using V = Vectorized<M>;
@@ -190,44 +194,30 @@ struct CpuBackend {
       const scalar_t* xp = x.const_data_ptr<scalar_t>();
       const scalar_t* bp = bias.const_data_ptr<scalar_t>();
       scalar_t* gxp = grad_x.data_ptr<scalar_t>();
-      // Column sums in a type wider than the output: double for 16/32-bit, x87 long double for float64.
-      using Acc = std::conditional_t<std::is_same_v<scalar_t, double>, long double, double>;
-      std::vector<Acc> partial(static_cast<size_t>(chunks * cols), Acc(0));
+      scalar_t* gbp = grad_bias.data_ptr<scalar_t>();
       dispatch_activation(act, [&](auto a) {
         constexpr Activation A = decltype(a)::value;
-        const int64_t chunk_grain = std::max<int64_t>(1, row_grain(cols) / kBiasChunkRows);
-        at::parallel_for(0, chunks, chunk_grain, [&](int64_t begin, int64_t end) {
-          std::vector<M> row(static_cast<size_t>(cols));  // this row's grad_x before rounding to T
-          for (int64_t c = begin; c < end; ++c) {
-            Acc* sum = partial.data() + c * cols;
-            const int64_t row_end = std::min(rows, (c + 1) * kBiasChunkRows);
-            for (int64_t r = c * kBiasChunkRows; r < row_end; ++r) {
-              const int64_t o = r * cols;
-              int64_t j = 0;
-              for (; j + kWidth <= cols; j += kWidth) {
-                const V gx = vec_backward_from_input<A>(load_opmath(gp + o + j),
-                                                        load_opmath(xp + o + j) + load_opmath(bp + j), V(M(0)));
-                store_opmath(gxp + o + j, gx);
-                gx.store(row.data() + j);
-              }
-              for (; j < cols; ++j) {
-                row[j] = act::backward_from_input<A>(M(gp[o + j]), M(xp[o + j]) + M(bp[j]), M(0));
-                gxp[o + j] = static_cast<scalar_t>(row[j]);
-              }
-              for (j = 0; j < cols; ++j) sum[j] += row[j];
+        const auto add_rows = [&](int64_t r0, int64_t r1, cpu::column_sum_t<scalar_t>* sum) {
+          std::vector<M> row(static_cast<size_t>(cols));  // a row's grad_x before rounding to T
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t o = r * cols;
+            int64_t j = 0;
+            for (; j + kWidth <= cols; j += kWidth) {
+              const V gx = vec_backward_from_input<A>(load_opmath(gp + o + j),
+                                                      load_opmath(xp + o + j) + load_opmath(bp + j), V(M(0)));
+              store_opmath(gxp + o + j, gx);
+              gx.store(row.data() + j);
             }
+            for (; j < cols; ++j) {
+              row[j] = act::backward_from_input<A>(M(gp[o + j]), M(xp[o + j]) + M(bp[j]), M(0));
+              gxp[o + j] = static_cast<scalar_t>(row[j]);
+            }
+            for (j = 0; j < cols; ++j) sum[j] += row[j];
           }
-        });
+        };
+        cpu::column_sums<cpu::column_sum_t<scalar_t>>(
+            rows, cols, add_rows, [&](int64_t j, auto total) { gbp[j] = static_cast<scalar_t>(total); });
       });
-      scalar_t* gbp = grad_bias.data_ptr<scalar_t>();
-      at::parallel_for(0, cols, std::max<int64_t>(1, cpu::kElementwiseGrain / std::max<int64_t>(chunks, 1)),
-                       [&](int64_t begin, int64_t end) {
-                         for (int64_t j = begin; j < end; ++j) {
-                           Acc total = 0;
-                           for (int64_t c = 0; c < chunks; ++c) total += partial[c * cols + j];
-                           gbp[j] = static_cast<scalar_t>(total);
-                         }
-                       });
     });
   }
 

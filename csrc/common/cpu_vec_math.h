@@ -1,20 +1,48 @@
-// Inline float32 vector math for the CPU kernels (AVX-512 builds), used instead of at::vec's Sleef-based functions.
+// Inline float32 vector math for the CPU kernels (AVX2 and AVX-512 builds), used instead of at::vec's Sleef-based
+// functions.
 //
-// Why: Vectorized<float>::exp() and erf() call Sleef_expf16_u10 out of line. Every zmm register is caller-saved in
-// the x86-64 ABI, so a kernel that keeps two vectors in flight spills them all around each call; perf showed the
-// gelu kernel's hot loop dominated by those stack reloads. These versions inline into the caller and keep everything
-// in registers. Single thread, 2^20 float32 elements (torch.utils.benchmark, min of 5 medians): gelu 634 -> 443 us,
-// silu 470 -> 378 us, tanh 1500 -> 435..580 us (noisy machine); torch: 345, 416, 375 us. float64 keeps at::vec's (Sleef) functions: the double kernels are not the CPU target and their
-// accuracy rule is one double ulp.
+// Why: Vectorized<float>::exp() and erf() call Sleef_expf8_u10 / Sleef_expf16_u10 out of line. Every ymm/zmm register
+// is caller-saved in the x86-64 ABI, so a kernel that keeps two vectors in flight spills them all around each call;
+// perf showed the gelu kernel's hot loop dominated by those stack reloads. These versions are forced inline into the
+// caller (C10_ALWAYS_INLINE: see activations_cpu.cpp for what GCC did otherwise) and keep everything in registers.
+// AVX-512, single thread, 2^20 float32 elements (torch.utils.benchmark, min of 5 medians): gelu 634 -> 443 us, silu
+// 470 -> 378 us, tanh 1500 -> 435..580 us (noisy machine); torch: 345, 416, 375 us.
+//
+// One implementation serves both levels: it is written on Vectorized<float> (whose operators are single AVX2 or
+// AVX-512 instructions, FMA included) and differs per level only in how 2^n is applied (pow2_scale). The two levels
+// give bitwise the same results. float64 keeps at::vec's (Sleef) functions: the double kernels are not the CPU target
+// and their accuracy rule is one double ulp. The portable level (no FMA) keeps at::vec's too: there Vectorized<float>
+// is a loop over std:: functions, as in torch's own kernels at that level.
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
+#include <c10/macros/Macros.h>
 
 namespace fastops::cpu::vmath {
 
 using at::vec::Vectorized;
 
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+
+using VF = Vectorized<float>;
+
+// p * 2^n for integral n in [-150, 128] (float lanes), rounded once: the zeros, denormals and infinities of the
+// result come out right. AVX-512 has it as one instruction. AVX2 builds 2^n from two halves, n = n1 + n2 with
+// |n1|, |n2| <= 75 so that both 2^n1 and 2^n2 are normal floats: p * 2^n1 is exact (p is within [0.7, 1.5)), and the
+// second product is the single rounding, as in vscalefps.
+C10_ALWAYS_INLINE VF pow2_scale(const VF& p, const VF& n) {
 #if defined(CPU_CAPABILITY_AVX512)
+  return _mm512_scalef_ps(p, n);
+#else
+  const __m256i ni = _mm256_cvtps_epi32(n);
+  const __m256i n1 = _mm256_srai_epi32(ni, 1);
+  const __m256i n2 = _mm256_sub_epi32(ni, n1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+  return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+#endif
+}
 
 // exp(x) for float32, within about 1 ulp (the polynomial's own error is 3.8e-9 relative, below float's half ulp),
 // with IEEE behaviour at the edges: +inf above ln(FLT_MAX), 0 below the smallest denormal, gradual underflow in
@@ -22,39 +50,39 @@ using at::vec::Vectorized;
 //
 // x = n*ln2 + r with |r| <= ln2/2 (Cody-Waite: n*ln2 subtracted in two FMAs so r is exact), exp(r) = 1 + r + r^2*P(r)
 // with P a degree-4 near-minimax fit of (exp(r)-1-r)/r^2 (Chebyshev-node least squares weighted for relative
-// error), and 2^n applied by vscalefps, which also produces the denormals, the zeros and the infinities.
-inline __m512 exp_avx512(__m512 x) {
-  // Clamping keeps r meaningful for huge |x| (the answer there is 0 or inf anyway). max/min return their second
-  // operand when either is NaN, so a NaN x passes through.
-  x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269502e+00f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(6.93147182e-01f), x);  // float(ln 2)
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-1.90465432e-09f), r);        // ln 2 - float(ln 2)
-  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.37514074e-03f), r, _mm512_set1_ps(8.36891588e-03f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.16695327e-02f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.66665182e-01f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.99999881e-01f));
-  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
+// error), and 2^n applied by pow2_scale.
+C10_ALWAYS_INLINE VF exp(VF x) {
+  // Clamping keeps r meaningful for huge |x| (the answer there is 0 or inf anyway). The underlying max/min return
+  // their second operand when either is NaN, and clamp passes x second, so a NaN x passes through.
+  x = at::vec::clamp(x, VF(-104.0f), VF(89.0f));
+  const VF n = (x * VF(1.44269502e+00f)).round();
+  VF r = at::vec::fnmadd(n, VF(6.93147182e-01f), x);   // float(ln 2)
+  r = at::vec::fnmadd(n, VF(-1.90465432e-09f), r);     // ln 2 - float(ln 2)
+  VF p = at::vec::fmadd(VF(1.37514074e-03f), r, VF(8.36891588e-03f));
+  p = at::vec::fmadd(p, r, VF(4.16695327e-02f));
+  p = at::vec::fmadd(p, r, VF(1.66665182e-01f));
+  p = at::vec::fmadd(p, r, VF(4.99999881e-01f));
+  p = at::vec::fmadd(p * r, r, r + VF(1.0f));
+  return pow2_scale(p, n);
 }
 
 // erf(x) for float32 with torch's own formula (Abramowitz & Stegun 7.1.26, as Vectorized<float>::erf and oneDNN's
-// gelu_erf use), so the error stays torch's (at most 1.5e-7 absolute): sign(x) * (1 - t*P(t)*exp(-x^2)),
-// t = 1 / (1 + 0.3275911*|x|). Only the exp differs (the inline one above instead of Sleef's).
-inline __m512 erf_avx512(__m512 x) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 sign = _mm512_set1_ps(-0.0f);
-  const __m512 ax = _mm512_andnot_ps(sign, x);
-  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, one));
-  __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(1.061405429f), t, _mm512_set1_ps(-1.453152027f));
-  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(1.421413741f));
-  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-0.284496736f));
-  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(0.254829592f));
-  const __m512 e = exp_avx512(_mm512_fnmadd_ps(x, x, _mm512_setzero_ps()));  // exp(-x^2)
-  const __m512 magnitude = _mm512_fnmadd_ps(_mm512_mul_ps(e, t), poly, one);
-  return _mm512_or_ps(magnitude, _mm512_and_ps(x, sign));  // copysign(magnitude, x)
+// gelu_erf use), so the error stays torch's (at most 1.5e-7 absolute): sign(x) * (1 - t*P(t)*e), e = exp(-x^2),
+// t = 1 / (1 + 0.3275911*|x|). Only the exp differs (the inline one above instead of Sleef's). A caller that already
+// has e (gelu's backward: it is the normal pdf's exponential too) passes it and saves one exp.
+C10_ALWAYS_INLINE VF erf(const VF& x, const VF& e) {
+  const VF one(1.0f);
+  const VF sign(-0.0f);
+  const VF t = one / at::vec::fmadd(VF(0.3275911f), x.abs(), one);
+  VF poly = at::vec::fmadd(VF(1.061405429f), t, VF(-1.453152027f));
+  poly = at::vec::fmadd(poly, t, VF(1.421413741f));
+  poly = at::vec::fmadd(poly, t, VF(-0.284496736f));
+  poly = at::vec::fmadd(poly, t, VF(0.254829592f));
+  const VF magnitude = at::vec::fnmadd(e * t, poly, one);
+  return magnitude | (x & sign);  // copysign(magnitude, x)
 }
+
+C10_ALWAYS_INLINE VF erf(const VF& x) { return erf(x, exp(at::vec::fnmadd(x, x, VF(0.0f)))); }
 
 // tanh(x) for float32, within about 1 ulp. Near zero an odd polynomial, x + x^3*P(x^2) for |x| < 0.85 (P of degree
 // 6, a near-minimax fit of (tanh(x)-x)/x^3 weighted for relative error: 3.5e-9 with float coefficients); elsewhere
@@ -62,50 +90,47 @@ inline __m512 erf_avx512(__m512 x) {
 // blended, which is still well under the work of Sleef_tanhf16_u10 (what Vectorized<float>::tanh calls out of line).
 // The split point trades polynomial degree against the quotient's rounding: at 0.55 (degree 4) the worst error was
 // 1.4 ulp just above the split, at 0.85 it is 0.9 ulp.
-inline __m512 tanh_avx512(__m512 x) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 sign = _mm512_set1_ps(-0.0f);
-  const __m512 ax = _mm512_andnot_ps(sign, x);
-  const __m512 x2 = _mm512_mul_ps(x, x);
-  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(-5.123661831e-04f), x2, _mm512_set1_ps(2.723197220e-03f));
-  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-8.399761282e-03f));
-  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(2.172728814e-02f));
-  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-5.394442752e-02f));
-  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(1.333314329e-01f));
-  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-3.333332837e-01f));
-  const __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, x2), x, x);
-  const __m512 e = exp_avx512(_mm512_mul_ps(ax, _mm512_set1_ps(-2.0f)));
+C10_ALWAYS_INLINE VF tanh(const VF& x) {
+  const VF one(1.0f);
+  const VF sign(-0.0f);
+  const VF ax = x.abs();
+  const VF x2 = x * x;
+  VF p = at::vec::fmadd(VF(-5.123661831e-04f), x2, VF(2.723197220e-03f));
+  p = at::vec::fmadd(p, x2, VF(-8.399761282e-03f));
+  p = at::vec::fmadd(p, x2, VF(2.172728814e-02f));
+  p = at::vec::fmadd(p, x2, VF(-5.394442752e-02f));
+  p = at::vec::fmadd(p, x2, VF(1.333314329e-01f));
+  p = at::vec::fmadd(p, x2, VF(-3.333332837e-01f));
+  const VF small = at::vec::fmadd(p * x2, x, x);
+  const VF e = exp(ax * VF(-2.0f));
   // 1 - 2e/(1+e) with a single final rounding: d = 1 + e is rounded, but its rounding error d_err is exact (Fast2Sum,
   // 1 >= e), and one Newton step against the exact 1 + e = d + d_err turns 1/d into 1/(1+e) to ~2^-46; the result
   // is then one fnmadd. The straightforward 1 - (e+e)/(1+e) rounds three times and measured 0.85 ulp worst case,
   // which bias_act's tanh backward (1 - t^2 from a recomputed t) magnified past the accuracy rule.
-  const __m512 d = _mm512_add_ps(one, e);
-  const __m512 d_err = _mm512_sub_ps(e, _mm512_sub_ps(d, one));
-  const __m512 r0 = _mm512_div_ps(one, d);
-  const __m512 residual = _mm512_fnmadd_ps(d_err, r0, _mm512_fnmadd_ps(d, r0, one));  // 1 - (1+e)*r0
-  const __m512 r = _mm512_fmadd_ps(r0, residual, r0);
-  const __m512 large = _mm512_fnmadd_ps(_mm512_add_ps(e, e), r, one);
+  const VF d = one + e;
+  const VF d_err = e - (d - one);
+  const VF r0 = one / d;
+  const VF residual = at::vec::fnmadd(d_err, r0, at::vec::fnmadd(d, r0, one));  // 1 - (1+e)*r0
+  const VF r = at::vec::fmadd(r0, residual, r0);
+  const VF large = at::vec::fnmadd(e + e, r, one);
   // NaN compares false, so a NaN takes the `large` branch, which is NaN too. `small` already carries x's sign;
   // OR-ing it in afterwards gives `large` its sign and keeps tanh(-0) = -0.
-  const __m512 magnitude =
-      _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.85f), _CMP_LT_OQ), large, small);
-  return _mm512_or_ps(magnitude, _mm512_and_ps(x, sign));
+  const VF magnitude = VF::blendv(large, small, ax < VF(0.85f));
+  return magnitude | (x & sign);
 }
 
-inline Vectorized<float> exp(const Vectorized<float>& x) { return exp_avx512(x); }
-inline Vectorized<float> tanh(const Vectorized<float>& x) { return tanh_avx512(x); }
-inline Vectorized<float> erf(const Vectorized<float>& x) { return erf_avx512(x); }
-
-#else  // other CPU capabilities keep at::vec's functions
+#else  // the portable level keeps at::vec's functions
 
 inline Vectorized<float> exp(const Vectorized<float>& x) { return x.exp(); }
 inline Vectorized<float> tanh(const Vectorized<float>& x) { return x.tanh(); }
 inline Vectorized<float> erf(const Vectorized<float>& x) { return x.erf(); }
+inline Vectorized<float> erf(const Vectorized<float>& x, const Vectorized<float>&) { return x.erf(); }
 
 #endif
 
 inline Vectorized<double> exp(const Vectorized<double>& x) { return x.exp(); }
 inline Vectorized<double> erf(const Vectorized<double>& x) { return x.erf(); }
+inline Vectorized<double> erf(const Vectorized<double>& x, const Vectorized<double>&) { return x.erf(); }
 inline Vectorized<double> tanh(const Vectorized<double>& x) { return x.tanh(); }
 
 }  // namespace fastops::cpu::vmath

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <type_traits>
 #include <limits>
+#include <vector>
 
 #include "common/cpu_elementwise.h"
 #include "losses/loss_math.h"
@@ -375,19 +376,25 @@ void pointwise_forward_typed(const Loss& loss, const PointwiseTensors& p, double
     });
     return;
   }
+  // One partial sum per fixed group of blocks (not per thread: at::parallel_reduce's per-thread partials made the
+  // total depend on the thread count), the groups' sums added in order.
   using R = reduce_math_t<T>;
-  const double total = at::parallel_reduce(
-      0, blocks, grain, 0.0,
-      [&](int64_t b0, int64_t b1, double acc) {
-        R buf[kBlock];
-        for (int64_t b = b0; b < b1; ++b) {
-          const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
-          loss_block<T, Loss, false>(loss, p, start, len, static_cast<R>(param), buf);
-          acc += sum_buffer(buf, len);
-        }
-        return acc;
-      },
-      std::plus<double>());
+  const int64_t groups = (blocks + grain - 1) / grain;
+  std::vector<double> partial(static_cast<size_t>(groups));
+  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+    R buf[kBlock];
+    for (int64_t grp = g0; grp < g1; ++grp) {
+      double acc = 0;
+      for (int64_t b = grp * grain; b < std::min(blocks, (grp + 1) * grain); ++b) {
+        const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+        loss_block<T, Loss, false>(loss, p, start, len, static_cast<R>(param), buf);
+        acc += sum_buffer(buf, len);
+      }
+      partial[grp] = acc;
+    }
+  });
+  double total = 0;
+  for (const double part : partial) total += part;
   // A plain conversion, not fill_: a sum past the dtype's range is inf, as torch's, where fill_ would refuse the
   // value ("cannot be converted to type float without overflow").
   *out.data_ptr<T>() = static_cast<T>(static_cast<A>(red == Reduction::Mean ? total / static_cast<double>(n) : total));

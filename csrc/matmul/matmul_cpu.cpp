@@ -1,9 +1,11 @@
 // CPU GEMM: cache-blocked and packed, with a register-tiled at::vec micro-kernel, parallel with at::parallel_for.
 //
-// Loop nest (the classic BLIS/GotoBLAS one): for each kNC-wide column panel of C and each kKC-deep slice of K,
-// B's kKC x kNC panel is packed once (in parallel) into kNR-wide slivers; then tasks over (kMC-row block of A,
-// share of the panel's slivers) each pack their A block into kMR-tall slivers and run the micro-kernel, which
-// keeps a kMR x kNR tile of C in vector registers across the whole K slice (kMR x 2 FMAs per pair of B loads).
+// Loop nest (the classic BLIS/GotoBLAS one): for each panel of B (a kNC-wide column range, as many kKC-deep K slices
+// as fit in kPanelBytes), the panel is packed once (in parallel) into kNR-wide slivers; then tasks over (kMC-row
+// block of A, share of the panel's slivers) each pack their A block into kMR-tall slivers, one K slice at a time,
+// and run the micro-kernel, which keeps a kMR x kNR tile of C in vector registers across the whole K slice (kMR x 2
+// FMAs per pair of B loads). A small output over a long K splits K into chunks instead (run_split). How the loop nest
+// is threaded, and why it opens so few parallel regions: "Threading" below.
 // Packing is where the layout flags are resolved (transposed operands cost nothing extra) and where 16-bit inputs
 // are widened to float; edges are zero-padded in the packed buffers so the micro-kernel never branches.
 // Accumulation is in at::opmath_type<T>: partial sums across K slices go to C itself for float/double and to a
@@ -24,6 +26,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 #include <vector>
 
@@ -46,6 +49,18 @@ template <typename T>
 T* thread_buffer(std::vector<T>& storage, size_t n) {
   if (storage.size() < n) storage.resize(n);
   return storage.data();
+}
+
+// Runs worker(next) on each of torch's threads, where next() hands out the tasks 0 .. n - 1, each to whichever thread
+// asks first, then -1 (dynamic scheduling: see "Threading" in CpuGemm). One at::parallel_for region.
+template <typename Worker>
+void run_tasks(int64_t n, const Worker& worker) {
+  std::atomic<int64_t> counter{0};
+  const auto next = [&]() -> int64_t {
+    const int64_t t = counter.fetch_add(1, std::memory_order_relaxed);
+    return t < n ? t : -1;
+  };
+  at::parallel_for(0, n, 1, [&](int64_t, int64_t) { worker(next); });
 }
 
 // Whether the vector multiply-adds of this CPU level round once (fused). The portable x86-64 level has no FMA, so
@@ -163,24 +178,31 @@ struct CpuGemm {
     }
   }
 
-  // Merges a micro-kernel tile into C rows [i, i + rows) and columns [j, j + cols): adds the partial sums of the
-  // earlier K slices (or, on the first slice of an accumulating GEMM, the old C), and on the last slice the bias,
-  // rounding to T once.
-  void store_tile(const Acc* tile, int64_t i, int64_t rows, int64_t j, int64_t cols, bool first, bool last) const {
+  // Where one K slice's tile goes: `ws` (rows ldw apart) holds the partial sums of the slices before the last. The
+  // first slice starts the sum (with the old C when old_c: an accumulating GEMM adds it exactly once); the last ends
+  // it: C = sum + bias, rounded to T once.
+  struct Slice {
+    Acc* ws;
+    int64_t ldw;
+    bool first, last, old_c;
+  };
+
+  // Merges a micro-kernel tile (rows kNR apart) into rows [i, i + rows) and columns [j, j + cols) of the sum.
+  void store_tile(const Acc* tile, int64_t i, int64_t rows, int64_t j, int64_t cols, const Slice& s) const {
     if constexpr (std::is_same_v<Acc, cpu::opmath_t<T>>) {  // a double accumulator takes the scalar loop below
       if (cols == kNR) {  // full-width tile: whole vectors
         for (int64_t r = 0; r < rows; ++r) {
           const Acc* t = tile + r * kNR;
-          Acc* w = first && last ? nullptr : ws + (i + r) * ldw + j;
+          Acc* w = s.first && s.last ? nullptr : s.ws + (i + r) * s.ldw + j;
           T* out = c + (i + r) * g.ldc + j;
           for (int64_t q = 0; q < kNR; q += kVec) {
             V v = V::loadu(t + q);
-            if (!first) {
+            if (!s.first) {
               v = v + V::loadu(w + q);
-            } else if (g.accumulate) {
+            } else if (s.old_c) {
               v = v + cpu::load_opmath(out + q);
             }
-            if (last) {
+            if (s.last) {
               if (bias) v = v + V::loadu(bias + j + q);
               cpu::store_opmath(out + q, v);
             } else {
@@ -193,16 +215,16 @@ struct CpuGemm {
     }
     for (int64_t r = 0; r < rows; ++r) {
       const Acc* t = tile + r * kNR;
-      Acc* w = first && last ? nullptr : ws + (i + r) * ldw + j;
+      Acc* w = s.first && s.last ? nullptr : s.ws + (i + r) * s.ldw + j;
       T* out = c + (i + r) * g.ldc + j;
       for (int64_t q = 0; q < cols; ++q) {
         Acc v = t[q];
-        if (!first) {
+        if (!s.first) {
           v += w[q];
-        } else if (g.accumulate) {
+        } else if (s.old_c) {
           v += static_cast<Acc>(out[q]);
         }
-        if (last) {
+        if (s.last) {
           if (bias) v += bias[j + q];
           out[q] = static_cast<T>(v);
         } else {
@@ -212,27 +234,69 @@ struct CpuGemm {
     }
   }
 
-  // m == 1, a vector-matrix product (bound by reading B, so packing would not pay). Each output is summed in
-  // kLanes interleaved partial sums added at the end: a long dot product then rounds about as little as BLAS's
-  // gemv, where one running sum over k would lose up to kLanes times more.
+  // m == 1, a vector-matrix product (bound by reading B once, so packing would not pay), summed in double for every
+  // dtype: products of 16/32-bit values are exact there, and each output is rounded once, so a float32 row comes out
+  // correctly rounded but for ties closer than k double ulps. A one-row product is where rounding shows most (a
+  // single token's logits, whose errors the softmax gradient carries into every weight-gradient element):
+  // linear_cross_entropy's float32 weight gradient over one token (1 x 33 -> 31 classes, the property test that
+  // failed on an AVX2 AMD EPYC, issue 14 item 12) had 1.47e-7 error against float64 with float partial sums, above
+  // the rule's 1.42e-7 (torch there: 4.13e-8, reproduced here with MKL_CBWR=COMPATIBLE); with double sums 4.65e-8.
+  // Each output's sum runs in an order fixed by k alone, whatever the split into tasks.
   void run_row() const {
-    constexpr int64_t kLanes = 8, kCols = 16;
-    at::parallel_for(0, (g.n + kCols - 1) / kCols, 16, [&](int64_t b0, int64_t b1) {
-      for (int64_t blk = b0; blk < b1; ++blk) {
-        const int64_t j0 = blk * kCols, cols = std::min(kCols, g.n - j0);
-        Acc part[kLanes][kCols] = {};
+    const T* a_row = a;
+    std::vector<T> gathered;
+    if (g.a.trans && g.k > 1) {  // a column of a wider matrix: gathered once
+      gathered.resize(static_cast<size_t>(g.k));
+      for (int64_t p = 0; p < g.k; ++p) gathered[p] = a[p * g.a.ld];
+      a_row = gathered.data();
+    }
+    const auto finish = [&](int64_t j, double sum) {
+      if (g.accumulate) sum += static_cast<double>(c[j]);
+      if (bias) sum += static_cast<double>(bias[j]);
+      c[j] = static_cast<T>(sum);
+    };
+    if (g.b.trans) {
+      // B's columns are contiguous (a Linear weight): one dot product per output, in kLanes interleaved sums (the
+      // compiler keeps them in vector registers; enough of them to cover the adds' latency), added pairwise at the
+      // end.
+      constexpr int64_t kLanes = 32;
+      at::parallel_for(0, g.n, 16, [&](int64_t j0, int64_t j1) {
+        for (int64_t j = j0; j < j1; ++j) {
+          const T* col = b + j * g.b.ld;
+          double lane[kLanes] = {};
+          int64_t p = 0;
+          for (; p + kLanes <= g.k; p += kLanes) {
+            for (int64_t l = 0; l < kLanes; ++l) {
+              lane[l] += static_cast<double>(a_row[p + l]) * static_cast<double>(col[p + l]);
+            }
+          }
+          for (int64_t l = 0; p + l < g.k; ++l) {
+            lane[l] += static_cast<double>(a_row[p + l]) * static_cast<double>(col[p + l]);
+          }
+          for (int64_t width = kLanes / 2; width > 0; width /= 2) {
+            for (int64_t l = 0; l < width; ++l) lane[l] += lane[l + width];
+          }
+          finish(j, lane[0]);
+        }
+      });
+      return;
+    }
+    // B's rows are contiguous: each task keeps one running sum per output of its kRowCols columns and streams the rows
+    // of B through them, reading each row segment contiguously (walking down a narrow column strip instead touched a
+    // new page per k: [1, 4096] x [4096, 4096] took 53 ms against torch's 8.6).
+    constexpr int64_t kRowCols = 512;
+    at::parallel_for(0, (g.n + kRowCols - 1) / kRowCols, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<double> sums(static_cast<size_t>(kRowCols));
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t j0 = t * kRowCols, cols = std::min(kRowCols, g.n - j0);
+        std::fill(sums.begin(), sums.end(), 0.0);
+        double* acc = sums.data();
         for (int64_t p = 0; p < g.k; ++p) {
-          const Acc av = load_a(0, p);
-          Acc* lane = part[p % kLanes];
-          for (int64_t q = 0; q < cols; ++q) lane[q] += av * load_b(p, j0 + q);
+          const double av = static_cast<double>(a_row[p]);
+          const T* row = b + p * g.b.ld + j0;
+          for (int64_t q = 0; q < cols; ++q) acc[q] += av * static_cast<double>(row[q]);
         }
-        for (int64_t q = 0; q < cols; ++q) {
-          Acc sum = 0;
-          for (int64_t l = 0; l < kLanes; ++l) sum += part[l][q];
-          if (g.accumulate) sum += static_cast<Acc>(c[j0 + q]);
-          if (bias) sum += bias[j0 + q];
-          c[j0 + q] = static_cast<T>(sum);
-        }
+        for (int64_t q = 0; q < cols; ++q) finish(j0 + q, acc[q]);
       }
     });
   }
@@ -314,101 +378,189 @@ struct CpuGemm {
     }
   }
 
-  // The loop nest of run() with AMX slivers (measured numbers: at amx::micro_kernel in cpu_amx.h).
-  void run_amx() const {
+  // ---- The loop nest, for either micro-kernel ----
+  // What the loop nest needs of a micro-kernel: its blocking, its packed operand layouts and its per-thread setup.
+  struct FmaKernel {
+    using Packed = Acc;
+    static constexpr int64_t kKc = kKC, kMc = kMC, kNr = kNR, kMr = kMR;
+    static int64_t padded(int64_t kc) { return kc; }  // k of a packed sliver
+    static void begin() {}
+    static void end() {}
+    static void pack_a(const CpuGemm& gemm, Packed* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc) {
+      gemm.pack_a(dst, i0, mc, p0, kc);
+    }
+    static void pack_b(const CpuGemm& gemm, Packed* dst, int64_t p0, int64_t kc, int64_t j0, int64_t cols) {
+      gemm.pack_b_sliver(dst, p0, kc, j0, cols);
+    }
+    static void micro(int64_t kc, const Packed* pa, const Packed* pb, Acc* tile) { micro_kernel(kc, pa, pb, tile); }
+  };
+
+  struct AmxKernel {
+    using Packed = uint16_t;
+    static constexpr int64_t kKc = kAmxKC, kMc = kAmxMC, kNr = amx::kSliver, kMr = amx::kSliver;
+    static int64_t padded(int64_t kc) { return (kc + amx::kBlockK - 1) / amx::kBlockK * amx::kBlockK; }
+    static void begin() { amx::begin(); }
+    static void end() { amx::end(); }
+    static void pack_a(const CpuGemm& gemm, Packed* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc) {
+      gemm.pack_a_amx(dst, i0, mc, p0, kc, padded(kc));
+    }
+    static void pack_b(const CpuGemm& gemm, Packed* dst, int64_t p0, int64_t kc, int64_t j0, int64_t cols) {
+      gemm.pack_b_amx(dst, p0, kc, padded(kc), j0, cols);
+    }
+    static void micro(int64_t kc, const Packed* pa, const Packed* pb, Acc* tile) {
+      amx::micro_kernel(padded(kc) / amx::kBlockK, pa, pb, tile, amx::kSliver);
+    }
+  };
+
+  // Threading. Every at::parallel_for region ends in a barrier, and a thread that the OS deschedules (other processes
+  // on the machine: data loader workers, a second job) stalls every region it is part of. The first version opened
+  // two regions per 256-deep K slice (pack B, then compute), 32768 of them for an [8, 2^22] x [2^22, 64] product,
+  // which took 64 s against torch's 0.85 s with 2 threads on a loaded machine. So: few regions per GEMM (two per
+  // panel of packed B below; one plus the final sum for a split K), and inside a region the threads claim tasks one
+  // at a time from a shared counter (run_tasks) instead of taking fixed shares, so a descheduled thread holds up only
+  // the task it is in while the others take the rest.
+  //
+  // Results never depend on the thread count: how the work is cut into tasks changes only who computes a tile, not
+  // the order of its sums, and whether K is split is decided by the shape alone.
+
+  // Packed B per panel: as many K slices of a kNC-wide panel as fit, packed in one region and then consumed by one
+  // region of compute tasks (L3-resident, as the single 256 x 2048 slice was).
+  static constexpr int64_t kPanelBytes = int64_t{8} << 20;
+  // Compute tasks wanted per thread: enough that a descheduled thread's share is taken up by the others.
+  static constexpr int64_t kTasksPerThread = 4;
+
+  // The loop nest over panels of B: a region packs the panel (tasks: K slice x sliver), then a region of tasks
+  // (row block x share of the panel's slivers) each packs its A block per K slice and runs the micro-kernels.
+  template <typename K>
+  void run_panels() const {
+    using P = typename K::Packed;
     const int64_t m = g.m, n = g.n, k = g.k;
-    static thread_local std::vector<uint16_t> b_storage;
+    const int64_t row_blocks = (m + K::kMc - 1) / K::kMc;
+    const int64_t total_slices = (k + K::kKc - 1) / K::kKc;
+    static thread_local std::vector<P> b_storage;
     for (int64_t j0 = 0; j0 < n; j0 += kNC) {
       const int64_t nc = std::min(kNC, n - j0);
-      const int64_t slivers = (nc + amx::kSliver - 1) / amx::kSliver;
-      for (int64_t p0 = 0; p0 < k; p0 += kAmxKC) {
-        const int64_t kc = std::min(kAmxKC, k - p0);
-        const int64_t kcp = (kc + amx::kBlockK - 1) / amx::kBlockK * amx::kBlockK;
-        const bool first = p0 == 0, last = p0 + kc == k;
-        uint16_t* pb = thread_buffer(b_storage, static_cast<size_t>(slivers * amx::kSliver * kcp));
-        at::parallel_for(0, slivers, 1, [&](int64_t s0, int64_t s1) {
-          for (int64_t s = s0; s < s1; ++s) {
-            pack_b_amx(pb + s * amx::kSliver * kcp, p0, kc, kcp, j0 + s * amx::kSliver,
-                       std::min(amx::kSliver, nc - s * amx::kSliver));
+      const int64_t slivers = (nc + K::kNr - 1) / K::kNr;
+      const int64_t slice_elems = slivers * K::kNr * K::padded(K::kKc);  // one packed K slice of the panel
+      const int64_t panel_slices = std::clamp<int64_t>(
+          kPanelBytes / static_cast<int64_t>(slice_elems * sizeof(P)), 1, total_slices);
+      P* pb = thread_buffer(b_storage, static_cast<size_t>(panel_slices * slice_elems));
+      const int64_t shares =
+          std::min(slivers, (kTasksPerThread * at::get_num_threads() + row_blocks - 1) / row_blocks);
+      for (int64_t first_slice = 0; first_slice < total_slices; first_slice += panel_slices) {
+        const int64_t slices = std::min(panel_slices, total_slices - first_slice);
+        run_tasks(slices * slivers, [&](const auto& next) {
+          for (int64_t t; (t = next()) >= 0;) {
+            const int64_t sl = t / slivers, s = t % slivers;
+            const int64_t p0 = (first_slice + sl) * K::kKc, kc = std::min(K::kKc, k - p0);
+            K::pack_b(*this, pb + sl * slice_elems + s * K::kNr * K::padded(kc), p0, kc, j0 + s * K::kNr,
+                      std::min(K::kNr, nc - s * K::kNr));
           }
         });
-        const int64_t row_blocks = (m + kAmxMC - 1) / kAmxMC;
-        const int64_t shares = std::min(slivers, std::max<int64_t>(1, at::get_num_threads() / row_blocks));
-        at::parallel_for(0, row_blocks * shares, 1, [&](int64_t t0, int64_t t1) {
-          static thread_local std::vector<uint16_t> a_storage;
-          uint16_t* pa = thread_buffer(a_storage, static_cast<size_t>(kAmxMC * kcp));
-          alignas(64) Acc tile[amx::kSliver * amx::kSliver];
-          int64_t packed_block = -1;
-          amx::begin();
-          for (int64_t task = t0; task < t1; ++task) {
-            const int64_t block = task / shares, share = task % shares;
-            const int64_t i0 = block * kAmxMC, mc = std::min(kAmxMC, m - i0);
-            if (block != packed_block) {
-              pack_a_amx(pa, i0, mc, p0, kc, kcp);
-              packed_block = block;
-            }
+        run_tasks(row_blocks * shares, [&](const auto& next) {
+          static thread_local std::vector<P> a_storage;
+          P* pa = thread_buffer(a_storage, static_cast<size_t>(K::kMc * K::padded(K::kKc)));
+          alignas(64) Acc tile[K::kMr * kNR];
+          K::begin();
+          for (int64_t t; (t = next()) >= 0;) {
+            const int64_t block = t / shares, share = t % shares;
+            const int64_t i0 = block * K::kMc, mc = std::min(K::kMc, m - i0);
             const int64_t s_begin = slivers * share / shares, s_end = slivers * (share + 1) / shares;
-            for (int64_t s = s_begin; s < s_end; ++s) {
-              const int64_t j = j0 + s * amx::kSliver, cols = std::min(amx::kSliver, n - j);
-              for (int64_t r = 0; r < mc; r += amx::kSliver) {
-                amx::micro_kernel(kcp / amx::kBlockK, pa + r * kcp, pb + s * amx::kSliver * kcp, tile,
-                                  amx::kSliver);
-                store_tile(tile, i0 + r, std::min(amx::kSliver, mc - r), j, cols, first, last);
+            for (int64_t sl = 0; sl < slices; ++sl) {
+              const int64_t p0 = (first_slice + sl) * K::kKc, kc = std::min(K::kKc, k - p0), kcp = K::padded(kc);
+              const Slice dst{ws, ldw, p0 == 0, p0 + kc == k, g.accumulate};
+              K::pack_a(*this, pa, i0, mc, p0, kc);
+              for (int64_t s = s_begin; s < s_end; ++s) {
+                const int64_t j = j0 + s * K::kNr, cols = std::min(K::kNr, n - j);
+                const P* pbs = pb + sl * slice_elems + s * K::kNr * kcp;
+                for (int64_t r = 0; r < mc; r += K::kMr) {
+                  K::micro(kc, pa + r * kcp, pbs, tile);
+                  store_tile(tile, i0 + r, std::min(K::kMr, mc - r), j, cols, dst);
+                }
               }
             }
           }
-          amx::end();
+          K::end();
         });
       }
     }
   }
 
-  void run(bool use_amx) const {
+  // Split K: a small output over a long K (the weight gradient of a small layer over many tokens) has too few tiles
+  // to share among threads, and the panel loop would need one panel per few thousand k. K is cut into chunks instead;
+  // each task (chunk x row block) packs its own slices of A and B and sums its chunk into its own partial tile, and
+  // the partial tiles are added in chunk order at the end. The chunks depend on the shape only.
+  static constexpr int64_t kSplitMinK = 4096;          // k per chunk, at least: the final sum is < 1/4096 of the work
+  static constexpr int64_t kSplitMaxChunks = 64;
+  static constexpr int64_t kSplitMaxOutput = 1 << 16;  // m * n, at most: the partials take at most 16 MiB (float)
+
+  static int64_t k_chunks(const GemmArgs& args) {
+    if (args.m == 1 || args.n > kNC || args.m * args.n > kSplitMaxOutput) return 1;
+    return std::clamp<int64_t>(args.k / kSplitMinK, 1, kSplitMaxChunks);
+  }
+
+  template <typename K>
+  void run_split(int64_t chunks) const {
+    using P = typename K::Packed;
     const int64_t m = g.m, n = g.n, k = g.k;
-    if (m == 1) return run_row();
-    if constexpr (kAmxCapable) {
-      if (use_amx) return run_amx();
-    }
-    static thread_local std::vector<Acc> b_storage;
-    for (int64_t j0 = 0; j0 < n; j0 += kNC) {
-      const int64_t nc = std::min(kNC, n - j0);
-      const int64_t slivers = (nc + kNR - 1) / kNR;
-      for (int64_t p0 = 0; p0 < k; p0 += kKC) {
-        const int64_t kc = std::min(kKC, k - p0);
-        const bool first = p0 == 0, last = p0 + kc == k;
-        Acc* pb = thread_buffer(b_storage, static_cast<size_t>(slivers * kNR * kc));
-        at::parallel_for(0, slivers, 1, [&](int64_t s0, int64_t s1) {
-          for (int64_t s = s0; s < s1; ++s) {
-            pack_b_sliver(pb + s * kNR * kc, p0, kc, j0 + s * kNR, std::min(kNR, nc - s * kNR));
+    const int64_t chunk = ((k + chunks - 1) / chunks + K::kKc - 1) / K::kKc * K::kKc;  // whole K slices
+    chunks = (k + chunk - 1) / chunk;
+    const int64_t row_blocks = (m + K::kMc - 1) / K::kMc, slivers = (n + K::kNr - 1) / K::kNr;
+    std::vector<Acc> partial(static_cast<size_t>(chunks * m * n));
+    run_tasks(chunks * row_blocks, [&](const auto& next) {
+      static thread_local std::vector<P> a_storage, b_storage;
+      P* pa = thread_buffer(a_storage, static_cast<size_t>(K::kMc * K::padded(K::kKc)));
+      P* pb = thread_buffer(b_storage, static_cast<size_t>(slivers * K::kNr * K::padded(K::kKc)));
+      alignas(64) Acc tile[K::kMr * kNR];
+      K::begin();
+      for (int64_t t; (t = next()) >= 0;) {
+        const int64_t part = t / row_blocks, block = t % row_blocks;
+        const int64_t i0 = block * K::kMc, mc = std::min(K::kMc, m - i0);
+        const int64_t p_begin = part * chunk, p_end = std::min(k, p_begin + chunk);
+        for (int64_t p0 = p_begin; p0 < p_end; p0 += K::kKc) {
+          const int64_t kc = std::min(K::kKc, p_end - p0), kcp = K::padded(kc);
+          const Slice dst{partial.data() + part * m * n, n, p0 == p_begin, false, false};
+          for (int64_t s = 0; s < slivers; ++s) {
+            K::pack_b(*this, pb + s * K::kNr * kcp, p0, kc, s * K::kNr, std::min(K::kNr, n - s * K::kNr));
           }
-        });
-        // Tasks: every kMC block of rows, times enough column shares of the panel to give each thread work.
-        const int64_t row_blocks = (m + kMC - 1) / kMC;
-        const int64_t shares = std::min(slivers, std::max<int64_t>(1, at::get_num_threads() / row_blocks));
-        at::parallel_for(0, row_blocks * shares, 1, [&](int64_t t0, int64_t t1) {
-          static thread_local std::vector<Acc> a_storage;
-          Acc* pa = thread_buffer(a_storage, static_cast<size_t>(kMC * kc));
-          alignas(64) Acc tile[kMR * kNR];
-          int64_t packed_block = -1;
-          for (int64_t task = t0; task < t1; ++task) {
-            const int64_t block = task / shares, share = task % shares;
-            const int64_t i0 = block * kMC, mc = std::min(kMC, m - i0);
-            if (block != packed_block) {
-              pack_a(pa, i0, mc, p0, kc);
-              packed_block = block;
-            }
-            const int64_t s_begin = slivers * share / shares, s_end = slivers * (share + 1) / shares;
-            for (int64_t s = s_begin; s < s_end; ++s) {
-              const int64_t j = j0 + s * kNR, cols = std::min(kNR, n - j);
-              for (int64_t r = 0; r < mc; r += kMR) {
-                micro_kernel(kc, pa + r * kc, pb + s * kNR * kc, tile);
-                store_tile(tile, i0 + r, std::min(kMR, mc - r), j, cols, first, last);
-              }
+          K::pack_a(*this, pa, i0, mc, p0, kc);
+          for (int64_t s = 0; s < slivers; ++s) {
+            for (int64_t r = 0; r < mc; r += K::kMr) {
+              K::micro(kc, pa + r * kcp, pb + s * K::kNr * kcp, tile);
+              store_tile(tile, i0 + r, std::min(K::kMr, mc - r), s * K::kNr, std::min(K::kNr, n - s * K::kNr), dst);
             }
           }
-        });
+        }
       }
+      K::end();
+    });
+    // C = the chunks' sums added in chunk order (+ the old C) + bias, rounded once.
+    at::parallel_for(0, m, std::max<int64_t>(1, cpu::kElementwiseGrain / (chunks * n)), [&](int64_t r0, int64_t r1) {
+      std::vector<Acc> row(static_cast<size_t>(n));
+      for (int64_t i = r0; i < r1; ++i) {
+        std::copy_n(partial.data() + i * n, n, row.data());
+        for (int64_t q = 1; q < chunks; ++q) {
+          const Acc* p = partial.data() + (q * m + i) * n;
+          for (int64_t j = 0; j < n; ++j) row[j] += p[j];
+        }
+        T* out = c + i * g.ldc;
+        for (int64_t j = 0; j < n; ++j) {
+          Acc v = row[j];
+          if (g.accumulate) v += static_cast<Acc>(out[j]);
+          if (bias) v += bias[j];
+          out[j] = static_cast<T>(v);
+        }
+      }
+    });
+  }
+
+  void run(bool use_amx) const {
+    if (g.m == 1) return run_row();
+    const int64_t chunks = k_chunks(g);
+    if constexpr (kAmxCapable) {
+      if (use_amx) return chunks > 1 ? run_split<AmxKernel>(chunks) : run_panels<AmxKernel>();
     }
+    return chunks > 1 ? run_split<FmaKernel>(chunks) : run_panels<FmaKernel>();
   }
 
   // All batches. Many small products run one per thread; large ones one after another, each parallel inside.
@@ -421,9 +573,10 @@ struct CpuGemm {
       const T* src = static_cast<const T*>(g.bias);
       bias.assign(src, src + g.n);
     }
-    // No workspace when C can hold the partial sums (or there is a single K slice, or the row path runs).
+    // No workspace when C can hold the partial sums (or there is a single K slice, or the row path or a split K
+    // runs).
     const bool use_amx = amx_wanted();
-    const bool direct = std::is_same_v<T, Acc> || g.k <= (use_amx ? kAmxKC : kKC) || g.m == 1;
+    const bool direct = std::is_same_v<T, Acc> || g.k <= (use_amx ? kAmxKC : kKC) || g.m == 1 || k_chunks(g) > 1;
     auto one = [&](int64_t i, std::vector<Acc>& workspace) {
       CpuGemm self{g, a0 + i * g.a.batch_stride, b0 + i * g.b.batch_stride, c0 + i * g.batch_stride_c,
                    bias.empty() ? nullptr : bias.data(), nullptr, g.ldc};
@@ -449,25 +602,20 @@ struct CpuGemm {
   }
 };
 
-// out[j] = sum over rows of g[:, j], accumulated in double (exact enough to match torch's pairwise sums for every
-// dtype): each thread sums a band of rows into its own partial vector, the partials are added at the end.
+// out[j] = sum over rows of g[:, j], in cpu::column_sum_t (exact enough to match torch's pairwise sums for every
+// dtype), in fixed chunks of rows: the same policy as bias_act's grad_bias, independent of the thread count.
 template <typename T>
 void column_sum_cpu(const T* g, int64_t rows, int64_t cols, T* out) {
-  const int threads = at::get_num_threads();
-  std::vector<double> partial(static_cast<size_t>(threads) * cols, 0.0);
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-    double* acc = partial.data() + static_cast<size_t>(at::get_thread_num()) * cols;
-    for (int64_t r = r0; r < r1; ++r) {
-      const T* row = g + r * cols;
-      for (int64_t j = 0; j < cols; ++j) acc[j] += static_cast<double>(row[j]);
-    }
-  });
-  for (int64_t j = 0; j < cols; ++j) {
-    double s = 0;
-    for (int t = 0; t < threads; ++t) s += partial[static_cast<size_t>(t) * cols + j];
-    out[j] = static_cast<T>(s);
-  }
+  using Acc = cpu::column_sum_t<T>;
+  cpu::column_sums<Acc>(
+      rows, cols,
+      [&](int64_t r0, int64_t r1, Acc* sum) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* row = g + r * cols;
+          for (int64_t j = 0; j < cols; ++j) sum[j] += static_cast<Acc>(row[j]);
+        }
+      },
+      [&](int64_t j, Acc total) { out[j] = static_cast<T>(total); });
 }
 
 struct CpuBackend {

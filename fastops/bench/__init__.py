@@ -2,7 +2,7 @@
 
 from .core import CSV_COLUMNS, Case, Result, run_cases
 
-FAMILIES = ("activations", "losses", "matmul", "training")
+FAMILIES = ("activations", "losses", "matmul", "training", "overhead")
 
 __all__ = ["CSV_COLUMNS", "FAMILIES", "Case", "Result", "family_cases", "run_cases"]
 
