@@ -116,6 +116,15 @@ struct BackwardOp : act::Backward<A> {
   }
 };
 
+// grad * act'(x) from the input x: bias_act's backward without a bias.
+template <typename T, Activation A>
+struct BackwardFromInputOp {
+  using M = opmath_t<T>;
+  using V = Vectorized<M>;
+  V operator()(const V& g, const V& x) const { return vec_backward_from_input<A>(g, x, V(M(0))); }
+  M operator()(M g, M x) const { return act::backward_from_input<A>(g, x, M(0)); }
+};
+
 #define FASTOPS_DISPATCH_FLOATS(dtype, name, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
@@ -178,8 +187,20 @@ struct CpuBackend {
   // grad_x and grad_bias in one read of grad and x: chunks of kBiasChunkRows rows run in parallel, each writing
   // grad_x and accumulating its column sums in a wider type (a float32 sum over thousands of rows would lose to
   // torch's cascade sum) into its own partial row; the partial rows are then summed in chunk order, parallel over columns.
-  static void bias_act_backward(Activation act, const at::Tensor& grad, const at::Tensor& x, const at::Tensor& bias,
-                                at::Tensor& grad_x, at::Tensor& grad_bias) {
+  static void bias_act_backward(Activation act, const at::Tensor& grad, const at::Tensor& x,
+                                const at::Tensor* bias_arg, at::Tensor& grad_x, at::Tensor* grad_bias_arg) {
+    if (bias_arg == nullptr) {
+      FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_act_backward_from_input", [&] {
+        dispatch_activation(act, [&](auto a) {
+          cpu::map_elementwise(x.numel(), grad_x.data_ptr<scalar_t>(),
+                               BackwardFromInputOp<scalar_t, decltype(a)::value>{}, grad.const_data_ptr<scalar_t>(),
+                               x.const_data_ptr<scalar_t>());
+        });
+      });
+      return;
+    }
+    const at::Tensor& bias = *bias_arg;
+    at::Tensor& grad_bias = *grad_bias_arg;
     const int64_t cols = bias.numel(), rows = x.numel() / cols;
     const int64_t chunks = (rows + kBiasChunkRows - 1) / kBiasChunkRows;
     FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_bias_act_backward", [&] {
@@ -294,6 +315,14 @@ struct CpuBackend {
 };
 
 }  // namespace
+
+void bias_act_cpu(Activation act, const at::Tensor& x, const at::Tensor* bias, at::Tensor& y) {
+  if (bias != nullptr) {
+    CpuBackend::bias_act_forward(act, x, *bias, y);
+  } else {
+    CpuBackend::forward(act, x, y, 0.0);
+  }
+}
 
 TORCH_LIBRARY_IMPL(fastops, CPU, m) { ActivationOps<CpuBackend>::register_kernels(m); }
 

@@ -79,7 +79,7 @@ def _bias_act_fake(x, bias, act):
 
 @torch.library.register_fake("fastops::bias_act_backward")
 def _bias_act_backward_fake(grad_output, x, bias, act):
-    return x.new_empty(x.shape), bias.new_empty(bias.shape)
+    return x.new_empty(x.shape), (bias.new_empty(bias.shape) if bias is not None else x.new_empty(0))
 
 
 def _bias_act_setup(ctx, inputs, output):

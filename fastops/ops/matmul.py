@@ -151,8 +151,7 @@ def _linear_act_grad(ctx, grad, _grad_pre):
     x, weight, pre, bias = ctx.saved_tensors
     if not ctx.store_pre:
         raise RuntimeError("fastops.linear_act: the backward needs the pre-activation: call with store_pre=True")
-    grad_pre, grad_bias = fastops.bias_act_backward(grad, pre, bias if ctx.has_bias else pre.new_zeros(weight.shape[0]),
-                                                    ctx.act)
+    grad_pre, grad_bias = fastops.bias_act_backward(grad, pre, bias if ctx.has_bias else None, ctx.act)
     grad_x, grad_weight = _linear_operand_grads(ctx, grad_pre, x, weight)
     return grad_x, grad_weight, grad_bias if ctx.has_bias and ctx.needs_input_grad[2] else None, None, None
 
