@@ -1,10 +1,12 @@
 // Flat elementwise maps and sums for CUDA over n elements of one layout, math in opmath_t<T>, torch-free:
 //   launch_map:          out[i] = op(in[0][i], in[1][i], ...)
-//   launch_sum_partials: sum_i op(in[0][i], ...) in a wider type R, as fixed-order per-block partial sums
-//                        (deterministic: the blocks and their elements depend on n only), finished by finish_sum.
-// Fast path: each thread moves 16-byte packs of every operand, taken when every pointer is 16-byte aligned; the
-// elements past the last whole pack are handled by the same kernel. Fallback: a grid-stride scalar loop, when any
-// pointer is not 16-byte aligned (slices, storage offsets). Indices are int64: 2^31+ element tensors are normal.
+//   launch_sum:          scale * sum_i op(in[0][i], ...) in a wider type R, as fixed-order per-block partial sums
+//                        (deterministic: the blocks and their elements depend on n only) and one finishing block.
+// Fast path: 16-byte packs of every operand, taken when every pointer is 16-byte aligned; the map's threads each move
+// kPacksPerThread packs per operand with all loads issued before any math, so a warp keeps 16 B x 32 x
+// kPacksPerThread x operands in flight (needed to approach the copy ceiling). Fallback: a grid-stride scalar loop,
+// for a misaligned pointer (slices, storage offsets) and for the map's tail that does not fill a pack. Indices are
+// int64: 2^31+ element tensors are normal.
 #pragma once
 
 #include <utility>
@@ -43,11 +45,8 @@ __device__ __forceinline__ auto apply_at(const Op& op, const Inputs<T, N>& in, i
 
 template <typename T, typename Op, int N>
 __global__ void __launch_bounds__(kElementwiseThreads)
-    map_packed_kernel(int64_t n, T* __restrict__ out, Inputs<T, N> in, Op op) {
+    map_packed_kernel(int64_t n_packs, T* __restrict__ out, Inputs<T, N> in, Op op) {
   using P = Pack16<T>;
-  using A = opmath_t<T>;
-  const int64_t n_packs = n / P::kSize;
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kPacksPerThread * blockDim.x + threadIdx.x;
   P loaded[kPacksPerThread][N];
 #pragma unroll
@@ -65,14 +64,11 @@ __global__ void __launch_bounds__(kElementwiseThreads)
       P result;
 #pragma unroll
       for (int e = 0; e < P::kSize; ++e) {
-        result.v[e] = from_opmath<T>(apply_to_packs<A>(op, loaded[u], e, std::make_index_sequence<N>{}));
+        result.v[e] = from_opmath<T>(apply_to_packs<opmath_t<T>>(op, loaded[u], e, std::make_index_sequence<N>{}));
       }
       reinterpret_cast<P*>(out)[p] = result;
     }
   }
-  // The elements past the last whole pack (fewer than a pack: the first threads of the grid take one each).
-  const int64_t tail = n_packs * P::kSize + thread;
-  if (tail < n) out[tail] = from_opmath<T>(apply_at<A>(op, in, tail, std::make_index_sequence<N>{}));
 }
 
 template <typename T, typename Op, int N>
@@ -84,20 +80,34 @@ __global__ void __launch_bounds__(kElementwiseThreads)
   }
 }
 
+template <typename T, typename Op, int N>
+void launch_scalar_map(int64_t n, T* out, Inputs<T, N> in, Op op, cudaStream_t stream) {
+  // Grid-stride: 2^16 blocks of 256 threads cover any size without overflowing gridDim.x.
+  const int64_t blocks = std::min<int64_t>(ceil_div(n, kElementwiseThreads), 1 << 16);
+  map_scalar_kernel<<<static_cast<unsigned>(blocks), kElementwiseThreads, 0, stream>>>(n, out, in, op);
+}
+
 // Enqueues out = op(in...) on `stream`; op takes and returns opmath_t<T>. The caller checks the launch
 // (cudaGetLastError) afterwards.
 template <typename T, typename Op, int N>
 void launch_map(int64_t n, T* out, Inputs<T, N> in, Op op, cudaStream_t stream) {
   if (n <= 0) return;
   if (!all_aligned16(out, in)) {
-    // Grid-stride: 2^16 blocks of 256 threads cover any size without overflowing gridDim.x.
-    const int64_t blocks = std::min<int64_t>(ceil_div(n, kElementwiseThreads), 1 << 16);
-    map_scalar_kernel<<<static_cast<unsigned>(blocks), kElementwiseThreads, 0, stream>>>(n, out, in, op);
+    launch_scalar_map(n, out, in, op, stream);
     return;
   }
-  const int64_t n_packs = n / Pack16<T>::kSize;
-  const int64_t blocks = std::max<int64_t>(1, ceil_div(n_packs, int64_t{kElementwiseThreads} * kPacksPerThread));
-  map_packed_kernel<<<static_cast<unsigned>(blocks), kElementwiseThreads, 0, stream>>>(n, out, in, op);
+  constexpr int64_t kPack = Pack16<T>::kSize;
+  const int64_t n_packs = n / kPack;
+  if (n_packs > 0) {
+    const int64_t blocks = ceil_div(n_packs, static_cast<int64_t>(kElementwiseThreads) * kPacksPerThread);
+    map_packed_kernel<<<static_cast<unsigned>(blocks), kElementwiseThreads, 0, stream>>>(n_packs, out, in, op);
+  }
+  const int64_t done = n_packs * kPack;
+  if (done < n) {
+    Inputs<T, N> tail = in;
+    for (int k = 0; k < N; ++k) tail.p[k] += done;
+    launch_scalar_map(n - done, out + done, tail, op, stream);
+  }
 }
 
 // ---- deterministic sums ----

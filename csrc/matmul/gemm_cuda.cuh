@@ -80,15 +80,16 @@ Operand<T> operand_of(const MatrixRef& ref, int64_t outer, bool is_b) {
   return {static_cast<const T*>(ref.data), ref.ld, ref.batch_stride, outer, k_contiguous, vec16};
 }
 
-// Calls body(n0, a_base, b_base, c_base) for each (N tile, batch) of this block, whose M tile is blockIdx.x: N tiles
-// on grid y and batches on grid z, strided past 65535.
+// Calls body(n0, batch, a_base, b_base) for each (N tile, batch) of this block, whose M tile is blockIdx.x: N tiles
+// on grid y and batches on grid z, strided past 65535. (C's batch offset is left to the epilogue, so that the
+// pointer is not live through the K loop.)
 template <typename T, typename Body>
 __device__ __forceinline__ void for_each_tile(const Problem& pr, int64_t tile_n, const Operand<T>& a,
-                                              const Operand<T>& b, T* c, Body&& body) {
+                                              const Operand<T>& b, Body&& body) {
   for (int64_t n_tile = blockIdx.y; n_tile * tile_n < pr.n; n_tile += gridDim.y) {
     const int64_t n0 = n_tile * tile_n;
     for (int64_t batch = blockIdx.z; batch < pr.batch; batch += gridDim.z) {
-      body(n0, a.p + batch * a.batch_stride, b.p + batch * b.batch_stride, c + batch * pr.batch_stride_c);
+      body(n0, batch, a.p + batch * a.batch_stride, b.p + batch * b.batch_stride);
     }
   }
 }

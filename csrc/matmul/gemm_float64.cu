@@ -36,12 +36,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ Acc b_tile[kSmallTile][kSmallTile + 1];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kSmallTile;
-  for_each_tile(pr, kSmallTile, a, b, c, [&](int64_t n0, const T* a_base, const T* b_base, T* c_base) {
-    Acc acc[2][2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 2; ++j) acc[i][j] = Acc(0);
+  for_each_tile(pr, kSmallTile, a, b, [&](int64_t n0, int64_t batch, const T* a_base, const T* b_base) {
+    Acc acc[2][2] = {};
     for (int64_t k0 = 0; k0 < pr.k; k0 += kSmallTile) {
       load_small_tile(a, a_base, m0, k0, pr.k, tid, a_tile);
       load_small_tile(b, b_base, n0, k0, pr.k, tid, b_tile);
@@ -55,6 +51,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       __syncthreads();
     }
+    T* c_base = c + batch * pr.batch_stride_c;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int64_t row = m0 + ty + 16 * i;

@@ -183,7 +183,7 @@ __global__ void __launch_bounds__(kThreads)
   auto a_stage = [&](int s) { return smem + s * 2 * kTileBytes; };
   auto b_stage = [&](int s) { return smem + s * 2 * kTileBytes + kTileBytes; };
 
-  for_each_tile(pr, kBN, a, b, c, [&](int64_t n0, const T* a_base, const T* b_base, T* c_base) {
+  for_each_tile(pr, kBN, a, b, [&](int64_t n0, int64_t batch, const T* a_base, const T* b_base) {
     float acc[4][4][4];
 #pragma unroll
     for (int i = 0; i < 4; ++i)
@@ -225,6 +225,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // the shared memory is reused by this block's next tile
 
     // Accumulator (mi, ni, r): row lane/4 (+8 for r >= 2), column 2 * (lane % 4) + (r % 2) of the 16x8 tile.
+    T* c_base = c + batch * pr.batch_stride_c;
 #pragma unroll
     for (int mi = 0; mi < 4; ++mi) {
 #pragma unroll

@@ -103,12 +103,8 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kBM;
   const int64_t k_tiles = (pr.k + kBK - 1) / kBK;
 
-  for_each_tile(pr, kBN, a, b, c, [&](int64_t n0, const T* a_base, const T* b_base, T* c_base) {
-    Acc acc[8][8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-      for (int j = 0; j < 8; ++j) acc[i][j] = Acc(0);
+  for_each_tile(pr, kBN, a, b, [&](int64_t n0, int64_t batch, const T* a_base, const T* b_base) {
+    Acc acc[8][8] = {};
 
     Acc a_next[4], b_next[4];
     load_tile<T, kAKContiguous>(a, a_base, m0, 0, pr.k, tid, a_next);
@@ -143,6 +139,7 @@ __global__ void __launch_bounds__(kThreads)
       __syncthreads();
     }
 
+    T* c_base = c + batch * pr.batch_stride_c;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       const int64_t row = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + i - 4);
