@@ -21,7 +21,9 @@ export PATH := $(CCACHE_DIR_LINKS):$(PATH)
 
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 NVCC ?= nvcc
-CUDA_ARCH_FLAGS := -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80
+# The nvcc architectures, in one place for this check and setup.py (csrc/cuda_archs.txt: "90a;80").
+CUDA_ARCHS := $(shell cat csrc/cuda_archs.txt)
+CUDA_ARCH_FLAGS := $(foreach a,$(subst ;, ,$(CUDA_ARCHS)),-gencode=arch=compute_$(a),code=sm_$(a))
 # What torch's CUDAExtension passes to nvcc (torch.utils.cpp_extension.COMMON_NVCC_FLAGS): no implicit half/bf16
 # conversions or operators. The check must see them, or code that builds here would fail in the real build.
 TORCH_NVCC_FLAGS := -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \

@@ -16,7 +16,8 @@ AVX-512 one that a portable caller then runs on an AVX2 machine. Separate librar
 chosen one loaded keep every level's code to itself.
 
 Environment knobs:
-  FASTOPS_CUDA_ARCH        nvcc -gencode list, default "90a;80" (sm_90a for wgmma/TMA, sm_80 for Ampere)
+  FASTOPS_CUDA_ARCH        nvcc -gencode list, default csrc/cuda_archs.txt ("90a;80": sm_90a for wgmma/TMA, sm_80 for
+                           Ampere; make cuda-check reads the same file)
   FASTOPS_CPU_LEVELS       the CPU levels to build, default every level of the target architecture
   FASTOPS_FORCE_CPU=1      skip the CUDA sources even where CUDA is available
   MAX_JOBS                 parallel compile jobs (ninja)
@@ -75,7 +76,9 @@ def cuda_wanted() -> bool:
 
 
 def gencode_flags() -> list:
-    archs = os.environ.get("FASTOPS_CUDA_ARCH", "90a;80").replace(",", ";").split(";")
+    with open(os.path.join(ROOT, CSRC, "cuda_archs.txt")) as f:
+        default = f.read().strip()
+    archs = os.environ.get("FASTOPS_CUDA_ARCH", default).replace(",", ";").split(";")
     return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs if a]
 
 

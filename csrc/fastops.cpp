@@ -33,8 +33,9 @@ TORCH_LIBRARY(fastops, m) {
   m.def("tanh_backward(Tensor grad_output, Tensor result) -> Tensor");
   // act(x + bias) for x [..., N], bias [N]; act in relu, gelu, gelu_tanh, silu, sigmoid, tanh. Contiguous output.
   m.def("bias_act(Tensor x, Tensor bias, str act) -> Tensor");
-  // (grad_x, grad_bias) of bias_act in one pass over grad_output and x; grad_bias is the column sum of grad_x.
-  m.def("bias_act_backward(Tensor grad_output, Tensor x, Tensor bias, str act) -> (Tensor, Tensor)");
+  // (grad_x, grad_bias) of bias_act in one pass over grad_output and x; grad_bias is the column sum of grad_x. With
+  // bias None (linear_act without a bias): grad_x = grad_output * act'(x) and an empty grad_bias.
+  m.def("bias_act_backward(Tensor grad_output, Tensor x, Tensor? bias, str act) -> (Tensor, Tensor)");
   // swiglu(gate, up) = silu(gate) * up, gate and up of one shape.
   m.def("swiglu(Tensor gate, Tensor up) -> Tensor");
   // swiglu on one [..., 2H] tensor: gate = x[..., :H], up = x[..., H:], read in place. Output [..., H].
@@ -121,6 +122,15 @@ TORCH_LIBRARY(fastops, m) {
   m.def("bias_grad(Tensor grad_output) -> Tensor");
   // out += a @ b in place: 2-D a (m, k), b (k, n), row-major out (m, n), one dtype, fp32 accumulation, one rounding.
   m.def("matmul_accumulate_(Tensor(a!) out, Tensor a, Tensor b) -> ()");
+  // The CUDA GEMM plan (csrc/matmul/gemm_plan.h) for a described problem on a described device, as
+  // "kernel=...;tile_n=...;..." (tests check the decisions without a GPU; no memory is touched). ld: [lda, ldb, ldc]
+  // (empty: dense), offset: elements added to 256-byte aligned bases of [a, b, c, pre] (empty: none).
+  m.def("_gemm_plan(ScalarType dtype, int m, int n, int k, *, int batch=1, bool a_trans=False, bool b_trans=False, "
+        "int[] ld=[], int[] offset=[], bool accumulate=False, bool bias=False, bool fuse_act=False, bool pre=False, "
+        "bool allow_tf32=False, int cc=90, int num_sms=132, bool tma=True) -> str");
+  // Re-reads the kernel-variant switches (FASTOPS_NO_SM90, FASTOPS_SM90_NO_CLUSTER, FASTOPS_SM90_DIRECT_STORE), which
+  // the GEMMs otherwise read once per process: the benchmark calls it when it sets them for a provider.
+  m.def("_refresh_kernel_switches() -> ()");
 }
 
 // `import fastops._C` loads this shared library, whose static initialisers run the registrations above. The module

@@ -361,13 +361,15 @@ def sharding_rules_every_op(ctx):
             runs += 1
     missing = {str(o) for o in RULES} - covered
     assert not missing, f"ops without a sample here: {missing}"
-    # Every fastops op has a rule, but cross_entropy_forward_grad_ (see _rules.py; loss_parallel runs it), the
+    # Every fastops op has a rule, but the in-place cross_entropy_forward_grad_ and cross_entropy_block_grad_ (see
+    # _rules.py; loss_parallel runs them), the
     # Python custom ops linear_cross_entropy(_rows), whose chunk loop DTensor cannot see into (the same), and the
     # composite ops (CompositeImplicitAutograd: DTensor sees the ops they decompose into).
     schemas = {n.split("::")[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("fastops::")
                and not torch._C._dispatch_has_kernel_for_dispatch_key(n, "CompositeImplicitAutograd")}
     unruled = {n for n in schemas if not {f"fastops.{n}", f"fastops.{n}.default"} & {str(o) for o in RULES}}
-    assert unruled <= {"cross_entropy_forward_grad_", "linear_cross_entropy", "linear_cross_entropy_rows"}, unruled
+    assert unruled <= {"cross_entropy_forward_grad_", "cross_entropy_block_grad_", "linear_cross_entropy",
+                       "linear_cross_entropy_rows"}, unruled
     return {"ops": len(covered), "strategy_runs": runs}
 
 

@@ -1,5 +1,7 @@
 """The loss family against torch: accuracy, gradients, registration (opcheck), torch.compile, autocast, bad input."""
 
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -516,10 +518,40 @@ def test_bad_input_raises_clear_error(call, error, message):
 
 @requires_cuda
 @pytest.mark.cuda
-def test_cuda_bad_target_raises_without_killing_the_process():
+def test_cuda_bad_target_poisons_then_raises_without_killing_the_process():
+    # No host sync in the call: the out-of-range row's loss is NaN at once, and the recorded error is raised by the
+    # next cross-entropy call once the GPU has run the bad one (docs/errors.md).
     x = torch.randn(4, 1000, device="cuda")
-    with pytest.raises(IndexError, match=r"target 1000 \(row 2\) is out of bounds for 1000 classes"):
-        FF.cross_entropy(x, torch.tensor([0, 1, 1000, 2], device="cuda"))
+    good = torch.tensor([0, 1, 2, 3], device="cuda")
+    loss = FF.cross_entropy(x, torch.tensor([0, 1, 1000, 2], device="cuda"), reduction="none")
     torch.cuda.synchronize()  # the context survives: no device-side assert
-    torch.testing.assert_close(FF.cross_entropy(x, torch.tensor([0, 1, 2, 3], device="cuda")),
-                               F.cross_entropy(x, torch.tensor([0, 1, 2, 3], device="cuda")))
+    assert torch.isnan(loss[2]) and torch.isfinite(loss[[0, 1, 3]]).all()
+    with pytest.raises(IndexError, match=r"target 1000 \(row 2\) is out of bounds for 1000 classes"):
+        FF.cross_entropy(x, good)
+    # Raised once; the next calls are clean, and a mean over a bad row is NaN, never a plausible number.
+    torch.testing.assert_close(FF.cross_entropy(x, good), F.cross_entropy(x, good))
+    x.requires_grad_()
+    mean = FF.cross_entropy(x, torch.tensor([0, -5, 1, 2], device="cuda"))
+    mean.backward()
+    torch.cuda.synchronize()
+    assert torch.isnan(mean) and torch.isnan(x.grad[1]).all()
+    with pytest.raises(IndexError, match=r"target -5 \(row 1\) is out of bounds"):
+        FF.cross_entropy(x.detach(), good)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_training_step_never_waits_for_the_gpu():
+    # In sync-debug mode "error" torch raises on any synchronising call: cross entropy (forward and backward) and
+    # the chunked linear_cross_entropy must queue all their kernels without one.
+    x = torch.randn(300, 64, device="cuda", requires_grad=True)
+    w = torch.randn(1000, 64, device="cuda", requires_grad=True)
+    t = torch.randint(0, 1000, (300,), device="cuda")
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        FF.cross_entropy(x @ w.t(), t).backward()
+        FF.linear_cross_entropy(x, w, t, options=types.SimpleNamespace(batch_chunk_size=128)).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)

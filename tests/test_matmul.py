@@ -368,7 +368,9 @@ def test_cuda_hopper_variants_agree_bitwise(monkeypatch, dtype, m, n, k):
                 with monkeypatch.context() as env:
                     for key, value in variables.items():
                         env.setenv(key, value)
+                    ops._refresh_kernel_switches()  # the switches are read once per process otherwise
                     got = call()
+                ops._refresh_kernel_switches()
                 for e, g in zip(torch.utils._pytree.tree_leaves(expected), torch.utils._pytree.tree_leaves(got)):
                     assert torch.equal(e, g), f"{name} with {variant} differs at {m}x{n}x{k}"
 
@@ -728,6 +730,17 @@ def test_linear_act_op_stores_the_product_before_the_bias(device):
     torch.testing.assert_close(grad, expected)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_bias_act_backward_without_bias_is_the_activation_backward(device):
+    # linear_act's backward when the layer has no bias: grad * act'(pre), no invented zero bias, no grad_bias.
+    x, g = make_tensor((7, 9), torch.float32, device), make_tensor((7, 9), torch.float32, device)
+    for act, backward in (("relu", lambda: ops.relu_backward(g, ops.relu(x))), ("gelu", lambda: ops.gelu_backward(g, x)),
+                          ("gelu_tanh", lambda: ops.gelu_backward(g, x, "tanh")), ("silu", lambda: ops.silu_backward(g, x))):
+        grad_x, grad_bias = ops.bias_act_backward(g, x, None, act)
+        assert grad_bias.numel() == 0
+        torch.testing.assert_close(grad_x, backward(), rtol=0, atol=0)
+
+
 @requires_cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("activation", TORCH_ACTIVATIONS)
@@ -747,3 +760,70 @@ def test_linear_activation_rejects_unknown_names():
         fastops.functional.linear(torch.zeros(2, 3), torch.zeros(4, 3), activation="tanh")
     with pytest.raises(ValueError, match=r"LinearAct: activation must be one of"):
         fastops.nn.LinearAct(3, 4, activation="softplus")
+
+
+# ---- the CUDA GEMM plan (csrc/matmul/gemm_plan.h), checked without a GPU ----
+
+
+def _plan(dtype=torch.bfloat16, m=4096, n=4096, k=4096, **kwargs) -> dict:
+    """plan_gemm's decision for a described problem on a described device (default: an H100/H200, 132 SMs)."""
+    text = ops._gemm_plan(dtype, m, n, k, **kwargs)
+    return dict(field.split("=", 1) for field in text.split(";"))
+
+
+def test_gemm_plan_takes_the_hopper_kernel_where_it_can():
+    big = _plan()  # a @ b with row-major b: A K-major, B MN-major
+    assert (big["kernel"], big["tile_n"], big["cluster"], big["splits"], big["workspace"], big["tma_store"]) == (
+        "wgmma", "256", "2", "1", "0", "1")
+    assert _plan(torch.float16, b_trans=True)["kernel"] == "wgmma"
+    # Split-K for decode-like shapes: 128 x 128 tiles fill fewer than half the SMs; fp32 slices in the workspace.
+    decode = _plan(m=128)
+    splits = int(decode["splits"])
+    assert decode["kernel"] == "wgmma" and splits > 1 and decode["tile_n"] == "128" and decode["cluster"] == "1"
+    assert int(decode["workspace"]) == splits * 128 * 4096 and decode["tma_store"] == "0"
+    assert int(decode["k_tiles_per_split"]) * splits >= 4096 // 64
+    # 128-wide tiles and no cluster when the wide tiles cannot fill the SMs; clusters need two M-blocks.
+    assert (_plan(m=1024, n=1024)["tile_n"], _plan(m=1024, n=1024)["cluster"]) == ("128", "1")
+
+
+@pytest.mark.parametrize("kwargs, kernel, reason", [
+    ({"dtype": torch.float32}, "simt", "not a tensor-core problem"),
+    ({"dtype": torch.float32, "allow_tf32": True, "b_trans": True}, "wgmma", ""),  # Linear's forward
+    ({"dtype": torch.float32, "allow_tf32": True}, "mma_sync", "TF32 operands are not both K-major"),
+    ({"dtype": torch.float64}, "float64", "not a tensor-core problem"),
+    ({"batch": 3}, "mma_sync", "batched"),
+    ({"cc": 80}, "mma_sync", "not an sm_90 device"),
+    ({"cc": 75}, "simt", "not an sm_90 device"),
+    ({"offset": [1, 0, 0, 0]}, "mma_sync", "A or B is not 16-byte aligned"),
+    ({"ld": [4100, 4096, 4096]}, "mma_sync", "a row stride of A or B is not a multiple of 16 bytes"),
+    ({"tma": False}, "mma_sync", "the driver does not provide cuTensorMapEncodeTiled"),
+])
+def test_gemm_plan_kernel_choice(kwargs, kernel, reason):
+    plan = _plan(**kwargs)
+    assert plan["kernel"] == kernel and plan["not_sm90"].startswith(reason), plan
+
+
+def test_gemm_plan_epilogue_choices():
+    # The TMA-store epilogue needs a C (and pre) TMA can address and no read of the old C.
+    assert _plan(accumulate=True)["tma_store"] == "0"
+    assert _plan(offset=[0, 0, 1, 0])["tma_store"] == "0"
+    assert _plan(ld=[4096, 4096, 4104])["tma_store"] == "1" and _plan(ld=[4096, 4096, 4100])["tma_store"] == "0"
+    assert _plan(fuse_act=True, pre=True, offset=[0, 0, 0, 3])["tma_store"] == "0"
+    # The activation epilogue is the Hopper kernel's: elsewhere linear_act composes (one GEMM, one bias_act pass).
+    assert _plan(fuse_act=True)["fused"] == "1" and _plan(fuse_act=True, m=64)["fused"] == "1"  # split-K reduces it
+    assert _plan(fuse_act=True, cc=80)["fused"] == "0" and _plan(fuse_act=False)["fused"] == "0"
+
+
+def test_gemm_plan_reads_the_switches_once_until_refreshed(monkeypatch):
+    assert _plan()["kernel"] == "wgmma"
+    for variable, field, value in (("FASTOPS_SM90_NO_CLUSTER", "cluster", "1"),
+                                   ("FASTOPS_SM90_DIRECT_STORE", "tma_store", "0"),
+                                   ("FASTOPS_NO_SM90", "kernel", "mma_sync")):
+        before = _plan()[field]
+        with monkeypatch.context() as env:
+            env.setenv(variable, "1")
+            assert _plan()[field] == before  # cached: the environment is read once per process
+            ops._refresh_kernel_switches()
+            assert _plan()[field] == value
+        ops._refresh_kernel_switches()
+        assert _plan()[field] == before

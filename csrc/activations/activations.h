@@ -3,8 +3,8 @@
 //   Backend::forward(Activation, const Tensor& x, Tensor& y, double param)
 //   Backend::backward(Activation, const Tensor& grad_output, const Tensor& saved, Tensor& grad_input, double param)
 //   Backend::bias_act_forward(Activation, const Tensor& x, const Tensor& bias, Tensor& y)        (contiguous [M, N])
-//   Backend::bias_act_backward(Activation, const Tensor& grad, const Tensor& x, const Tensor& bias,
-//                              Tensor& grad_x, Tensor& grad_bias)
+//   Backend::bias_act_backward(Activation, const Tensor& grad, const Tensor& x, const Tensor* bias,
+//                              Tensor& grad_x, Tensor* grad_bias)   (bias and grad_bias null: grad * act'(x))
 //   Backend::glu_forward(Activation, const Tensor& like, GluRows, const void* gate, const void* up, void* out)
 //   Backend::glu_backward(Activation, const Tensor& like, GluRows, const void* grad_output, const void* gate,
 //                         const void* up, void* grad_gate, void* grad_up)
@@ -20,6 +20,7 @@
 #include <c10/util/string_view.h>
 #include <torch/library.h>
 
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -71,6 +72,10 @@ at::Tensor activation_backward(const char* op, Activation act, const at::Tensor&
   return grad_input;
 }
 
+// The CPU bias + activation pass as a direct call, y = act(x + bias) (act(x) when bias is null) for contiguous x and
+// y: linear_act's second pass where the GEMM has no activation epilogue (defined in activations_cpu.cpp).
+void bias_act_cpu(Activation act, const at::Tensor& x, const at::Tensor* bias, at::Tensor& y);
+
 // bias_act(x, bias, act) = act(x + bias) with bias [N] broadcast over the rows of x [..., N]. The kernels see x as a
 // contiguous [M, N] matrix (a non-contiguous x is copied once).
 inline void check_bias_act_inputs(const char* op, const at::Tensor& x, const at::Tensor& bias) {
@@ -94,19 +99,30 @@ at::Tensor bias_act_forward(const at::Tensor& x, const at::Tensor& bias, c10::st
   return y;
 }
 
+// Without a bias (linear_act's backward when the layer has none) it is grad * act'(x) and grad_bias is empty.
 template <typename Backend>
 std::tuple<at::Tensor, at::Tensor> bias_act_backward(const at::Tensor& grad_output, const at::Tensor& x,
-                                                     const at::Tensor& bias, c10::string_view act) {
+                                                     const std::optional<at::Tensor>& bias, c10::string_view act) {
   constexpr const char* op = "bias_act_backward";
   const Activation a = activation_named(op, act);
-  check_bias_act_inputs(op, x, bias);
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias) {
+    check_bias_act_inputs(op, x, *bias);
+  } else {
+    check_float_operands(op, {{x, "x"}});
+  }
   check_float_operands(op, {{x, "x"}, {grad_output, "grad_output"}});
   check_same_shape(op, {x, "x"}, {grad_output, "grad_output"});
-  const at::Tensor gc = grad_output.contiguous(), xc = x.contiguous(), bc = bias.contiguous();
+  const at::Tensor gc = grad_output.contiguous(), xc = x.contiguous();
+  const at::Tensor bc = has_bias ? bias->contiguous() : at::Tensor();
   at::Tensor grad_x = at::empty(xc.sizes(), xc.options());
-  if (xc.numel() == 0) return {grad_x, at::zeros_like(bias, at::MemoryFormat::Contiguous)};  // sum over no rows
-  at::Tensor grad_bias = at::empty({bias.size(0)}, bias.options());
-  Backend::bias_act_backward(a, gc, xc, bc, grad_x, grad_bias);
+  if (!has_bias) {
+    if (xc.numel() > 0) Backend::bias_act_backward(a, gc, xc, nullptr, grad_x, nullptr);
+    return {grad_x, at::empty({0}, xc.options())};
+  }
+  if (xc.numel() == 0) return {grad_x, at::zeros_like(*bias, at::MemoryFormat::Contiguous)};  // sum over no rows
+  at::Tensor grad_bias = at::empty({bias->size(0)}, bias->options());
+  Backend::bias_act_backward(a, gc, xc, &bc, grad_x, &grad_bias);
   return {grad_x, grad_bias};
 }
 

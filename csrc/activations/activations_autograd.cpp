@@ -123,7 +123,8 @@ struct LeakyReluSpec {
 
 using BiasActOp = Tensor(const Tensor&, const Tensor&, c10::string_view);
 using BiasActBackwardOp =
-    std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, c10::string_view);
+    std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const std::optional<Tensor>&, c10::string_view);
+using GluBackwardOp = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, c10::string_view);
 
 struct BiasAct : torch::autograd::Function<BiasAct> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& bias, const std::string& act) {
@@ -187,7 +188,7 @@ struct Glu : torch::autograd::Function<Glu> {
       auto [grad_gate, grad_up] = aten_glu_backward(grads[0], saved[0], saved[1], act);
       return {grad_gate, grad_up, Tensor()};
     }
-    auto [grad_gate, grad_up] = FASTOPS_OP("glu_backward", "", BiasActBackwardOp).call(grads[0], saved[0], saved[1], act);
+    auto [grad_gate, grad_up] = FASTOPS_OP("glu_backward", "", GluBackwardOp).call(grads[0], saved[0], saved[1], act);
     return {grad_gate, grad_up, Tensor()};
   }
 };

@@ -124,6 +124,15 @@ struct BackwardOp : act::Backward<A> {
   }
 };
 
+// grad * act'(x) from the input x: bias_act's backward without a bias.
+template <typename T, Activation A>
+struct BackwardFromInputOp {
+  using M = opmath_t<T>;
+  using V = Vectorized<M>;
+  V operator()(const V& g, const V& x) const { return vec_backward_from_input<A>(g, x, V(M(0))); }
+  M operator()(M g, M x) const { return act::backward_from_input<A>(g, x, M(0)); }
+};
+
 #define FASTOPS_DISPATCH_FLOATS(dtype, name, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
@@ -183,8 +192,20 @@ struct CpuBackend {
   // and summed into its own partial grad_bias row in a wider type (a float32 sum over thousands of rows would lose
   // to torch's cascade sum); the partial rows are summed in chunk order, so grad_bias does not depend on the thread
   // count.
-  static void bias_act_backward(Activation act, const at::Tensor& grad, const at::Tensor& x, const at::Tensor& bias,
-                                at::Tensor& grad_x, at::Tensor& grad_bias) {
+  static void bias_act_backward(Activation act, const at::Tensor& grad, const at::Tensor& x,
+                                const at::Tensor* bias_arg, at::Tensor& grad_x, at::Tensor* grad_bias_arg) {
+    if (bias_arg == nullptr) {
+      FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_act_backward_from_input", [&] {
+        dispatch_activation(act, [&](auto a) {
+          cpu::map_elementwise(x.numel(), grad_x.data_ptr<scalar_t>(),
+                               BackwardFromInputOp<scalar_t, decltype(a)::value>{}, grad.const_data_ptr<scalar_t>(),
+                               x.const_data_ptr<scalar_t>());
+        });
+      });
+      return;
+    }
+    const at::Tensor& bias = *bias_arg;
+    at::Tensor& grad_bias = *grad_bias_arg;
     const int64_t cols = bias.numel(), rows = x.numel() / cols;
     FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_bias_act_backward", [&] {
       using M = opmath_t<scalar_t>;
@@ -284,6 +305,14 @@ struct CpuBackend {
 };
 
 }  // namespace
+
+void bias_act_cpu(Activation act, const at::Tensor& x, const at::Tensor* bias, at::Tensor& y) {
+  if (bias != nullptr) {
+    CpuBackend::bias_act_forward(act, x, *bias, y);
+  } else {
+    CpuBackend::forward(act, x, y, 0.0);
+  }
+}
 
 TORCH_LIBRARY_IMPL(fastops, CPU, m) { ActivationOps<CpuBackend>::register_kernels(m); }
 

@@ -8,6 +8,7 @@
 
 #include "activations/activations.h"
 #include "activations/activations_launch.h"
+#include "common/column_sum.h"
 
 namespace fastops {
 namespace {
@@ -36,16 +37,20 @@ struct CudaBackend {
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
-  static void bias_act_backward(Activation act, const at::Tensor& grad, const at::Tensor& x, const at::Tensor& bias,
-                                at::Tensor& grad_x, at::Tensor& grad_bias) {
+  static void bias_act_backward(Activation act, const at::Tensor& grad, const at::Tensor& x, const at::Tensor* bias,
+                                at::Tensor& grad_x, at::Tensor* grad_bias) {
     const c10::cuda::CUDAGuard guard(x.device());
-    const int64_t cols = bias.numel(), rows = x.numel() / cols;
-    // Per-row-group partial column sums (float for 16-bit inputs, else double), summed by a second kernel.
-    const auto acc_type = x.element_size() == 2 ? at::kFloat : at::kDouble;
-    const at::Tensor workspace = at::empty({bias_act_backward_groups(rows), cols}, x.options().dtype(acc_type));
-    bias_act_backward_cuda(act, to_dtype(x.scalar_type()), grad.const_data_ptr(), x.const_data_ptr(),
-                           bias.const_data_ptr(), grad_x.data_ptr(), grad_bias.data_ptr(), workspace.data_ptr(), rows,
-                           cols, c10::cuda::getCurrentCUDAStream());
+    const int64_t cols = x.size(-1), rows = x.numel() / cols;
+    const DType dtype = to_dtype(x.scalar_type());
+    // The grad_bias bands' partial column sums (common/column_sum.h), added by a second kernel.
+    const at::Tensor workspace =
+        bias != nullptr ? at::empty({column_sum_workspace_bytes(dtype, rows, cols)}, x.options().dtype(at::kByte))
+                        : at::Tensor();
+    bias_act_backward_cuda(act, dtype, grad.const_data_ptr(), x.const_data_ptr(),
+                           bias != nullptr ? bias->const_data_ptr() : nullptr, grad_x.data_ptr(),
+                           grad_bias != nullptr ? grad_bias->data_ptr() : nullptr,
+                           bias != nullptr ? workspace.data_ptr() : nullptr, rows, cols,
+                           c10::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 

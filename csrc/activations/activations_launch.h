@@ -5,7 +5,6 @@
 
 #include <cuda_runtime_api.h>
 
-#include <algorithm>
 #include <cstdint>
 
 #include "activations/activation_math.h"
@@ -23,16 +22,13 @@ void activation_forward_cuda(Activation act, DType dtype, const void* x, void* y
 void activation_backward_cuda(Activation act, DType dtype, const void* grad_output, const void* saved,
                               void* grad_input, int64_t n, double param, cudaStream_t stream);
 
-// y = act(x + bias) for contiguous x, y [rows, cols] and bias [cols].
+// y = act(x + bias) for contiguous x, y [rows, cols] and bias [cols]; y = act(x) when bias is null.
 void bias_act_forward_cuda(Activation act, DType dtype, const void* x, const void* bias, void* y, int64_t rows,
                            int64_t cols, cudaStream_t stream);
 
-// Row groups of bias_act's backward: each group of rows leaves one partial grad_bias row in the workspace, and the
-// groups are summed in order afterwards (deterministic, no atomics). The caller allocates a workspace of
-// bias_act_backward_groups(rows) x cols accumulators: float for 16-bit types, double for float32 and float64. 64+ rows per group keeps the workspace traffic a few percent of grad + x.
-inline int64_t bias_act_backward_groups(int64_t rows) { return std::clamp<int64_t>((rows + 63) / 64, 1, 256); }
-
-// grad_x = grad * act'(x + bias) and grad_bias = column sums of grad_x, from one read of grad and x.
+// grad_x = grad * act'(x + bias) and grad_bias = column sums of grad_x, from one read of grad and x; grad_bias is
+// the deterministic column sum of common/column_sum.h, whose workspace holds column_sum_workspace_bytes(dtype, rows,
+// cols) bytes. With a null bias: grad_x = grad * act'(x), and grad_bias and workspace are unused.
 void bias_act_backward_cuda(Activation act, DType dtype, const void* grad_output, const void* x, const void* bias,
                             void* grad_x, void* grad_bias, void* workspace, int64_t rows, int64_t cols,
                             cudaStream_t stream);

@@ -53,6 +53,7 @@ inline void check_same_shape(const char* op, const Arg& a, const Arg& b) {
               a.t.sizes(), ", got ", b.t.sizes());
 }
 
+// torch's dtype <-> the kernels' torch-free DType (common/dtype.h).
 inline DType to_dtype(at::ScalarType s) {
   switch (s) {
     case at::kHalf: return DType::Float16;
@@ -61,6 +62,16 @@ inline DType to_dtype(at::ScalarType s) {
     case at::kDouble: return DType::Float64;
     default: TORCH_CHECK(false, "fastops: unsupported dtype ", s);
   }
+}
+
+inline at::ScalarType scalar_type_of(DType d) {
+  switch (d) {
+    case DType::Float16: return at::kHalf;
+    case DType::BFloat16: return at::kBFloat16;
+    case DType::Float32: return at::kFloat;
+    case DType::Float64: return at::kDouble;
+  }
+  TORCH_CHECK(false, "fastops: unknown DType ", static_cast<int>(d));
 }
 
 }  // namespace fastops

@@ -1,4 +1,4 @@
-// Kernel-variant switches from the environment, torch-free (the .cu files use them too).
+// Kernel-variant switches from the environment, torch-free.
 #pragma once
 
 #include <cstdlib>
@@ -6,8 +6,9 @@
 
 namespace fastops {
 
-// True when environment variable `name` is "1". Read at every call, not once per process, so that a test or the
-// benchmark can compare kernel variants in one process (getenv costs ~100 ns, nothing next to a GEMM launch).
+// True when environment variable `name` is "1". The caller decides when to read: the CPU GEMM's
+// FASTOPS_CPU_GEMM_FALLBACK at every call (~100 ns, nothing next to a GEMM), the CUDA GEMM's switches once per
+// process until refreshed (matmul/gemm_plan.h).
 inline bool env_flag(const char* name) {
   const char* value = std::getenv(name);
   return value != nullptr && std::strcmp(value, "1") == 0;

@@ -1,7 +1,7 @@
 // CUDA binding of the loss kernels: device guard, current stream, tensors -> launch structs, launch check, and the
-// out-of-range class check of cross entropy (a device flag read back after the forward kernel).
+// out-of-range class errors of cross entropy, which the kernels record in mapped host memory and this binding raises
+// without waiting for the GPU (losses_launch.h: TargetErrorRecord).
 #include <ATen/ops/empty.h>
-#include <ATen/ops/full.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -40,30 +40,35 @@ PointwiseLaunch pointwise_launch(PointwiseLoss kind, const PointwiseTensors& p, 
           param};
 }
 
-// Runs launch(stream) for a forward kernel; with class-index targets, the kernel flags a row whose class is out of
-// range in a device int64 (l.bad_row), read back here to raise an IndexError.
-template <typename Launch>
-void run_checking_targets(const CrossEntropyTensors& ce, CrossEntropyLaunch& l, Launch&& launch) {
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  if (ce.probability_target()) {
-    launch(stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return;
-  }
-  at::Tensor bad_row = at::full({1}, -1, ce.logits.options().dtype(at::kLong));
-  l.bad_row = bad_row.data_ptr<int64_t>();
-  launch(stream);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  // While a CUDA graph is being captured nothing can be read back: a bad target then shows as a NaN loss (the
-  // kernel writes NaN for its row) instead of an error.
+// Raises, as an IndexError naming the target, a class index out of range that an earlier kernel on this device
+// recorded and the GPU has already run. No CUDA call and no wait unless one is pending; left pending while the
+// stream is being captured into a CUDA graph (nothing may fail the capture for an error outside it).
+void raise_recorded_target_error(cudaStream_t stream) {
+  if (!target_error_pending()) return;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
   if (capture != cudaStreamCaptureStatusNone) return;
-  // Reading the flag synchronises with the stream (a few microseconds per call); the price of a Python
-  // IndexError instead of a device assert that would kill the CUDA context.
-  const int64_t bad = bad_row.item<int64_t>();
-  TORCH_CHECK_INDEX(bad < 0, "fastops.cross_entropy: target ", bad < 0 ? 0 : ce.target[bad].item<int64_t>(), " (row ",
-                    bad, ") is out of bounds for ", l.c, " classes (ignore_index is ", l.ignore_index, ")");
+  TargetError e{};
+  if (!take_target_error(e)) return;
+  TORCH_CHECK_INDEX(false, "fastops.cross_entropy: target ", e.target, " (row ", e.row, ") is out of bounds for ",
+                    e.classes, " classes (ignore_index is ", e.ignore_index, ")");
+}
+
+// Runs launch(stream) for a forward kernel. Class-index targets out of range never make this wait for the GPU (a
+// training step's chunks and kernels keep queueing): their rows get a NaN loss (and gradient) and the error is
+// raised by the first cross-entropy call that finds it recorded, this one when the GPU has already run its kernel.
+template <typename Launch>
+void run_checking_targets(const CrossEntropyTensors& ce, CrossEntropyLaunch& l, Launch&& launch) {
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  raise_recorded_target_error(stream);
+  if (!ce.probability_target()) {
+    l.target_errors = target_error_record();
+    TORCH_CHECK(l.target_errors != nullptr,
+                "fastops.cross_entropy: could not allocate the mapped host memory its kernels record bad targets in");
+  }
+  launch(stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  raise_recorded_target_error(stream);
 }
 
 struct CudaBackend {

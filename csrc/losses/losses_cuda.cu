@@ -3,17 +3,23 @@
 // Cross entropy: one block per row. The forward reads the row once, keeping per thread the running softmax
 // statistics (max m, s = sum exp(z - m), and the target terms qz = sum q (z - m), qsum = sum q, all rescaled when
 // m grows), merges them across the block and writes the row's loss, lse and target mass; nothing [N, C]-sized is
-// written. The backward reads the row once more and writes (qsum exp(z - lse) - q) * upstream. Rows are read as
-// 16-byte packs when the base pointers are aligned (a few scalar head / tail elements per row when C * sizeof(T)
-// is not a multiple of 16), else element by element. All indices are int64: N * C > 2^31 is normal.
+// written. The backward reads the row once more and writes (qsum exp(z - lse) - q) * upstream. Rows are walked by
+// one function (for_each_in_row): 16-byte packs when the base pointers are aligned (a few scalar head / tail
+// elements per row when C * sizeof(T) is not a multiple of 16), else element by element. All indices are int64:
+// N * C > 2^31 is normal. A class index out of range is recorded for the host (TargetErrorRecord), never asserted.
 //
-// Elementwise losses: grid-stride loops over 16-byte packs (scalar when a pointer is misaligned) calling the
-// loss_math.h formulas; reductions write one double partial per block and a second one-block kernel adds them in
-// a fixed order (deterministic, no atomics).
+// Elementwise losses: the loss_math.h formulas as functors of common/cuda_elementwise.cuh's map ('none', backward)
+// and deterministic sum ('mean', 'sum').
+#include <cuda_runtime.h>
+
+#include <atomic>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 
+#include "common/cuda_elementwise.cuh"
 #include "common/cuda_utils.cuh"
+#include "common/reduce_math.h"
 #include "losses/loss_math.h"
 #include "losses/losses_launch.h"
 
@@ -25,11 +31,20 @@ using cuda::opmath_t;
 using cuda::Pack16;
 using cuda::to_opmath;
 
-// The type sums over many elements accumulate in: float for 16-bit inputs (whose results round to 8 or 11 bits),
-// double for float32 / float64, so that a float32 result is as accurate as torch's (each element exact to float
-// precision before the sum, as on the CPU).
-template <typename T>
-using reduce_math_t = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, double>, double, float>;
+// ---- out-of-range class indices (losses_launch.h: TargetErrorRecord) ----
+
+// Claims made on this device: a kernel that finds a bad row records it only when it moves the count from the host's
+// `consumed` to consumed + 1, so one kernel writes each record and none writes while the host has not raised the last.
+__device__ unsigned int target_error_claims;
+
+__device__ void record_target_error(TargetErrorRecord* record, int64_t row, int64_t target, int64_t classes,
+                                    int64_t ignore_index) {
+  const unsigned int consumed = *reinterpret_cast<volatile unsigned int*>(&record->consumed);
+  if (atomicCAS(&target_error_claims, consumed, consumed + 1) != consumed) return;
+  record->error = {row, target, classes, ignore_index};
+  __threadfence_system();  // the error reaches host memory before `posted` does
+  *reinterpret_cast<volatile unsigned int*>(&record->posted) = consumed + 1;
+}
 
 // ---- cross entropy ----
 
@@ -130,12 +145,22 @@ struct RowParams {
   }
 };
 
-// Calls f(j, v) for every element j of row `row` (v = its logit in A), with 16-byte loads where possible: scalar
-// head elements up to the first 16-byte boundary, packs (row_unroll() in flight per thread), scalar tail.
+// Calls f(j, v) for every element j of row `row` (v = its logit in opmath): scalar head elements up to the first
+// 16-byte boundary, 16-byte packs (row_unroll() in flight per thread), scalar tail; every element scalar when the
+// base pointers are not aligned. When f returns a T, that is written to out[j] (pack-wide for the packs): the
+// gradient row, which may be the logits row itself (each element is read by the thread that then writes it).
 template <typename T, typename F>
-__device__ __forceinline__ void walk_row(const RowParams<T>& rp, int64_t row, F&& f) {
+__device__ __forceinline__ void for_each_in_row(const RowParams<T>& rp, int64_t row, T* out, F&& f) {
   using P = Pack16<T>;
   constexpr int kPack = P::kSize;
+  constexpr bool kWrites = !std::is_void_v<decltype(f(int64_t{}, opmath_t<T>{}))>;
+  auto visit = [&](int64_t j, opmath_t<T> v) {
+    if constexpr (kWrites) {
+      out[j] = f(j, v);
+    } else {
+      f(j, v);
+    }
+  };
   const int64_t c = rp.c;
   const T* z = rp.logits + row * c;
   int64_t head = c;
@@ -145,7 +170,7 @@ __device__ __forceinline__ void walk_row(const RowParams<T>& rp, int64_t row, F&
   }
   const int64_t n_packs = (c - head) / kPack;
   const int64_t tail = head + n_packs * kPack;
-  for (int64_t j = threadIdx.x; j < head; j += blockDim.x) f(j, to_opmath(z[j]));
+  for (int64_t j = threadIdx.x; j < head; j += blockDim.x) visit(j, to_opmath(z[j]));
   const P* packs = reinterpret_cast<const P*>(z + head);
   constexpr int kUnroll = row_unroll<T>();
   const int64_t step = static_cast<int64_t>(blockDim.x) * kUnroll;
@@ -160,12 +185,19 @@ __device__ __forceinline__ void walk_row(const RowParams<T>& rp, int64_t row, F&
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t p = p0 + static_cast<int64_t>(u) * blockDim.x;
       if (p < n_packs) {
+        if constexpr (kWrites) {
+          P r;
 #pragma unroll
-        for (int e = 0; e < kPack; ++e) f(head + p * kPack + e, to_opmath(buf[u].v[e]));
+          for (int e = 0; e < kPack; ++e) r.v[e] = f(head + p * kPack + e, to_opmath(buf[u].v[e]));
+          reinterpret_cast<P*>(out + head)[p] = r;
+        } else {
+#pragma unroll
+          for (int e = 0; e < kPack; ++e) f(head + p * kPack + e, to_opmath(buf[u].v[e]));
+        }
       }
     }
   }
-  for (int64_t j = tail + threadIdx.x; j < c; j += blockDim.x) f(j, to_opmath(z[j]));
+  for (int64_t j = tail + threadIdx.x; j < c; j += blockDim.x) visit(j, to_opmath(z[j]));
 }
 
 // A row's loss, log-sum-exp and target mass (qsum), valid in thread 0 (the block merges the threads' parts).
@@ -180,7 +212,7 @@ __device__ RowResult row_result(const RowParams<T>& rp, int64_t row, int64_t y) 
   const T* t_row = rp.prob ? rp.prob + row * rp.c : nullptr;
   using S = reduce_math_t<T>;
   RowStats<S> st = RowStats<S>::identity();
-  walk_row(rp, row, [&](int64_t j, A logit) {
+  for_each_in_row(rp, row, static_cast<T*>(nullptr), [&](int64_t j, A logit) {
     const S v = static_cast<S>(logit);
     if (v > st.m || v != v) {  // a new maximum (or NaN, which then propagates)
       st.rebase(v);
@@ -206,15 +238,15 @@ __device__ RowResult row_result(const RowParams<T>& rp, int64_t row, int64_t y) 
 }
 
 // The class of `row` for index targets (of all num_classes; 0 for probabilities), or -1 for an ignored row and -2
-// for a class out of range, which is flagged in *bad_row (raised as a Python error by the binding; never a device
-// assert).
+// for a class out of range, which is recorded in *errors when given (raised as a Python error by the binding; never
+// a device assert).
 template <typename T>
-__device__ __forceinline__ int64_t row_class(const RowParams<T>& rp, int64_t row, int64_t* bad_row) {
+__device__ __forceinline__ int64_t row_class(const RowParams<T>& rp, int64_t row, TargetErrorRecord* errors) {
   if (!rp.index) return 0;
   const int64_t y = rp.index[row];
   if (y == rp.ignore_index) return -1;
   if (y < 0 || y >= rp.num_classes) {
-    if (threadIdx.x == 0 && bad_row != nullptr) *bad_row = row;
+    if (threadIdx.x == 0 && errors != nullptr) record_target_error(errors, row, y, rp.num_classes, rp.ignore_index);
     return -2;
   }
   return y;
@@ -227,8 +259,6 @@ template <typename T>
 __device__ void write_row_grad(const RowParams<T>& rp, int64_t row, int64_t y, opmath_t<T> u, opmath_t<T> b,
                                double lse_row, T* g) {
   using A = opmath_t<T>;
-  using P = Pack16<T>;
-  constexpr int kPack = P::kSize;
   const int64_t c = rp.c;
   // lse = hi + lo in two math-type numbers: (z - hi) - lo keeps a float64 lse's precision.
   const A hi = static_cast<A>(lse_row);
@@ -246,40 +276,7 @@ __device__ void write_row_grad(const RowParams<T>& rp, int64_t row, int64_t y, o
     if (j == y) q += one_hot;
     return from_opmath<T>(fma(grad_exp<T>((v - hi) - lo), b, -q) * u);
   };
-  const T* z = rp.logits + row * c;
-  if (!rp.aligned) {
-    for (int64_t j = threadIdx.x; j < c; j += blockDim.x) g[j] = grad_at(j, to_opmath(z[j]));
-    return;
-  }
-  // Same head / packs / tail split as walk_row, with pack-wide stores.
-  const int64_t misalign = (row * c) % kPack;
-  const int64_t head = misalign == 0 ? 0 : (kPack - misalign < c ? kPack - misalign : c);
-  const int64_t n_packs = (c - head) / kPack;
-  const int64_t tail = head + n_packs * kPack;
-  for (int64_t j = threadIdx.x; j < head; j += blockDim.x) g[j] = grad_at(j, to_opmath(z[j]));
-  const P* in = reinterpret_cast<const P*>(z + head);
-  P* out = reinterpret_cast<P*>(g + head);
-  constexpr int kUnroll = row_unroll<T>();
-  const int64_t step = static_cast<int64_t>(blockDim.x) * kUnroll;
-  for (int64_t p0 = threadIdx.x; p0 < n_packs; p0 += step) {
-    P buf[kUnroll];
-#pragma unroll
-    for (int k = 0; k < kUnroll; ++k) {
-      const int64_t p = p0 + static_cast<int64_t>(k) * blockDim.x;
-      if (p < n_packs) buf[k] = in[p];
-    }
-#pragma unroll
-    for (int k = 0; k < kUnroll; ++k) {
-      const int64_t p = p0 + static_cast<int64_t>(k) * blockDim.x;
-      if (p < n_packs) {
-        P r;
-#pragma unroll
-        for (int e = 0; e < kPack; ++e) r.v[e] = grad_at(head + p * kPack + e, to_opmath(buf[k].v[e]));
-        out[p] = r;
-      }
-    }
-  }
-  for (int64_t j = tail + threadIdx.x; j < c; j += blockDim.x) g[j] = grad_at(j, to_opmath(z[j]));
+  for_each_in_row(rp, row, g, grad_at);
 }
 
 // An ignored row's gradient is 0; a row with a class out of range gets NaN.
@@ -293,10 +290,10 @@ template <typename T>
 __global__ void __launch_bounds__(kRowThreadsMax, 2)
     cross_entropy_forward_kernel(RowParams<T> rp, double* __restrict__ loss, double* __restrict__ row_weight,
                                  double* __restrict__ lse, opmath_t<T>* __restrict__ target_mass,
-                                 int64_t* __restrict__ bad_row) {
+                                 TargetErrorRecord* errors) {
   using A = opmath_t<T>;
   const int64_t row = blockIdx.x;
-  const int64_t y = row_class(rp, row, bad_row);
+  const int64_t y = row_class(rp, row, errors);
   if (y < 0) {  // ignored (or out of range): no loss, weight or gradient
     if (threadIdx.x == 0) {
       loss[row] = y == -1 ? 0.0 : NAN;
@@ -322,12 +319,12 @@ __global__ void __launch_bounds__(kRowThreadsMax, 2)
 template <typename T>
 __global__ void __launch_bounds__(kRowThreadsMax, 1)
     cross_entropy_forward_grad_kernel(RowParams<T> rp, const double* __restrict__ grad_scale, int64_t scale_stride,
-                                      double* __restrict__ loss, int64_t* __restrict__ bad_row, T* grad) {
+                                      double* __restrict__ loss, TargetErrorRecord* errors, T* grad) {
   using A = opmath_t<T>;
   __shared__ double row_lse, row_mass;
   const int64_t row = blockIdx.x;
   T* g = grad + row * rp.c;
-  const int64_t y = row_class(rp, row, bad_row);
+  const int64_t y = row_class(rp, row, errors);
   const double u = grad_scale[row * scale_stride];
   if (y < 0) {  // 0 * u is NaN when u is 1 / 0: 'mean' over only ignored rows, as torch
     if (threadIdx.x == 0) loss[row] = y == -1 ? 0.0 * u : NAN;
@@ -424,125 +421,113 @@ RowParams<T> row_params(const CrossEntropyLaunch& ce, const void* extra_ptr) {
 // ---- elementwise losses ----
 
 constexpr int kMapThreads = 256;
-constexpr int kReduceThreads = 256;
-constexpr int kMaxPartials = 1024;
 
+// An elementwise loss as a functor of the elementwise map and sum: its operands arrive as x, t, then the weight and
+// pos_weight when present (kW, kPw), then the upstream gradient when it is a tensor (kGradTensor); the value (or, with
+// kGrad, d loss / d x times the upstream gradient) is computed in the type the operands arrive in (opmath for the
+// map, reduce_math_t for the sum).
+template <typename Loss, typename T, bool kGrad, bool kW, bool kPw, bool kGradTensor>
+struct PointwiseOp {
+  Loss loss;
+  double param;
+  const T* grad_scalar;  // kGrad without a gradient tensor: the 0-dim upstream gradient, times `norm`
+  double norm;
 
-template <typename T>
-struct PointwiseArgs {
-  const T* x;
-  const T* t;
-  const T* w;   // or null
-  const T* pw;  // or null
-  int64_t n;
-  int64_t n_packs;  // 0 when a pointer is misaligned: every element then goes through the scalar loop
+  template <typename V, typename... Rest>
+  __device__ __forceinline__ V operator()(V x, V t, Rest... rest) const {
+    const V extra[sizeof...(Rest) + 1] = {rest..., V(0)};
+    const V w = kW ? extra[0] : V(1);
+    const V pw = kPw ? extra[kW ? 1 : 0] : V(1);
+    const V p = static_cast<V>(param);
+    V v = kGrad ? loss.grad(x, t, pw, p) : loss.value(x, t, pw, p);
+    if (kW) v *= w;
+    if constexpr (kGrad) {
+      v *= kGradTensor ? extra[int(kW) + int(kPw)]
+                       : static_cast<V>(static_cast<double>(to_opmath(*grad_scalar)) * norm);
+    }
+    return v;
+  }
 };
 
-// weight * Loss::value (or ::grad) of element i in math type A.
-template <typename A, bool kGrad, typename Loss, typename T>
-__device__ __forceinline__ A loss_at(const Loss& loss, const PointwiseArgs<T>& a, int64_t i, A param) {
-  const A x = static_cast<A>(to_opmath(a.x[i])), t = static_cast<A>(to_opmath(a.t[i]));
-  const A pw = a.pw ? static_cast<A>(to_opmath(a.pw[i])) : A(1);
-  const A v = kGrad ? loss.grad(x, t, pw, param) : loss.value(x, t, pw, param);
-  return a.w ? v * static_cast<A>(to_opmath(a.w[i])) : v;
-}
-
-// Calls f(i, value) for every element: each thread takes 16-byte packs of every operand (grid-stride), then the
-// elements past the last whole pack.
-template <typename A, bool kGrad, typename Loss, typename T, typename F>
-__device__ __forceinline__ void for_each_loss(const Loss& loss, const PointwiseArgs<T>& a, A param, F&& f) {
-  using P = Pack16<T>;
-  constexpr int kPack = P::kSize;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  for (int64_t p = first; p < a.n_packs; p += stride) {
-    const P x = reinterpret_cast<const P*>(a.x)[p], t = reinterpret_cast<const P*>(a.t)[p];
-    P w, pw;
-    if (a.w) w = reinterpret_cast<const P*>(a.w)[p];
-    if (a.pw) pw = reinterpret_cast<const P*>(a.pw)[p];
-#pragma unroll
-    for (int e = 0; e < kPack; ++e) {
-      const A xv = static_cast<A>(to_opmath(x.v[e])), tv = static_cast<A>(to_opmath(t.v[e]));
-      const A pwv = a.pw ? static_cast<A>(to_opmath(pw.v[e])) : A(1);
-      A v = kGrad ? loss.grad(xv, tv, pwv, param) : loss.value(xv, tv, pwv, param);
-      if (a.w) v *= static_cast<A>(to_opmath(w.v[e]));
-      f(p * kPack + e, v);
+// Calls run(op, inputs) with the PointwiseOp and the operand pointers of `p` (plus `grad` when not null).
+template <bool kGrad, typename T, typename Run>
+void with_pointwise_op(const PointwiseLaunch& p, const T* grad, const T* grad_scalar, double norm, Run&& run) {
+  const T* x = static_cast<const T*>(p.input);
+  const T* t = static_cast<const T*>(p.target);
+  const T* w = static_cast<const T*>(p.weight);
+  const T* pw = static_cast<const T*>(p.pos_weight);
+  loss::visit_pointwise_loss(p.kind, [&](auto l) {
+    using L = decltype(l);
+    auto go = [&](auto has_w, auto has_pw, auto has_grad) {
+      constexpr bool kW = decltype(has_w)::value, kPw = decltype(has_pw)::value, kG = decltype(has_grad)::value;
+      constexpr int N = 2 + kW + kPw + kG;
+      cuda::Inputs<T, N> in;
+      int k = 0;
+      in.p[k++] = x;
+      in.p[k++] = t;
+      if constexpr (kW) in.p[k++] = w;
+      if constexpr (kPw) in.p[k++] = pw;
+      if constexpr (kG) in.p[k++] = grad;
+      run(PointwiseOp<L, T, kGrad, kW, kPw, kG>{l, p.param, grad_scalar, norm}, in);
+    };
+    using Yes = std::true_type;
+    using No = std::false_type;
+    // Only binary_cross_entropy_with_logits has weight / pos_weight; only a backward has a gradient tensor.
+    auto with_grad = [&](auto has_w, auto has_pw) {
+      if (kGrad && grad != nullptr) {
+        go(has_w, has_pw, std::integral_constant<bool, kGrad>{});
+      } else {
+        go(has_w, has_pw, No{});
+      }
+    };
+    if constexpr (std::is_same_v<L, loss::BceWithLogits>) {
+      if (w && pw) return with_grad(Yes{}, Yes{});
+      if (w) return with_grad(Yes{}, No{});
+      if (pw) return with_grad(No{}, Yes{});
     }
-  }
-  for (int64_t i = a.n_packs * kPack + first; i < a.n; i += stride) f(i, loss_at<A, kGrad>(loss, a, i, param));
-}
-
-template <typename T, typename Loss>
-__global__ void __launch_bounds__(kMapThreads)
-    pointwise_forward_kernel(Loss loss, PointwiseArgs<T> a, opmath_t<T> param, T* __restrict__ out) {
-  using A = opmath_t<T>;
-  for_each_loss<A, false>(loss, a, param, [&](int64_t i, A v) { out[i] = from_opmath<T>(v); });
-}
-
-template <typename T, typename Loss>
-__global__ void __launch_bounds__(kMapThreads)
-    pointwise_backward_kernel(Loss loss, PointwiseArgs<T> a, opmath_t<T> param, const T* __restrict__ grad_output,
-                              bool grad_is_scalar, double norm, T* __restrict__ grad_input) {
-  using A = opmath_t<T>;
-  const A scalar_grad = grad_is_scalar ? static_cast<A>(to_opmath(grad_output[0]) * norm) : A(0);
-  for_each_loss<A, true>(loss, a, param, [&](int64_t i, A v) {
-    const A g = grad_is_scalar ? scalar_grad : to_opmath(grad_output[i]);
-    grad_input[i] = from_opmath<T>(v * g);
+    with_grad(No{}, No{});
   });
 }
 
-__device__ __forceinline__ double block_sum(double v) {
-  __shared__ double warp_sums[kReduceThreads / 32];
-  for (int mask = 16; mask > 0; mask >>= 1) v += __shfl_xor_sync(0xffffffffu, v, mask);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  v = 0;
-  if (warp == 0) {
-    v = lane < static_cast<int>(blockDim.x / 32) ? warp_sums[lane] : 0.0;
-    for (int mask = 16; mask > 0; mask >>= 1) v += __shfl_xor_sync(0xffffffffu, v, mask);
-  }
-  return v;
-}
-
-template <typename T, typename Loss>
-__global__ void __launch_bounds__(kReduceThreads)
-    pointwise_partial_sums_kernel(Loss loss, PointwiseArgs<T> a, reduce_math_t<T> param,
-                                  double* __restrict__ partials) {
-  using R = reduce_math_t<T>;
-  R acc = 0;
-  for_each_loss<R, false>(loss, a, param, [&](int64_t, R v) { acc += v; });
-  const double total = block_sum(static_cast<double>(acc));
-  if (threadIdx.x == 0) partials[blockIdx.x] = total;
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kReduceThreads)
-    finish_sum_kernel(const double* __restrict__ partials, int n_partials, double scale, T* __restrict__ out) {
-  double acc = 0;
-  for (int k = threadIdx.x; k < n_partials; k += blockDim.x) acc += partials[k];
-  const double total = block_sum(acc);
-  if (threadIdx.x == 0) *out = from_opmath<T>(static_cast<opmath_t<T>>(total * scale));
-}
-
-template <typename T>
-PointwiseArgs<T> pointwise_args(const PointwiseLaunch& p, const void* out) {
-  PointwiseArgs<T> a{static_cast<const T*>(p.input), static_cast<const T*>(p.target),
-                     static_cast<const T*>(p.weight), static_cast<const T*>(p.pos_weight), p.n, 0};
-  const bool aligned = cuda::is_aligned16(p.input) && cuda::is_aligned16(p.target) &&
-                       (!p.weight || cuda::is_aligned16(p.weight)) && (!p.pos_weight || cuda::is_aligned16(p.pos_weight)) &&
-                       (!out || cuda::is_aligned16(out));
-  if (aligned) a.n_packs = p.n / Pack16<T>::kSize;
-  return a;
-}
-
-// Grid-stride grid for n elements: about two packs per thread, at most 2^16 blocks.
-unsigned map_blocks(int64_t n, int pack) {
-  const int64_t blocks = cuda::ceil_div(cuda::ceil_div(n, pack), static_cast<int64_t>(kMapThreads) * 2);
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > (1 << 16) ? (1 << 16) : blocks));
-}
-
 }  // namespace
+
+TargetErrorRecord* target_error_record() {
+  // One record per device, in one allocation of mapped (and, with unified addressing, device-visible) pinned host
+  // memory made on first use; never freed, as a kernel of any later moment may still write it.
+  static TargetErrorRecord* const records = [] {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count <= 0) return static_cast<TargetErrorRecord*>(nullptr);
+    void* host = nullptr;
+    if (cudaHostAlloc(&host, sizeof(TargetErrorRecord) * count, cudaHostAllocMapped | cudaHostAllocPortable) !=
+        cudaSuccess) {
+      cudaGetLastError();  // not sticky; leave no error for the caller's launch check
+      return static_cast<TargetErrorRecord*>(nullptr);
+    }
+    std::memset(host, 0, sizeof(TargetErrorRecord) * count);
+    return static_cast<TargetErrorRecord*>(host);
+  }();
+  if (records == nullptr) return nullptr;
+  int device = 0;
+  cudaGetDevice(&device);
+  return records + device;
+}
+
+bool target_error_pending() {
+  const TargetErrorRecord* record = target_error_record();
+  return record != nullptr && *reinterpret_cast<const volatile uint32_t*>(&record->posted) != record->consumed;
+}
+
+bool take_target_error(TargetError& error) {
+  TargetErrorRecord* record = target_error_record();
+  if (record == nullptr) return false;
+  const uint32_t posted = *reinterpret_cast<volatile uint32_t*>(&record->posted);
+  if (posted == record->consumed) return false;
+  std::atomic_thread_fence(std::memory_order_acquire);  // the kernel wrote `error` before `posted`
+  const volatile TargetError& recorded = record->error;
+  error = {recorded.row, recorded.target, recorded.classes, recorded.ignore_index};
+  *reinterpret_cast<volatile uint32_t*>(&record->consumed) = posted;
+  return true;
+}
 
 void cross_entropy_forward_cuda(const CrossEntropyLaunch& ce, cudaStream_t stream) {
   if (ce.n <= 0) return;
@@ -550,7 +535,7 @@ void cross_entropy_forward_cuda(const CrossEntropyLaunch& ce, cudaStream_t strea
     using T = std::remove_pointer_t<decltype(tag)>;
     const RowParams<T> rp = row_params<T>(ce, ce.logits);
     cross_entropy_forward_kernel<T><<<static_cast<unsigned>(ce.n), row_threads(ce.c, Pack16<T>::kSize), 0, stream>>>(
-        rp, ce.loss, ce.row_weight, ce.lse, static_cast<opmath_t<T>*>(ce.target_mass), ce.bad_row);
+        rp, ce.loss, ce.row_weight, ce.lse, static_cast<opmath_t<T>*>(ce.target_mass), ce.target_errors);
   });
 }
 
@@ -562,7 +547,7 @@ void cross_entropy_forward_grad_cuda(const CrossEntropyLaunch& ce, const double*
     const RowParams<T> rp = row_params<T>(ce, grad_logits);
     cross_entropy_forward_grad_kernel<T>
         <<<static_cast<unsigned>(ce.n), row_threads(ce.c, Pack16<T>::kSize), 0, stream>>>(
-            rp, grad_scale, scale_per_row ? 1 : 0, ce.loss, ce.bad_row, static_cast<T*>(grad_logits));
+            rp, grad_scale, scale_per_row ? 1 : 0, ce.loss, ce.target_errors, static_cast<T*>(grad_logits));
   });
 }
 
@@ -593,19 +578,14 @@ void scale_rows_cuda(DType dtype, void* x, int64_t rows, int64_t row_len, const 
   });
 }
 
-int64_t pointwise_loss_partials(int64_t n) {
-  const int64_t blocks = cuda::ceil_div(n, static_cast<int64_t>(kReduceThreads) * 16);
-  return blocks < 1 ? 1 : (blocks > kMaxPartials ? kMaxPartials : blocks);
-}
+int64_t pointwise_loss_partials(int64_t n) { return cuda::sum_partials(n); }
 
 void pointwise_loss_forward_cuda(const PointwiseLaunch& p, void* out, cudaStream_t stream) {
   if (p.n <= 0) return;
   cuda::dispatch_dtype(p.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    const PointwiseArgs<T> a = pointwise_args<T>(p, out);
-    loss::visit_pointwise_loss(p.kind, [&](auto l) {
-      pointwise_forward_kernel<T><<<map_blocks(p.n, Pack16<T>::kSize), kMapThreads, 0, stream>>>(
-          l, a, static_cast<opmath_t<T>>(p.param), static_cast<T*>(out));
+    with_pointwise_op<false, T>(p, nullptr, nullptr, 1.0, [&](auto op, auto in) {
+      cuda::launch_map(p.n, static_cast<T*>(out), in, op, stream);
     });
   });
 }
@@ -613,17 +593,12 @@ void pointwise_loss_forward_cuda(const PointwiseLaunch& p, void* out, cudaStream
 void pointwise_loss_reduce_cuda(const PointwiseLaunch& p, bool mean, double* partials, void* out,
                                 cudaStream_t stream) {
   if (p.n <= 0) return;
-  const int n_partials = static_cast<int>(pointwise_loss_partials(p.n));
+  const double scale = mean ? 1.0 / static_cast<double>(p.n) : 1.0;
   cuda::dispatch_dtype(p.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    const PointwiseArgs<T> a = pointwise_args<T>(p, nullptr);
-    loss::visit_pointwise_loss(p.kind, [&](auto l) {
-      pointwise_partial_sums_kernel<T><<<n_partials, kReduceThreads, 0, stream>>>(
-          l, a, static_cast<reduce_math_t<T>>(p.param), partials);
+    with_pointwise_op<false, T>(p, nullptr, nullptr, 1.0, [&](auto op, auto in) {
+      cuda::launch_sum<reduce_math_t<T>>(p.n, in, op, scale, partials, static_cast<T*>(out), stream);
     });
-    finish_sum_kernel<T><<<1, kReduceThreads, 0, stream>>>(partials, n_partials,
-                                                           mean ? 1.0 / static_cast<double>(p.n) : 1.0,
-                                                           static_cast<T*>(out));
   });
 }
 
@@ -632,13 +607,11 @@ void pointwise_loss_backward_cuda(const PointwiseLaunch& p, const void* grad_out
   if (p.n <= 0) return;
   cuda::dispatch_dtype(p.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    PointwiseArgs<T> a = pointwise_args<T>(p, grad_input);
-    if (!grad_is_scalar && !cuda::is_aligned16(grad_output)) a.n_packs = 0;
-    loss::visit_pointwise_loss(p.kind, [&](auto l) {
-      pointwise_backward_kernel<T><<<map_blocks(p.n, Pack16<T>::kSize), kMapThreads, 0, stream>>>(
-          l, a, static_cast<opmath_t<T>>(p.param), static_cast<const T*>(grad_output), grad_is_scalar, norm,
-          static_cast<T*>(grad_input));
-    });
+    const T* grad = static_cast<const T*>(grad_output);
+    with_pointwise_op<true, T>(p, grad_is_scalar ? nullptr : grad, grad_is_scalar ? grad : nullptr, norm,
+                               [&](auto op, auto in) {
+                                 cuda::launch_map(p.n, static_cast<T*>(grad_input), in, op, stream);
+                               });
   });
 }
 

@@ -37,7 +37,7 @@ struct GemmArgs {
   // into one buffer (a weight gradient accumulated chunk by chunk) without a second buffer of C's size.
   bool accumulate = false;
   bool allow_tf32 = false;       // float32 only: tensor cores may round the inputs to TF32 (CUDA)
-  // Fused activation epilogue, for kernels that take it (gemm_cuda_fuses_activation): C = act(op(A).op(B) + bias),
+  // Fused activation epilogue, for kernels that take it (GemmPlan::fuses_activation): C = act(op(A).op(B) + bias),
   // and `pre` (when non-null; ldc and batch_stride_c as C) receives op(A).op(B) before the bias, rounded to C's
   // dtype: what bias_act_backward reads, so Linear + activation needs no second pass over its output.
   bool fuse_act = false;

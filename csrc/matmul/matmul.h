@@ -1,14 +1,19 @@
 // Torch-side driver shared by the CPU and CUDA matmul bindings: argument checks, the operand layouts (read in place
 // through GemmArgs' layout flags and batch strides wherever torch's strides allow it), output allocation and the
 // empty / K == 0 cases live here once; a Backend only runs kernels on what it is handed:
-//   Backend::gemm(GemmArgs)                              C = op(A) . op(B) (+ bias) (+ C), every size > 0; the backend
-//                                                        sets allow_tf32 (CUDA: torch's float32 matmul precision)
+//   Backend::plan(const GemmArgs&) -> Backend::Plan     the backend's one decision for a GEMM (every size > 0): the
+//                                                        kernel, and Plan::fuses_activation, whether that kernel
+//                                                        applies args.act in its epilogue (CUDA: gemm_plan.h; the
+//                                                        backend adds its settings, e.g. torch's TF32 permission)
+//   Backend::run(const Plan&, const GemmArgs&)           C = op(A) . op(B) (+ bias) (+ C), as planned
+//   Backend::bias_act(Activation, const Tensor& x, const Tensor* bias, Tensor& y)
+//                                                        y = act(x + bias) (bias may be null) for contiguous [.., N]
+//                                                        x and y: linear_act's second pass where the GEMM has no
+//                                                        activation epilogue, called directly (not by op name)
 //   Backend::column_sum(const Tensor& g, Tensor& out)    out[j] = sum_i g[i, j], g 2-D contiguous with rows > 0
-//   Backend::fuses_activation(const GemmArgs&)           whether gemm() honours args.fuse_act for these args
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/SmallVector.h>
@@ -94,6 +99,12 @@ inline GemmArgs gemm_args(const Operand& a, const Operand& b, at::Tensor& c, int
   return args;
 }
 
+// One GEMM: planned once, then run.
+template <typename Backend>
+void run_gemm(const GemmArgs& args) {
+  Backend::run(Backend::plan(args), args);
+}
+
 // torch.matmul for operands of at least 2 dims (fastops.functional.matmul adds and removes the dims of 1-D ones).
 template <typename Backend>
 at::Tensor matmul_forward(const at::Tensor& a, const at::Tensor& b) {
@@ -114,7 +125,7 @@ at::Tensor matmul_forward(const at::Tensor& a, const at::Tensor& b) {
   if (out.numel() == 0) return out;
   if (k == 0) return out.zero_();
   const Operand ao = matrix_operand(a.expand(a_shape)), bo = matrix_operand(b.expand(b_shape));
-  Backend::gemm(gemm_args(ao, bo, out, batch, m, n, k, nullptr));
+  run_gemm<Backend>(gemm_args(ao, bo, out, batch, m, n, k, nullptr));
   return out;
 }
 
@@ -160,7 +171,7 @@ at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& weight, const s
   if (weight.size(1) == 0) return has_bias ? out.copy_(*bias) : out.zero_();
   const at::Tensor bias_dense = has_bias ? bias->contiguous() : at::Tensor();
   Operand xo, wo;
-  Backend::gemm(linear_gemm_args(x, weight, has_bias ? &bias_dense : nullptr, out, xo, wo));
+  run_gemm<Backend>(linear_gemm_args(x, weight, has_bias ? &bias_dense : nullptr, out, xo, wo));
   return out;
 }
 
@@ -175,9 +186,9 @@ inline Activation linear_activation(c10::string_view name) {
 }
 
 // act(x . weight^T + bias) and, when store_pre, the product before the bias (what bias_act_backward reads; else an
-// empty tensor). Where the backend's GEMM has the activation epilogue (Backend::fuses_activation: the Hopper
-// kernel) that is one GEMM writing out (and pre); elsewhere the GEMM writes pre and one fastops::bias_act pass
-// reads it back, as torch's linear-then-activation would.
+// empty tensor). One plan: where the backend's kernel has the activation epilogue (Plan::fuses_activation: the
+// Hopper kernel) that is one GEMM writing out (and pre); elsewhere the same plan's GEMM writes the product without
+// the bias and one Backend::bias_act pass reads it back, as torch's linear-then-activation would.
 template <typename Backend>
 std::tuple<at::Tensor, at::Tensor> linear_act_forward(const at::Tensor& x, const at::Tensor& weight,
                                                       const std::optional<at::Tensor>& bias, c10::string_view act,
@@ -186,25 +197,35 @@ std::tuple<at::Tensor, at::Tensor> linear_act_forward(const at::Tensor& x, const
   const Shape shape = check_linear("linear_act", x, weight, bias);
   const bool has_bias = bias.has_value() && bias->defined();
   at::Tensor out = at::empty(shape, x.options());
-  if (out.numel() > 0 && weight.size(1) > 0) {
-    at::Tensor pre = store_pre ? at::empty(shape, x.options()) : at::Tensor();
-    const at::Tensor bias_dense = has_bias ? bias->contiguous() : at::Tensor();
+  at::Tensor pre = store_pre ? at::empty(shape, x.options()) : at::empty({0}, x.options());
+  if (out.numel() == 0) return {out, pre};
+  const at::Tensor bias_dense = has_bias ? bias->contiguous() : at::Tensor();
+  const at::Tensor* bias_arg = has_bias ? &bias_dense : nullptr;
+  // Where the composed path puts the product: pre when kept, else a temporary (allocated only on that path).
+  at::Tensor product = store_pre ? pre : at::Tensor();
+  if (weight.size(1) == 0) {
+    product = store_pre ? pre.zero_() : at::zeros(shape, x.options());
+  } else {
     Operand xo, wo;
-    GemmArgs args = linear_gemm_args(x, weight, has_bias ? &bias_dense : nullptr, out, xo, wo);
+    GemmArgs args = linear_gemm_args(x, weight, bias_arg, out, xo, wo);
     args.fuse_act = true;
     args.act = activation;
     args.pre = store_pre ? pre.data_ptr() : nullptr;
-    if (Backend::fuses_activation(args)) {
-      Backend::gemm(args);
-      return {out, store_pre ? pre : at::empty({0}, x.options())};
+    const auto plan = Backend::plan(args);
+    if (plan.fuses_activation) {
+      Backend::run(plan, args);
+      return {out, pre};
     }
+    // A non-fusing kernel's plan does not depend on the epilogue, so it serves the product's GEMM as well.
+    if (!product.defined()) product = at::empty(shape, x.options());
+    args.fuse_act = false;
+    args.bias = nullptr;
+    args.pre = nullptr;
+    args.c = product.data_ptr();
+    Backend::run(plan, args);
   }
-  const at::Tensor pre = linear_forward<Backend>(x, weight, std::nullopt);
-  static const auto bias_act = c10::Dispatcher::singleton()
-                                   .findSchemaOrThrow("fastops::bias_act", "")
-                                   .typed<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view)>();
-  out = bias_act.call(pre, has_bias ? *bias : at::zeros({weight.size(0)}, x.options()), act);
-  return {out, store_pre ? pre : at::empty({0}, x.options())};
+  Backend::bias_act(activation, product, bias_arg, out);
+  return {out, pre};
 }
 
 // Whether x and y lie in one storage with intersecting spans (first to last element). Conservative: interleaved views
@@ -247,7 +268,7 @@ void matmul_accumulate_forward(at::Tensor& out, const at::Tensor& a, const at::T
   GemmArgs args = gemm_args(ao, bo, out, 1, m, n, k, nullptr);
   args.ldc = m == 1 ? n : out.stride(0);
   args.accumulate = true;
-  Backend::gemm(args);
+  run_gemm<Backend>(args);
 }
 
 // The bias gradient of linear: grad_output summed over every dim but the last.

@@ -24,7 +24,7 @@ using LinearOp = Tensor(const Tensor&, const Tensor&, const std::optional<Tensor
 using LinearActOp =
     std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const std::optional<Tensor>&, c10::string_view, bool);
 using BiasActBackwardOp =
-    std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, c10::string_view);
+    std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const std::optional<Tensor>&, c10::string_view);
 
 Tensor matmul_op(const Tensor& a, const Tensor& b) { return FASTOPS_OP("matmul", "", MatmulOp).call(a, b); }
 

@@ -30,6 +30,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "activations/activations.h"
 #include "common/cpu_elementwise.h"
 #include "common/env.h"
 #include "matmul/cpu_amx.h"
@@ -619,28 +620,25 @@ void column_sum_cpu(const T* g, int64_t rows, int64_t cols, T* out) {
 }
 
 struct CpuBackend {
-  static void gemm(GemmArgs args) {
+  // The CPU GEMM has no activation epilogue: linear_act runs the GEMM, then the bias + activation pass.
+  struct Plan {
+    bool fuses_activation = false;
+  };
+  static Plan plan(const GemmArgs&) { return {}; }
+
+  static void run(const Plan&, const GemmArgs& args) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scalar_type_of(args.dtype), "fastops_gemm_cpu",
                                     [&] { CpuGemm<scalar_t>::run_batched(args); });
   }
 
-  // The CPU GEMM has no activation epilogue: linear_act runs the GEMM, then the bias + activation pass.
-  static bool fuses_activation(const GemmArgs&) { return false; }
+  static void bias_act(Activation act, const at::Tensor& x, const at::Tensor* bias, at::Tensor& y) {
+    bias_act_cpu(act, x, bias, y);
+  }
 
   static void column_sum(const at::Tensor& g, at::Tensor& out) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "fastops_column_sum_cpu", [&] {
       column_sum_cpu(g.const_data_ptr<scalar_t>(), g.size(0), g.size(1), out.data_ptr<scalar_t>());
     });
-  }
-
-  static at::ScalarType scalar_type_of(DType d) {
-    switch (d) {
-      case DType::Float16: return at::kHalf;
-      case DType::BFloat16: return at::kBFloat16;
-      case DType::Float32: return at::kFloat;
-      case DType::Float64: return at::kDouble;
-    }
-    return at::kFloat;
   }
 };
 

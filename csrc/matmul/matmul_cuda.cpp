@@ -1,4 +1,5 @@
-// CUDA binding of the matmul family: device guard, current stream, torch's TF32 setting, workspace, launch check.
+// CUDA binding of the matmul family: device guard, current stream, torch's TF32 setting, the GEMM plan and its
+// workspace, launch check.
 #include <ATen/Context.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
@@ -6,6 +7,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "activations/activations_launch.h"
+#include "common/column_sum.h"
 #include "matmul/matmul.h"
 #include "matmul/matmul_launch.h"
 
@@ -13,28 +16,42 @@ namespace fastops {
 namespace {
 
 struct CudaBackend {
-  static void gemm(GemmArgs args) {
-    // Read at call time (not baked into the graph), so eager and torch.compile follow
-    // torch.backends.cuda.matmul.allow_tf32 / torch.set_float32_matmul_precision alike.
-    args.allow_tf32 = at::globalContext().allowTF32CuBLAS();
-    const int64_t workspace_elems = gemm_cuda_workspace_elems(args);
+  using Plan = GemmPlan;
+
+  // torch's TF32 setting is read here, at call time (not baked into a graph), so eager and torch.compile follow
+  // torch.backends.cuda.matmul.allow_tf32 / torch.set_float32_matmul_precision alike; the kernel-variant switches
+  // are the process's (gemm_switches()).
+  static GemmPlan plan(const GemmArgs& args) {
+    GemmArgs planned = args;
+    planned.allow_tf32 = at::globalContext().allowTF32CuBLAS();
+    return plan_gemm(planned, current_gemm_device(), gemm_switches());
+  }
+
+  static void run(const GemmPlan& plan, const GemmArgs& args) {
     at::Tensor workspace;  // alive until the kernels are enqueued; the caching allocator orders later reuse
-    if (workspace_elems > 0) {
-      workspace = at::empty({workspace_elems}, at::TensorOptions().dtype(at::kFloat).device(
-                                                   at::kCUDA, c10::cuda::current_device()));
+    if (plan.workspace_elems > 0) {
+      workspace = at::empty({plan.workspace_elems},
+                            at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, c10::cuda::current_device()));
     }
-    C10_CUDA_CHECK(gemm_cuda(args, workspace_elems > 0 ? workspace.data_ptr<float>() : nullptr,
-                             c10::cuda::getCurrentCUDAStream()));
+    C10_CUDA_CHECK(run_gemm(plan, args, plan.workspace_elems > 0 ? workspace.data_ptr<float>() : nullptr,
+                            c10::cuda::getCurrentCUDAStream()));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
-  static bool fuses_activation(const GemmArgs& args) { return gemm_cuda_fuses_activation(args); }
+  static void bias_act(Activation act, const at::Tensor& x, const at::Tensor* bias, at::Tensor& y) {
+    const int64_t cols = x.size(-1);
+    bias_act_forward_cuda(act, to_dtype(x.scalar_type()), x.const_data_ptr(),
+                          bias != nullptr ? bias->const_data_ptr() : nullptr, y.data_ptr(), x.numel() / cols, cols,
+                          c10::cuda::getCurrentCUDAStream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 
   static void column_sum(const at::Tensor& g, at::Tensor& out) {
     const int64_t rows = g.size(0), cols = g.size(1);
-    at::Tensor workspace = at::empty({column_sum_bands(rows), cols}, g.options().dtype(at::kDouble));
-    column_sum_cuda(to_dtype(g.scalar_type()), g.const_data_ptr(), rows, cols, out.data_ptr(),
-                    workspace.data_ptr<double>(), c10::cuda::getCurrentCUDAStream());
+    const DType dtype = to_dtype(g.scalar_type());
+    at::Tensor workspace = at::empty({column_sum_workspace_bytes(dtype, rows, cols)}, g.options().dtype(at::kByte));
+    column_sum_cuda(dtype, g.const_data_ptr(), rows, cols, out.data_ptr(), workspace.data_ptr(),
+                    c10::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };

@@ -235,8 +235,11 @@ def run_cases(cases: Sequence[Case], device: str, *, quick: bool = False, provid
 
 @contextlib.contextmanager
 def _environment(variables: dict[str, str]):
+    # The extension reads its kernel-variant switches once per process; _refresh_kernel_switches re-reads them after
+    # each change, so that every provider runs the variant its variables name.
     saved = {name: os.environ.get(name) for name in variables}
     os.environ.update(variables)
+    _refresh_kernel_switches(variables)
     try:
         yield
     finally:
@@ -245,6 +248,12 @@ def _environment(variables: dict[str, str]):
                 del os.environ[name]
             else:
                 os.environ[name] = value
+        _refresh_kernel_switches(variables)
+
+
+def _refresh_kernel_switches(variables: dict[str, str]) -> None:
+    if variables:
+        torch.ops.fastops._refresh_kernel_switches()
 
 
 def _call_within(ctx_factory, fn, *args):

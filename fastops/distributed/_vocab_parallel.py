@@ -236,8 +236,12 @@ def _cross_entropy_forward_grad_inplace(op, args, kwargs):
 
 
 def _linear_cross_entropy(op, args, kwargs):
-    (input, weight, target, bias, class_weight, ignore_index, eps, grad_scale, rows_per_chunk, need_input,
-     need_weight, need_bias) = _bind(op, args, kwargs)
+    (input, weight, target, bias, class_weight, ignore_index, eps, grad_scale, rows_per_chunk,
+     needs) = _bind(op, args, kwargs)
+    need_input, need_weight, need_bias, need_target, need_class_weight = needs
+    if need_target or need_class_weight:
+        raise NotImplementedError("fastops loss_parallel: linear_cross_entropy over a split vocabulary gives no "
+                                  "gradient for probability targets or class weights; detach them")
     if not isinstance(weight, DTensor):
         raise TypeError("fastops loss_parallel: linear_cross_entropy's weight must be a DTensor split along the "
                         "classes (dim 0)")
@@ -252,7 +256,8 @@ def _linear_cross_entropy(op, args, kwargs):
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     per_row = u.numel() > 1
     with torch.no_grad():
-        for start, stop in _lce._chunks(n, rows_per_chunk):
+        step = rows_per_chunk or _lce.chunk_rows(n, w.shape[0], x.dtype)
+        for start, stop in _lce.token_chunks(n, step, for_pass_2=False):
             xc, scale = x[start:stop], u[start:stop] if per_row else u
             logits = fastops.linear(xc, w, b)
             rows = _global_terms(logits, _prepare(logits, target[start:stop], class_weight, ignore_index, eps, vs),
@@ -274,7 +279,8 @@ def _linear_cross_entropy(op, args, kwargs):
     # Not-needed gradients are empty on every rank: replicated.
     return (vs.replicate(total), vs.replicate(grad_input),
             vs.like(grad_weight, weight._spec) if need_weight else vs.replicate(grad_weight),
-            vs.like(grad_bias, bias._spec) if need_bias else vs.replicate(grad_bias))
+            vs.like(grad_bias, bias._spec) if need_bias else vs.replicate(grad_bias),
+            vs.replicate(x.new_empty(0)), vs.replicate(x.new_empty(0)))
 
 
 def _linear_cross_entropy_rows(op, args, kwargs):

@@ -37,7 +37,7 @@ def _bias_act_fake(x, bias, act):
 @torch.library.register_fake("fastops::bias_act_backward")
 def _bias_act_backward_fake(grad_output, x, bias, act):
     check_same_device("bias_act_backward", x, grad_output=grad_output, bias=bias)
-    return x.new_empty(x.shape), bias.new_empty(bias.shape)
+    return x.new_empty(x.shape), (bias.new_empty(bias.shape) if bias is not None else x.new_empty(0))
 
 
 # ---- gated units: swiglu / geglu on (gate, up) or on one packed [..., 2H] tensor ----

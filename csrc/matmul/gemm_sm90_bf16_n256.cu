@@ -1,0 +1,6 @@
+// The Hopper GEMM for bfloat16 inputs and output, 256-wide tiles (see gemm_sm90_kernel.cuh).
+#include "matmul/gemm_sm90_kernel.cuh"
+
+namespace fastops::sm90 {
+FASTOPS_SM90_LAUNCH(, __nv_bfloat16, __nv_bfloat16, 256)
+}  // namespace fastops::sm90
