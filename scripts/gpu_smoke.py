@@ -7,7 +7,7 @@ first minute and by name, before the test suite. Each check computes the op with
 inputs and a float64 reference, and passes when fastops' relative error (||out - ref|| / ||ref||, outputs and
 input gradients) is at most 2x torch's own plus a floor: the accuracy rule of the test suite, loosely. Every check
 runs even when an earlier one failed; a check that hangs (a kernel that never finishes) dumps its stack after
---hang-s seconds. On the CPU (--device cpu: the dry run and CI) the same checks run at smaller sizes.
+--hang-s seconds and ends the run. On the CPU (--device cpu: the dry run and CI) the same checks run at smaller sizes.
 Exit status: the number of failed checks (0: all passed).
 """
 
@@ -178,8 +178,8 @@ def checks(device: str, small: bool):
         return compare(lambda x, w: FF.linear_cross_entropy(x, w, t), lambda x, w: F.cross_entropy(F.linear(x, w), t),
                        [x, w], floor=FLOOR[bf16])
 
-    for fn in (activations, fused, matmul_hopper, matmul_variants, linear_tf32_and_act, losses,
-               linear_cross_entropy):
+    # The GEMM checks last: a hang there (a new Hopper kernel's first run) must not hide the other families.
+    for fn in (activations, fused, losses, matmul_hopper, matmul_variants, linear_tf32_and_act, linear_cross_entropy):
         out[fn.__name__] = fn
     return out
 
@@ -187,8 +187,10 @@ def checks(device: str, small: bool):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--hang-s", type=float, default=30.0, help="dump the stack of a check running this long")
+    parser.add_argument("--hang-s", type=float, default=None,
+                        help="a check running this long counts as hung (default 30 on CUDA, 120 on the CPU)")
     args = parser.parse_args(argv)
+    hang_s = args.hang_s or (30.0 if args.device == "cuda" else 120.0)
     print(f"fastops {fastops.__version__} from {os.path.dirname(fastops.__file__)}; torch {torch.__version__} "
           f"(CUDA {torch.version.cuda}); CUDA kernels built: {fastops.has_cuda_kernels()}; CPU level "
           f"{fastops.cpu_capability()}", flush=True)
@@ -206,7 +208,9 @@ def main(argv=None) -> int:
     for name, check in todo.items():
         torch.manual_seed(0)
         t0 = time.perf_counter()
-        faulthandler.dump_traceback_later(args.hang_s, exit=False)
+        # A check still running after --hang-s (a kernel that never finishes) dumps every thread's stack and ends
+        # the process: the step then fails in seconds instead of waiting for its box.
+        faulthandler.dump_traceback_later(hang_s, exit=True)
         try:
             note = check()
             if args.device == "cuda":
