@@ -28,7 +28,7 @@ REQUIRED = {
 
 # object file stem -> a regex of its kernels' mangled names, for --library (one SASS dump of every kernel)
 FUNCTIONS = {
-    "activations_cuda": r"activations_cuda_cu",
+    "activations_cuda": r"activations_cuda(_kernels)?_cu",  # setup.py compiles it as build/cuda_units/*_kernels.cu
     "gemm_sm90": r"_ZN7fastops4sm90",
 }
 
@@ -99,7 +99,8 @@ def main_library(lib: str) -> int:
             failures += count == 0
     # Local-memory traffic (register spills or a stack array) in any kernel, reported for the summary.
     spills = sorted(name for name, text in functions.items() if re.search(r"\b(LDL|STL)\b", text))
-    print(f"check_sass: kernels with local-memory loads/stores (LDL/STL): {len(spills)}")
+    print(f"check_sass: kernels with local-memory loads/stores (LDL/STL): {len(spills)}"
+          + "".join(f"\n  {name[:140]}" for name in spills))
     return 1 if failures else 0
 
 
