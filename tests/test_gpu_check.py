@@ -96,21 +96,28 @@ def test_summary_computes_each_kind_of_target(tmp_path):
     assert lines[0].startswith(f"headline targets: 8 pass, 1 fail, {len(TARGETS) - 9} not measured")
 
 
-def _dry_run_wheel():
-    """make wheel's CPU wheel, when it was built from this tree with this torch (make test builds it first)."""
-    info = os.path.join(REPO, "dist", "build-info.txt")
-    if os.path.exists(info) and wheel_info.match(info)[0]:
-        return info
-    reason = "no dist/build-info.txt" if not os.path.exists(info) else wheel_info.match(info)[1]
+def _dry_run_wheel() -> dict:
+    """The build-info of the wheel the dry run will install: dist/gpu's (make gpu-wheel; in make gpu-wheel-test's venv,
+    whose torch it was built for) or make wheel's CPU one (make test builds it first), whichever fits this python's
+    torch and this tree, as gpu_check.sh chooses."""
+    reasons = []
+    for info in (os.path.join(REPO, "dist", "gpu", "build-info.txt"), os.path.join(REPO, "dist", "build-info.txt")):
+        if not os.path.exists(info):
+            reasons.append(f"no {os.path.relpath(info, REPO)}")
+            continue
+        ok, why = wheel_info.match(info)
+        if ok:
+            return wheel_info.read_info(info)
+        reasons.append(f"{os.path.relpath(info, REPO)}: {why}")
     if os.environ.get("FASTOPS_GPU_CHECK_TEST_REQUIRE") == "1":
-        pytest.fail(f"the dry run needs make wheel's wheel of this tree: {reason}")
-    pytest.skip(f"run `make wheel` first (the dry run installs its wheel): {reason}")
+        pytest.fail(f"the dry run needs make wheel's wheel of this tree: {'; '.join(reasons)}")
+    pytest.skip(f"run `make wheel` first (the dry run installs its wheel): {'; '.join(reasons)}")
 
 
 def test_gpu_check_dry_run(tmp_path):
     """The whole script on this CPU machine. The sanitizer step gets a 5-second box (its CPU stand-in takes longer):
     it must end as TIMEOUT, its process killed, and the bench step after it must still run and report."""
-    _dry_run_wheel()
+    info = _dry_run_wheel()
     out = tmp_path / "out"
     env = dict(os.environ, FASTOPS_GPU_CHECK_DRY="1", OUT=str(out), PYTHON=sys.executable, GPU_CHECK_BOX_SANITIZE="5",
                TMPDIR=str(tmp_path))
@@ -130,7 +137,7 @@ def test_gpu_check_dry_run(tmp_path):
         assert any(line.startswith("SKIP") and f" {step} " in line and "skipped: no GPU" in line
                    for line in summary.splitlines()), summary
     assert "dry run, no GPU" in summary.splitlines()[0]
-    assert "archs none" in summary  # the CPU wheel, described by its build-info.txt
+    assert f"archs {info['cuda_arch']}" in summary  # the wheel it chose, described by its build-info.txt
     assert f"of {len(TARGETS)})" in summary and "headline rows measured: 0 of 159" in summary
     with tarfile.open(out / "logs.tgz") as tar:
         names = {os.path.basename(n) for n in tar.getnames()}
