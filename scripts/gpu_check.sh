@@ -202,7 +202,7 @@ if wants install; then
     limit=$(box install install)
     run_step install "$limit" install_wheel "$WHEEL"
     rc=$?
-    verdict install "$limit" $rc "$(basename "$WHEEL") ($(du -m "$WHEEL" | cut -f1) MiB, $(sed -n 's/^torch_full=//p' "$INFO"))"
+    verdict install "$limit" $rc "$(basename "$WHEEL") ($(($(stat -c %s "$WHEEL") / 1048576)) MiB, $(sed -n 's/^torch_full=//p' "$INFO"))"
   fi
   if ((rc != 0)) && [[ $DRY == 1 ]]; then
     # A dry run does not build: on a CPU machine that takes 10+ minutes (make wheel first, or GPU_CHECK_WHEEL=...).
