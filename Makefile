@@ -29,7 +29,8 @@ CUDA_ARCH_FLAGS := $(foreach a,$(subst ;, ,$(CUDA_ARCHS)),-gencode=arch=compute_
 TORCH_NVCC_FLAGS := -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
 	-D__CUDA_NO_HALF2_OPERATORS__
 
-.PHONY: all build test test-python wheel cuda-check bench bench-quick demo gpu-check lint clean
+.PHONY: all build test test-python wheel cuda-check bench bench-quick demo gpu-check gpu-check-dry gpu-wheel \
+	gpu-wheel-test lint clean
 
 all: test
 
@@ -48,11 +49,13 @@ build: .build-stamp
 	touch $@
 
 # The whole suite at the best CPU kernel level this machine runs, then the accuracy suites again at each lower level
-# (scripts/test_cpu_levels.sh), so that every level's kernels are tested wherever the suite runs.
+# (scripts/test_cpu_levels.sh), so that every level's kernels are tested wherever the suite runs. The wheel is built
+# first: tests/test_gpu_check.py dry-runs scripts/gpu_check.sh, which installs it (and must, here: REQUIRE).
 test: build
-	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory wheel
+	FASTOPS_GPU_CHECK_TEST_REQUIRE=1 $(PY) -m pytest -q tests
 	scripts/test_cpu_levels.sh $(PY)
-	$(MAKE) --no-print-directory wheel cuda-check
+	$(MAKE) --no-print-directory cuda-check
 
 # The one abi3 wheel in dist/, checked by abi3audit and imported from a clean directory at every CPU level.
 wheel: $(DEPS)
@@ -89,6 +92,57 @@ demo: build
 
 gpu-check:
 	bash scripts/gpu_check.sh
+
+# ---- The GPU visit (issue 16; docs/gpu_visit.md) ----------------------------------------------------------------
+# `make gpu-wheel` builds the CUDA extension here, on a CPU machine, against the GPU machine's torch (the registry's
+# torch 2.11.0 is its CUDA 13.0 build), in a venv of its own with Python 3.12 as there (which also shows the abi3
+# wheel loading on a CPython it was not built with). torch is installed with --no-deps (no triton, no 2.5 GB of
+# nvidia-* packages pulled by its pins); its CUDA build still needs, to import at all, the shared libraries
+# libtorch_cuda.so names (readelf -d: cublas, cublasLt, cudnn, cufft, cufile, curand, cusolver, cusparse,
+# cusparseLt, nccl, nvshmem, nvJitLink): GPU_TORCH_LIBS, the CUDA 13.0 releases of them. libcudart and libcupti come
+# from the system CUDA toolkit (LD_LIBRARY_PATH below), as nvcc does. No GPU is needed: torch.cuda.is_available()
+# is False and the CUDA tests skip. Another torch: GPU_TORCH=2.12.0 (and its CUDA's libraries in GPU_TORCH_LIBS).
+GPU_TORCH ?= 2.11.0
+GPU_PYTHON ?= $(firstword $(wildcard /root/.pyenv/versions/3.12.*/bin/python) python3.12)
+GPU_VENV := .venv-gpu
+GPU_TORCH_LIBS ?= nvidia-cublas==13.1.1.3 nvidia-cufft==12.0.0.61 nvidia-cufile==1.15.1.6 nvidia-curand==10.4.0.35 \
+	nvidia-cusolver==12.0.4.66 nvidia-cusparse==12.6.3.3 nvidia-nvjitlink==13.4.92 nvidia-cudnn-cu13==9.24.0.43 \
+	nvidia-cusparselt-cu13==0.8.1 nvidia-nccl-cu13==2.30.7 nvidia-nvshmem-cu13==3.4.5
+# The toolkit nvcc belongs to (nvcc may be a wrapper script elsewhere on PATH: torch would then guess a wrong root).
+CUDA_HOME ?= $(patsubst %/bin,%,$(shell $(NVCC) --dryrun -c -x cu /dev/null 2>&1 | sed -n 's/^\#\$$ _HERE_=//p'))
+GPU_ENV := LD_LIBRARY_PATH=$(CUDA_HOME)/lib64$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} CUDA_HOME=$(CUDA_HOME)
+
+$(GPU_VENV)/.deps: requirements-dev.txt
+	@test -x "$(GPU_PYTHON)" || { echo "gpu-wheel: no Python 3.12 (GPU_PYTHON=$(GPU_PYTHON))"; exit 1; }
+	rm -rf $(GPU_VENV)
+	$(GPU_PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install -q --upgrade pip
+	$(GPU_VENV)/bin/python -m pip install -q --no-deps torch==$(GPU_TORCH) $(GPU_TORCH_LIBS)
+	$(GPU_VENV)/bin/python -c 'import importlib.metadata as m; print("\n".join(r.split(";")[0] for r in m.requires("torch") \
+	  if "extra ==" not in r and not r.startswith(("nvidia", "cuda", "triton"))))' >$(GPU_VENV)/torch-deps.txt
+	$(GPU_VENV)/bin/python -m pip install -q -r $(GPU_VENV)/torch-deps.txt -r requirements-dev.txt
+	$(GPU_ENV) $(GPU_VENV)/bin/python -c 'import torch; assert torch.version.cuda, torch.__version__; \
+	  print("torch", torch.__version__, "CUDA", torch.version.cuda, "imports without a GPU")'
+	touch $@
+
+# dist/gpu/fastops-*.whl + build-info.txt, checked (size, abi3, sm_90a + sm_80 code, SASS, import).
+gpu-wheel: $(GPU_VENV)/.deps
+	$(GPU_ENV) scripts/gpu_wheel.sh $(GPU_VENV)/bin/python
+
+# The CPU test suite against the GPU wheel installed into that venv (CUDA cases skip): the wheel, not the tree's
+# sources, is what the tests import (PYTHONSAFEPATH keeps the checkout's fastops/ off sys.path).
+gpu-wheel-test: $(GPU_VENV)/.deps
+	$(GPU_ENV) $(GPU_VENV)/bin/python scripts/wheel_info.py match dist/gpu/build-info.txt || \
+	  { echo "gpu-wheel-test: dist/gpu does not hold a wheel of this tree: make gpu-wheel first"; exit 1; }
+	$(GPU_VENV)/bin/python -m pip install -q --no-deps --force-reinstall dist/gpu/fastops-*.whl
+	cd /tmp && $(GPU_ENV) PYTHONSAFEPATH=1 $(abspath $(GPU_VENV))/bin/python -c \
+	  'import fastops, sys; assert fastops.has_cuda_kernels() and "site-packages" in fastops.__file__, fastops.__file__; \
+	   print("testing", fastops.__file__)'
+	$(GPU_ENV) PYTHONSAFEPATH=1 $(GPU_VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+
+# The GPU check's dry run (no GPU needed): the wheel install, time boxes, $$OUT layout and summary.
+gpu-check-dry: wheel
+	FASTOPS_GPU_CHECK_DRY=1 PYTHON=$(abspath $(PY)) OUT=$(abspath out) bash scripts/gpu_check.sh
 
 lint: $(DEPS)
 	$(PY) -m ruff check fastops tests benchmarks examples scripts

@@ -6,10 +6,13 @@ set -euo pipefail
 PY=${1:?usage: check_wheel.sh PYTHON}
 [[ $PY == */* ]] && PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")  # absolute, symlink kept (a venv's python)
 cd "$(dirname "$0")/.."
-rm -f dist/fastops-*.whl
+rm -f dist/fastops-*.whl dist/build-info.txt
+t0=$SECONDS
 MAX_JOBS=${MAX_JOBS:-2} "$PY" -m pip wheel -q --no-build-isolation --no-deps -w dist .
 wheel=$(ls dist/fastops-*-cp310-abi3-*.whl)
-echo "built $wheel ($(du -h "$wheel" | cut -f1))"
+# build-info.txt: the torch and sources it was built from (scripts/gpu_check.sh's dry run installs this wheel).
+"$PY" scripts/wheel_info.py write "$wheel" $((SECONDS - t0)) >/dev/null
+echo "built $wheel ($(du -h "$wheel" | cut -f1)) in $((SECONDS - t0)) s"
 "$PY" -m abi3audit --strict --summary "$wheel"
 unpacked=$(mktemp -d)
 trap 'rm -rf "$unpacked"' EXIT

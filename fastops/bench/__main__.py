@@ -1,13 +1,17 @@
-"""python -m fastops.bench [--ops relu,gelu] [--families activations] [--quick] [--device cuda|cpu]
+"""python -m fastops.bench [--ops relu,gelu] [--families activations] [--quick] [--device cuda|cpu] [--headline]
 
-Times fastops, torch eager and torch.compile in one process, appends rows to benchmarks/results/<device>.csv,
-prints the ratio table and writes a PNG plot to benchmarks/plots/.
+Times fastops, torch eager and torch.compile in one process, appends rows to benchmarks/results/<device>.csv
+(each row as soon as it is measured, beside a 'copy' row with the bandwidth ceiling of the same run), prints the
+ratio table and writes a PNG plot to benchmarks/plots/. --headline times only shared/DESIGN.md's headline rows on
+the GPU, those with a target first (fastops.bench.headline); --cpu-train-step times fastops' headline training
+step on the CPU for the GPU-vs-CPU comparison. SIGTERM (a time box) ends the run early with what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 import torch
@@ -15,10 +19,14 @@ import torch
 import fastops
 
 from . import FAMILIES, family_cases
-from .core import append_csv, device_label, device_slug, measure_ceilings, run_cases
+from .core import append_csv, device_label, device_slug, measure_ceilings, plan_jobs, run_jobs
 from .report import plot, table
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:
@@ -34,36 +42,77 @@ def main(argv=None) -> int:
     parser.add_argument("--plots", default=os.path.join(REPO, "benchmarks", "plots"), help="folder for PNG plots")
     parser.add_argument("--no-csv", action="store_true", help="print only; do not append to the CSV")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--headline", action="store_true",
+                        help="only DESIGN.md's headline GPU rows, the ones with a target first")
+    parser.add_argument("--cpu-train-step", action="store_true",
+                        help="time fastops' headline training step (8192x1024x4096) on the CPU, for the "
+                             "GPU-vs-CPU speed-up")
+    parser.add_argument("--rep-ms", type=float, default=None,
+                        help="GPU: milliseconds of repetitions per timing (do_bench's rep; default 200)")
     args = parser.parse_args(argv)
 
+    # A time box's SIGTERM ends the run like Ctrl-C: the rows measured so far are already in the CSV, and the table
+    # and plot are still drawn from them.
+    signal.signal(signal.SIGTERM, _stop)
+    if args.cpu_train_step:
+        args.device = "cpu"
     if args.device == "cuda" and not fastops.has_cuda_kernels():
         print("fastops was built without CUDA kernels; rebuild on a machine with nvcc and CUDA torch", file=sys.stderr)
         return 2
+    providers = [p for p in args.providers.split(",") if p] or None
     wanted_ops = {o for o in args.ops.split(",") if o}
-    cases = []
-    for family in (f for f in args.families.split(",") if f):
-        cases += [c for c in family_cases(family, args.device, args.quick) if not wanted_ops or c.op in wanted_ops]
-    if not cases:
+    if args.cpu_train_step:
+        from .cases_training import train_step_case
+        from .headline import MLP
+
+        batch = int(MLP.split("x")[0])
+        jobs = plan_jobs([train_step_case("cpu", batch, providers=("fastops",))], ["fastops"])
+    elif args.headline:
+        if args.device != "cuda":
+            print("--headline rows are GPU rows (shared/DESIGN.md); on the CPU run the suite without it",
+                  file=sys.stderr)
+            return 2
+        from .headline import headline_cases, headline_jobs
+
+        cases = [c for c in headline_cases() if not wanted_ops or c.op in wanted_ops]
+        jobs = headline_jobs(cases, providers)
+    else:
+        cases = []
+        for family in (f for f in args.families.split(",") if f):
+            cases += [c for c in family_cases(family, args.device, args.quick)
+                      if not wanted_ops or c.op in wanted_ops]
+        jobs = plan_jobs(cases, providers)
+    if not jobs:
         print("no benchmark case matches", file=sys.stderr)
         return 2
 
-    ceilings = measure_ceilings(args.device)
-    providers = [p for p in args.providers.split(",") if p] or None
-    results = run_cases(cases, args.device, quick=args.quick, providers=providers,
-                        progress=not args.no_progress)
-
     slug = device_slug(args.device) + ("-quick" if args.quick else "")
+    path = os.path.join(args.results, f"{slug}.csv")
+
+    def record(result):
+        if not args.no_csv:
+            append_csv([result], path, args.device)
+
+    ceilings, copy_row = measure_ceilings(args.device)
+    record(copy_row)
+    results = []
+    interrupted = False
+    try:
+        run_jobs(jobs, args.device, quick=args.quick, progress=not args.no_progress, rep_ms=args.rep_ms,
+                 on_result=lambda r: (results.append(r), record(r)))
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"\nstopped after {len(results)} of {len(jobs)} timings", file=sys.stderr)
+
     print(f"\n{device_label(args.device)}, torch {torch.__version__}; measured copy ceiling "
           f"{ceilings['GB/s']:.0f} GB/s\n")
     print(table(results, ceilings))
     if not args.no_csv:
-        path = os.path.join(args.results, f"{slug}.csv")
-        append_csv(results, path, args.device)
         print(f"\nrows appended to {os.path.relpath(path)}")
     png = plot(results, os.path.join(args.plots, f"{slug}.png"), f"fastops speed-up, {device_label(args.device)}")
     if png:
         print(f"plot written to {os.path.relpath(png)}")
-    return 0
+    return 1 if interrupted else 0
 
 
 if __name__ == "__main__":

@@ -34,34 +34,48 @@ def train_step(model, loss_fn, optimizer, device_type: str, x, target):
 
 
 def step_provider(device: str, widths, *, fastops: bool, compiled: bool):
-    """A callable (x, target) -> loss that owns its model (same seed for every provider) and AdamW state."""
-    torch.manual_seed(0)
-    model = make_mlp(widths, device)
-    loss_fn = nn.CrossEntropyLoss()
-    if fastops:
-        model, loss_fn = convert(model), convert(loss_fn)
-    if compiled:
-        model = torch.compile(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    return functools.partial(train_step, model, loss_fn, optimizer, "cuda" if device.startswith("cuda") else "cpu")
+    """A callable (x, target) -> loss that owns its model (same seed for every provider) and AdamW state, built at
+    its first call: listing the cases (and checking their row names on a machine without a GPU) allocates nothing."""
+    state = {}
+
+    def step(x, target):
+        if "step" not in state:
+            torch.manual_seed(0)
+            model = make_mlp(widths, device)
+            loss_fn = nn.CrossEntropyLoss()
+            if fastops:
+                model, loss_fn = convert(model), convert(loss_fn)
+            if compiled:
+                model = torch.compile(model)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            state["step"] = functools.partial(train_step, model, loss_fn, optimizer,
+                                              "cuda" if device.startswith("cuda") else "cpu")
+        return state["step"](x, target)
+
+    return step
 
 
-def cases(device: str, quick: bool) -> list[Case]:
-    if device == "cuda":
-        batch, widths = (1024 if quick else 8192), WIDTHS
-    else:
-        batch, widths = (64 if quick else 256), tuple(w // 4 for w in WIDTHS)
+PROVIDERS = ("torch", "compile", "fastops", "fastops+compile")
+
+
+def train_step_case(device: str, batch: int, widths=WIDTHS, providers=PROVIDERS) -> Case:
+    """mlp_train_step at `batch` x widths[0] x widths[1]; `providers` picks which of the four own a model (each is
+    built here: a seeded model, its AdamW state)."""
     weights = sum(a * b for a, b in itertools.pairwise(widths))
 
     def make_inputs(dev):
         return (torch.randn(batch, widths[0], device=dev), torch.randint(0, widths[-1], (batch,), device=dev))
 
-    providers = {
-        "torch": step_provider(device, widths, fastops=False, compiled=False),
-        "compile": step_provider(device, widths, fastops=False, compiled=True),
-        "fastops": step_provider(device, widths, fastops=True, compiled=False),
-        "fastops+compile": step_provider(device, widths, fastops=True, compiled=True),
-    }
-    return [Case(op="mlp_train_step", dtype="bfloat16", shape=f"{batch}x{widths[0]}x{widths[1]}",
-                 make_inputs=make_inputs, providers=providers, modes=("full",), whole_step=True,
-                 flops=lambda mode: 6.0 * batch * weights)]  # forward 2, backward 4 FLOPs per weight and row
+    flags = {"torch": (False, False), "compile": (False, True), "fastops": (True, False),
+             "fastops+compile": (True, True)}
+    built = {name: step_provider(device, widths, fastops=flags[name][0], compiled=flags[name][1])
+             for name in providers}
+    return Case(op="mlp_train_step", dtype="bfloat16", shape=f"{batch}x{widths[0]}x{widths[1]}",
+                make_inputs=make_inputs, providers=built, modes=("full",), whole_step=True,
+                flops=lambda mode: 6.0 * batch * weights)  # forward 2, backward 4 FLOPs per weight and row
+
+
+def cases(device: str, quick: bool) -> list[Case]:
+    if device == "cuda":
+        return [train_step_case(device, 1024 if quick else 8192)]
+    return [train_step_case(device, 64 if quick else 256, tuple(w // 4 for w in WIDTHS))]

@@ -49,8 +49,6 @@ class Case:
     bytes: Callable[[str], float] | None = None
     flops: Callable[[str], float] | None = None
     tf32: bool = False
-    # Extra setup so a provider runs in its intended numeric mode (e.g. autocast); applied around every call.
-    context: Callable[[], object] | None = None
     # The providers run a whole training step themselves (forward, backward, optimizer): timed as mode "full".
     whole_step: bool = False
     # Environment variables set while a provider is timed: kernel-variant switches the extension reads at every call
@@ -94,15 +92,22 @@ def device_label(device: str) -> str:
 
 
 def git_commit() -> str:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=False).stdout.strip()
-        return out + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The commit the timed code was built from: $FASTOPS_COMMIT when set (scripts/gpu_check.sh sets it from the
+    wheel's build-info.txt: the GPU machine gets the working tree without .git, and an installed wheel lives outside
+    the checkout), else the checkout holding this file, else the current directory's."""
+    if os.environ.get("FASTOPS_COMMIT"):
+        return os.environ["FASTOPS_COMMIT"]
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for root in (here, os.getcwd()):
+        try:
+            out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                                 text=True, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                   capture_output=True, text=True, check=False).stdout.strip()
+            return out + ("-dirty" if dirty else "")
+        except (OSError, subprocess.CalledProcessError):
+            continue
+    return "unknown"
 
 
 def _grad_targets(args: tuple) -> list[torch.Tensor]:
@@ -137,13 +142,15 @@ def mode_callable(fn: Callable, args: tuple, mode: str) -> Callable[[], object]:
     raise ValueError(f"unknown mode {mode}")
 
 
-def time_ms(run: Callable[[], object], device: str, quick: bool) -> float:
+def time_ms(run: Callable[[], object], device: str, quick: bool, rep_ms: float | None = None) -> float:
+    """Median milliseconds of run(). GPU: do_bench repeats for rep_ms (default 200, 40 when quick) of GPU time."""
     if device == "cuda":
+        rep = rep_ms if rep_ms is not None else (40 if quick else 200)
         try:
             from triton.testing import do_bench
         except ImportError:  # CUDA events by hand when triton is absent
             return _cuda_event_ms(run, reps=10 if quick else 50)
-        return float(do_bench(run, warmup=10 if quick else 25, rep=40 if quick else 200, return_mode="median"))
+        return float(do_bench(run, warmup=10 if quick else 25, rep=rep, return_mode="median"))
     from torch.utils import benchmark
     run()  # warm-up (first-call allocations, compile)
     # Timer runs on one thread unless told otherwise; time with every thread torch would use (the report's label).
@@ -180,17 +187,32 @@ def peak_extra_gib(run: Callable[[], object], device: str) -> float | None:
     return peak / 2**30
 
 
-def measure_ceilings(device: str) -> dict[str, float]:
-    """The device's copy bandwidth (GB/s, bytes read + written) measured now, in this run."""
+def copy_case(device: str) -> Case:
+    """The device copy that gives the roofline ceiling for bytes: dst.copy_(src), bytes read + written. Its row
+    goes into the CSV (op 'copy', provider 'torch'), so that a result file carries the ceiling it was measured
+    against."""
     n = (1 << 28) if device == "cuda" else (1 << 25)
-    src = torch.empty(n, dtype=torch.float32, device=device).uniform_()
-    dst = torch.empty_like(src)
-    ms = time_ms(lambda: dst.copy_(src), device, quick=True)
-    return {"GB/s": 2 * src.numel() * src.element_size() / (ms * 1e-3) / 1e9}
+
+    def make_inputs(dev):
+        src = torch.empty(n, dtype=torch.float32, device=dev).uniform_()
+        return src, torch.empty_like(src)
+
+    return Case(op="copy", dtype="float32", shape=str(n), make_inputs=make_inputs,
+                providers={"torch": lambda src, dst: dst.copy_(src)}, bytes=lambda mode: 2.0 * n * 4)
 
 
-def run_cases(cases: Sequence[Case], device: str, *, quick: bool = False, providers: Sequence[str] | None = None,
-              progress: bool = True) -> list[Result]:
+def measure_ceilings(device: str) -> tuple[dict[str, float], Result]:
+    """The device's copy bandwidth (GB/s, bytes read + written) measured now, in this run, and its result row."""
+    (result,) = run_cases([copy_case(device)], device, quick=True, providers=["torch"], progress=False)
+    return {"GB/s": result.value}, result
+
+
+Job = tuple[Case, str, str]  # (case, provider, mode)
+
+
+def plan_jobs(cases: Sequence[Case], providers: Sequence[str] | None = None) -> list[Job]:
+    """Every (case, provider, mode) to time, in case order; 'compile' (torch.compile of the 'torch' provider) is
+    added to every case that has a 'torch' provider. `providers` keeps only those named."""
     jobs = []
     for case in cases:
         names = list(case.providers)
@@ -201,36 +223,73 @@ def run_cases(cases: Sequence[Case], device: str, *, quick: bool = False, provid
                 continue
             for mode in case.modes:
                 jobs.append((case, provider, mode))
+    return jobs
+
+
+@contextlib.contextmanager
+def provider_settings(case: Case, provider: str):
+    """What a provider runs under while it is called and timed: TF32 as the case's dtype says ('tf32' rows), and
+    the provider's environment switches (the GEMM ladder's FASTOPS_SM90_* variants). Both restored afterwards."""
+    prev_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = case.tf32
+    try:
+        with _environment(case.provider_env.get(provider, {})):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev_tf32
+
+
+def provider_fn(case: Case, provider: str, compiled_cache: dict | None = None, mode: str = "") -> Callable:
+    """The provider's callable; 'compile' is torch.compile of the 'torch' provider unless the case defines its
+    own (one compiled function per case and mode when a cache is given)."""
+    if provider != "compile" or "compile" in case.providers:
+        return case.providers[provider]
+    if compiled_cache is None:
+        return torch.compile(case.providers["torch"])
+    key = (id(case), mode)
+    if key not in compiled_cache:
+        torch._dynamo.reset()
+        compiled_cache[key] = torch.compile(case.providers["torch"])
+    return compiled_cache[key]
+
+
+def job_callable(case: Case, provider: str, mode: str, device: str, compiled_cache: dict | None = None):
+    """(run, args): a zero-argument callable doing one `mode` call of the provider on fresh inputs, and the inputs
+    (kept alive by the caller while it times run). Call inside provider_settings(case, provider)."""
+    args = case.make_inputs(device)
+    fn = provider_fn(case, provider, compiled_cache, mode)
+    run = functools.partial(fn, *args) if case.whole_step else mode_callable(fn, args, mode)
+    return run, args
+
+
+def run_jobs(jobs: Sequence[Job], device: str, *, quick: bool = False, progress: bool = True,
+             rep_ms: float | None = None, on_result: Callable[[Result], None] | None = None) -> list[Result]:
+    """Times each job in order; on_result(result) is called as soon as each is measured (the CLI appends it to the
+    CSV then, so a run stopped by a time limit keeps every row it finished)."""
     bar = _progress(len(jobs), progress)
     results = []
     compiled_cache: dict[tuple[int, str], Callable] = {}
-    for case, provider, mode in jobs:
-        bar.set_description(f"{case.id} {provider} {mode}")
-        prev_tf32 = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = case.tf32
-        try:
-            args = case.make_inputs(device)
-            if provider == "compile" and "compile" not in case.providers:
-                key = (id(case), mode)
-                if key not in compiled_cache:
-                    torch._dynamo.reset()
-                    compiled_cache[key] = torch.compile(case.providers["torch"])
-                fn = compiled_cache[key]
-            else:
-                fn = case.providers[provider]
-            if case.context is not None:
-                fn = functools.partial(_call_within, case.context, fn)
-            run = functools.partial(fn, *args) if case.whole_step else mode_callable(fn, args, mode)
-            with _environment(case.provider_env.get(provider, {})):
-                ms = time_ms(run, device, quick)
+    try:
+        for case, provider, mode in jobs:
+            bar.set_description(f"{case.id} {provider} {mode}")
+            with provider_settings(case, provider):
+                run, args = job_callable(case, provider, mode, device, compiled_cache)
+                ms = time_ms(run, device, quick, rep_ms)
                 peak = peak_extra_gib(run, device)
-            results.append(Result(case, provider, mode, ms, case.rate(mode, ms), peak))
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = prev_tf32
-            del args
-        bar.update(1)
-    bar.close()
+                del run, args
+            result = Result(case, provider, mode, ms, case.rate(mode, ms), peak)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+            bar.update(1)
+    finally:
+        bar.close()
     return results
+
+
+def run_cases(cases: Sequence[Case], device: str, *, quick: bool = False, providers: Sequence[str] | None = None,
+              progress: bool = True, rep_ms: float | None = None) -> list[Result]:
+    return run_jobs(plan_jobs(cases, providers), device, quick=quick, progress=progress, rep_ms=rep_ms)
 
 
 @contextlib.contextmanager
@@ -254,11 +313,6 @@ def _environment(variables: dict[str, str]):
 def _refresh_kernel_switches(variables: dict[str, str]) -> None:
     if variables:
         torch.ops.fastops._refresh_kernel_switches()
-
-
-def _call_within(ctx_factory, fn, *args):
-    with ctx_factory():
-        return fn(*args)
 
 
 def _progress(total: int, enabled: bool):
