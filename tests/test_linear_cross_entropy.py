@@ -322,7 +322,7 @@ BAD_ARGUMENTS = {
     "target one row longer": (lambda x, w, t: {"target": torch.cat([t, t[:1]])}, "target batch_size"),
     "target one row shorter": (lambda x, w, t: {"target": t[1:]}, "target batch_size"),
     "int64 target of the logits' shape": (lambda x, w, t: {"target": torch.randint(0, V, (N, V))},
-                                          "target .*probabilities .*floating point"),
+                                          "Expected floating point type for target with class probabilities"),
     "2-D class-index target": (lambda x, w, t: {"target": torch.randint(0, V, (N, 2))}, "1D target"),
     "0-d target for a batch": (lambda x, w, t: {"target": t[0]}, "target batch_size"),
     "int32 target": (lambda x, w, t: {"target": t.int()}, "target dtype"),

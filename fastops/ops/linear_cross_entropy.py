@@ -44,6 +44,10 @@ from torch import Tensor
 
 from .losses import math_dtype
 
+# c10's ScalarType names, which torch's C++ messages print, for the dtypes a target can wrongly have.
+_TORCH_DTYPE_NAMES = {torch.int64: "Long", torch.int32: "Int", torch.int16: "Short", torch.int8: "Char",
+                      torch.uint8: "Byte", torch.bool: "Bool"}
+
 fastops = torch.ops.fastops
 
 # Bytes of logits one chunk (pass 1) or vocabulary block (pass 2) may hold. 128 MiB: 512 rows of a 128256-word
@@ -381,7 +385,11 @@ def _total_weight(target: Tensor, weight: Tensor | None, ignore_index: int, num_
 
 
 def _check_target(target: Tensor, batch: int, unbatched: bool) -> Tensor:
-    """torch's rules for class-index targets (nll_loss's, checked in its order); returns them as int64 [N]."""
+    """torch's rules for class-index targets (nll_loss_nd's, checked in its order: the batch sizes first, then the
+    target's rank); returns them as int64 [N]."""
+    if not unbatched and target.dim() >= 1 and target.shape[0] != batch:
+        raise ValueError("fastops.linear_cross_entropy: Expected input batch_size (" + str(batch)
+                         + ") to match target batch_size (" + str(target.shape[0]) + ").")
     if target.dim() > 1:
         raise RuntimeError("fastops.linear_cross_entropy: 0D or 1D target tensor expected, multi-target not "
                            "supported; target has shape " + _shape(target.shape))
@@ -450,9 +458,9 @@ def linear_cross_entropy_loss(input: Tensor, linear_weight: Tensor, target: Tens
                                label_smoothing=label_smoothing)
     if probabilities:
         if not target.is_floating_point():
-            raise RuntimeError("fastops.linear_cross_entropy: target has the logits' shape " + _shape(logits_shape)
-                               + ", so it holds class probabilities and must be floating point, got "
-                               + str(target.dtype))
+            # torch's message (its cross_entropy's), for a target of the logits' shape
+            raise RuntimeError("fastops.linear_cross_entropy: Expected floating point type for target with class "
+                               "probabilities, got " + _TORCH_DTYPE_NAMES.get(target.dtype, str(target.dtype)))
         # torch's loss for probabilities is a product of the log-probabilities, target and weight: its dtype is
         # promoted from theirs. The kernel reads the target in the logits' dtype.
         out_dtype = torch.promote_types(out_dtype, target.dtype)
