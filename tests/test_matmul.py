@@ -91,7 +91,7 @@ def test_cpu_one_row_product_is_correctly_rounded():
     # The CPU kernel sums a one-row product (m == 1: a single token's logits, a decode step) in double and rounds
     # once, so each float32 output is the float64 product rounded (barring ties closer than K double ulps, which
     # these seeds do not hit). With float partial sums, linear_cross_entropy's weight gradient over one token erred
-    # past the accuracy rule on an AVX2 AMD EPYC (issue 14, item 12): the softmax gradient carries the logits'
+    # past the accuracy rule on an AVX2-only AMD EPYC: the softmax gradient carries the logits'
     # rounding into every element.
     gen = torch.Generator().manual_seed(11)
     a, b, c = (make_tensor(shape, torch.float32, "cpu", generator=gen) for shape in ((1, 1000), (1000, 300), (1, 300)))

@@ -8,14 +8,4 @@ namespace fastops {
 
 enum class DType : int32_t { Float16 = 0, BFloat16 = 1, Float32 = 2, Float64 = 3 };
 
-inline const char* dtype_name(DType d) {
-  switch (d) {
-    case DType::Float16: return "float16";
-    case DType::BFloat16: return "bfloat16";
-    case DType::Float32: return "float32";
-    case DType::Float64: return "float64";
-  }
-  return "unknown";
-}
-
 }  // namespace fastops

@@ -240,7 +240,7 @@ struct CpuGemm {
   // correctly rounded but for ties closer than k double ulps. A one-row product is where rounding shows most (a
   // single token's logits, whose errors the softmax gradient carries into every weight-gradient element):
   // linear_cross_entropy's float32 weight gradient over one token (1 x 33 -> 31 classes, the property test that
-  // failed on an AVX2 AMD EPYC, issue 14 item 12) had 1.47e-7 error against float64 with float partial sums, above
+  // failed on an AVX2-only AMD EPYC) had 1.47e-7 error against float64 with float partial sums, above
   // the rule's 1.42e-7 (torch there: 4.13e-8, reproduced here with MKL_CBWR=COMPATIBLE); with double sums 4.65e-8.
   // Each output's sum runs in an order fixed by k alone, whatever the split into tasks.
   void run_row() const {

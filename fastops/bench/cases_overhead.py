@@ -15,7 +15,7 @@ import fastops.functional as FF
 
 from .core import Case
 
-# Linear(8, 8) on a [2, 8] input (the size issue 15 measured), gelu and cross entropy on [2, 8].
+# Linear(8, 8) on a [2, 8] input (the size of a tiny model's projection), gelu and cross entropy on [2, 8].
 _ROWS, _FEATURES = 2, 8
 
 

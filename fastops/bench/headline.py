@@ -1,4 +1,4 @@
-"""The headline benchmark rows (shared/DESIGN.md) and their targets (issue 16), in one place.
+"""The headline benchmark rows (shared/DESIGN.md) and their targets (shared/DESIGN.md, docs/gpu_visit.md), in one place.
 
 `python -m fastops.bench --headline` times exactly these rows on a GPU (providers fastops, torch, compile, plus the
 GEMM ladder and torch's chunked linear_cross_entropy where the case has them), the rows that targets need first, so
@@ -63,7 +63,7 @@ ROWS = _rows()
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One goal of issue 16. kind:
+    """One headline goal. kind:
     speedup   ms(against) / ms(fastops) >= threshold (higher is better)
     time      ms(fastops) / ms(against) <= threshold
     bandwidth GB/s(fastops) / GB/s(the 'copy' row of the same run) >= threshold
