@@ -48,6 +48,17 @@ TORCH_LIBRARY(fastops, m) {
   // Gradient of the packed gated unit: one [..., 2H] tensor holding grad_gate then grad_up.
   m.def("glu_packed_backward(Tensor grad_output, Tensor x, str act) -> Tensor");
 
+  // ---- softmax ----
+  // softmax(x) along `dim` (any dim, wrapped as torch wraps it; a 0-dim x is one element): exp(x - max) / sum, the
+  // sum accumulated in double. Contiguous output, as torch's.
+  m.def("softmax(Tensor x, int dim) -> Tensor");
+  // log_softmax(x) = (x - max) - log(sum exp(x - max)) along `dim`.
+  m.def("log_softmax(Tensor x, int dim) -> Tensor");
+  // d softmax from the saved output y: y * (grad_output - sum(grad_output * y)) along dim.
+  m.def("softmax_backward(Tensor grad_output, Tensor output, int dim) -> Tensor");
+  // d log_softmax from the saved output y: grad_output - exp(y) * sum(grad_output) along dim.
+  m.def("log_softmax_backward(Tensor grad_output, Tensor output, int dim) -> Tensor");
+
   // ---- losses ----
   // `reduction` is torch's enum: 0 none, 1 mean, 2 sum. Loss math runs in float32 (float64 for float64 inputs).
   // torch.nn.functional.cross_entropy's whole contract (class indices or probabilities, weight, ignore_index,

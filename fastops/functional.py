@@ -12,8 +12,8 @@ from .ops.losses import REDUCTIONS as _REDUCTIONS
 from .ops.losses import math_dtype as _math_dtype
 
 __all__ = ["bias_act", "binary_cross_entropy_with_logits", "cross_entropy", "geglu", "gelu", "huber_loss",
-           "leaky_relu", "linear", "matmul", "mse_loss", "relu", "sigmoid", "silu", "smooth_l1_loss", "swiglu",
-           "tanh"]
+           "leaky_relu", "linear", "log_softmax", "matmul", "mse_loss", "relu", "sigmoid", "silu", "smooth_l1_loss",
+           "softmax", "swiglu", "tanh"]
 
 # ---- activations ----
 
@@ -82,6 +82,40 @@ def geglu(gate: Tensor, up: Tensor | None = None, approximate: str = "none") -> 
     if up is None:
         return torch.ops.fastops.geglu(gate, approximate=approximate)  # the packed overload, as in swiglu
     return torch.ops.fastops.geglu(gate, up, approximate=approximate)
+
+
+# ---- softmax ----
+
+
+def _softmax_dim(name: str, ndim: int, stacklevel: int) -> int:
+    """torch.nn.functional's implicit dim (deprecated, with torch's warning): 0 for 0-, 1- and 3-dim input, else 1."""
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call to include dim=X as an "
+                  "argument.", stacklevel=stacklevel)
+    if ndim == 0 or ndim == 1 or ndim == 3:
+        return 0
+    return 1
+
+
+def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: torch.dtype | None = None) -> Tensor:
+    """exp(x) / sum(exp(x)) along ``dim`` (any dim; the sum runs in double). Same contract as
+    :func:`torch.nn.functional.softmax`: ``dtype`` casts the input first (so integer input works with a floating
+    ``dtype``); ``dim=None`` picks torch's deprecated implicit dim with its warning. The result is contiguous."""
+    if dim is None:
+        dim = _softmax_dim("softmax", input.dim(), _stacklevel)
+    if dtype is not None:
+        input = input.to(dtype)
+    return torch.ops.fastops.softmax(input, dim)
+
+
+def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
+                dtype: torch.dtype | None = None) -> Tensor:
+    """(x - max) - log(sum(exp(x - max))) along ``dim``. Same contract as :func:`torch.nn.functional.log_softmax`
+    (``dtype`` and ``dim=None`` as in :func:`softmax`)."""
+    if dim is None:
+        dim = _softmax_dim("log_softmax", input.dim(), _stacklevel)
+    if dtype is not None:
+        input = input.to(dtype)
+    return torch.ops.fastops.log_softmax(input, dim)
 
 
 # ---- matmul ----

@@ -18,6 +18,9 @@ def _t(*shape, device="cpu", dtype=torch.float32, **kw):
 CASES = {
     "relu": (lambda m: FF.relu(m("x", 4, 5)), lambda m: F.relu(m("x", 4, 5))),
     "gelu": (lambda m: FF.gelu(m("x", 4, 5)), lambda m: F.gelu(m("x", 4, 5))),
+    "softmax": (lambda m: FF.softmax(m("x", 4, 5), 0), lambda m: F.softmax(m("x", 4, 5), 0)),
+    "log_softmax": (lambda m: FF.log_softmax(m("x", 4, 5), -1, dtype=torch.float64),
+                    lambda m: F.log_softmax(m("x", 4, 5), -1, dtype=torch.float64)),
     "bias_act": (lambda m: FF.bias_act(m("x", 4, 5), m("bias", 5), "gelu"), lambda m: F.gelu(m("x", 4, 5) + m("bias", 5))),
     "swiglu": (lambda m: FF.swiglu(m("x", 4, 5), m("up", 4, 5)), lambda m: F.silu(m("x", 4, 5)) * m("up", 4, 5)),
     "matmul": (lambda m: FF.matmul(m("x", 4, 5), m("w", 5, 3)), lambda m: torch.matmul(m("x", 4, 5), m("w", 5, 3))),

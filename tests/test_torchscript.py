@@ -60,6 +60,8 @@ def _cases():
         "LeakyReLU": act(fnn.LeakyReLU(0.2), nn.LeakyReLU(0.2)),
         "Sigmoid": act(fnn.Sigmoid(), nn.Sigmoid()),
         "Tanh": act(fnn.Tanh(), nn.Tanh()),
+        "Softmax": act(fnn.Softmax(dim=1), nn.Softmax(dim=1)),
+        "LogSoftmax": act(fnn.LogSoftmax(dim=-1), nn.LogSoftmax(dim=-1)),
         "SwiGLU": (nn.Sequential(fnn.Linear(8, 10), fnn.SwiGLU()), None, (x,)),
         "GeGLU": (nn.Sequential(fnn.Linear(8, 10), fnn.GeGLU()), None, (x,)),
         "CrossEntropyLoss": loss(fnn.CrossEntropyLoss(label_smoothing=0.1), nn.CrossEntropyLoss(label_smoothing=0.1),

@@ -1,6 +1,6 @@
 """Drop-in replacements for torch.nn modules (same constructor arguments and state_dict keys)."""
 
-from .activations import GELU, GeGLU, LeakyReLU, ReLU, Sigmoid, SiLU, SwiGLU, Tanh
+from .activations import GELU, GeGLU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, SwiGLU, Tanh
 from .convert import convert
 from .linear import Linear, LinearAct
 from .losses import (
@@ -22,11 +22,13 @@ __all__ = [
     "Linear",
     "LinearAct",
     "LinearCrossEntropyLoss",
+    "LogSoftmax",
     "MSELoss",
     "ReLU",
     "SiLU",
     "Sigmoid",
     "SmoothL1Loss",
+    "Softmax",
     "SwiGLU",
     "Tanh",
     "convert",
