@@ -90,6 +90,18 @@ TORCH_LIBRARY(fastops, m) {
   // passes that rescale their own saved gradients (fastops/ops/losses.py: scale_saved_gradients), which is why no
   // ADInplaceOrView kernel bumps x's version: a retained graph's next backward reads that gradient again.
   m.def("scale_rows_(Tensor(a!) x, Tensor scale) -> ()");
+  // torch.nn.functional.nll_loss's whole contract (weight, ignore_index, reductions, input [C] / [N, C] /
+  // [N, C, d...], torch's argument rules and messages, autocast): a composite over nll_loss_forward
+  // (losses/cross_entropy_loss.cpp).
+  m.def("nll_loss(Tensor input, Tensor target, Tensor? weight=None, int reduction=1, int ignore_index=-100) -> Tensor");
+  // Per row r of input [C] / [N, C] / [N, C, d...] (target: one int64 class per row, N * d1 * ... of them): the loss
+  // -w[t_r] * input[r, t_r] and the row's weight w[t_r] (1 without weights), both float64 and 0 where t_r equals
+  // ignore_index. An out-of-range class raises IndexError ("Target 7 is out of bounds.").
+  m.def("nll_loss_forward(Tensor input, Tensor target, Tensor? weight, int ignore_index)"
+        " -> (Tensor loss, Tensor row_weight)");
+  // d (sum_r grad_rows[r] * loss_r) / d input: -w[t_r] * grad_rows[r] at each kept row's target element, 0 elsewhere;
+  // grad_rows is float64 [rows]. Input-shaped and contiguous.
+  m.def("nll_loss_backward(Tensor grad_rows, Tensor input, Tensor target, Tensor? weight, int ignore_index) -> Tensor");
   // (input - target)^2, reduced; input and target share one shape and dtype.
   m.def("mse_loss(Tensor input, Tensor target, int reduction=1) -> Tensor");
   // d mse_loss / d input for the loss's gradient grad_output (input-shaped for 'none', 0-dim otherwise).

@@ -12,7 +12,7 @@ from .ops.losses import REDUCTIONS as _REDUCTIONS
 from .ops.losses import math_dtype as _math_dtype
 
 __all__ = ["bias_act", "binary_cross_entropy_with_logits", "cross_entropy", "geglu", "gelu", "huber_loss",
-           "leaky_relu", "linear", "log_softmax", "matmul", "mse_loss", "relu", "sigmoid", "silu", "smooth_l1_loss",
+           "leaky_relu", "linear", "log_softmax", "matmul", "mse_loss", "nll_loss", "relu", "sigmoid", "silu", "smooth_l1_loss",
            "softmax", "swiglu", "tanh"]
 
 # ---- activations ----
@@ -189,6 +189,16 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
     of the logits (the kernel reads 16-bit logits and accumulates in float32 either way)."""
     return torch.ops.fastops.cross_entropy_loss(input, target, weight, _reduction_enum(size_average, reduce, reduction),
                                                 ignore_index, label_smoothing)
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average: bool | None = None,
+             ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean") -> Tensor:
+    """Negative log likelihood of class-index targets: ``-weight[t] * input[t]`` per row. Same contract as
+    :func:`torch.nn.functional.nll_loss`: input [C], [N, C] or [N, C, d1, ...] (read in place, no permute), target
+    [], [N] or [N, d1, ...]; 'mean' divides by the summed weight of the non-ignored targets (nan when all are
+    ignored, as torch). The rows and their sum are float64, rounded once to the result's dtype."""
+    return torch.ops.fastops.nll_loss(input, target, weight, _reduction_enum(size_average, reduce, reduction),
+                                      ignore_index)
 
 
 def _broadcast_operands(input: Tensor, target: Tensor) -> list[Tensor]:

@@ -39,6 +39,12 @@ SECOND_ORDER = {
     "softmax_dim0": (functools.partial(FF.softmax, dim=0), lambda: (_double(3, 4, 2),)),
     "log_softmax_last": (functools.partial(FF.log_softmax, dim=1), lambda: (_double(3, 5),)),
     "log_softmax_dim1_of_3": (functools.partial(FF.log_softmax, dim=1), lambda: (_double(2, 4, 3),)),
+    "nll_loss_mean_weighted": (lambda x: FF.nll_loss(x, torch.tensor([0, 3, 1]), weight=torch.tensor(
+        [0.5, 2.0, 1.0, 1.5], dtype=torch.float64), ignore_index=1), lambda: (_double(3, 4),)),
+    "nll_loss_none_spatial": (lambda x: FF.nll_loss(x, torch.tensor([[0, 2], [1, 1]]), reduction="none"),
+                              lambda: (_double(2, 3, 2),)),
+    "log_softmax_nll_loss_sum": (lambda x: FF.nll_loss(FF.log_softmax(x, 1), torch.tensor([2, 0, 1]), reduction="sum"),
+                                 lambda: (_double(3, 4),)),
     "bias_act_gelu": (lambda x, b: FF.bias_act(x, b, "gelu"), lambda: (_double(4, 3), _double(3, seed=1))),
     "bias_act_tanh": (lambda x, b: FF.bias_act(x, b, "tanh"), lambda: (_double(4, 3), _double(3, seed=1))),
     "bias_act_sigmoid": (lambda x, b: FF.bias_act(x, b, "sigmoid"), lambda: (_double(4, 3), _double(3, seed=1))),

@@ -33,6 +33,10 @@ CASES = {
                    lambda m: F.huber_loss(m("x", 4, 5), m("target", 4, 5))),
     "bce_with_logits": (lambda m: FF.binary_cross_entropy_with_logits(m("x", 4, 5), m("target", 4, 5), m("weight", 4, 5)),
                         lambda m: F.binary_cross_entropy_with_logits(m("x", 4, 5), m("target", 4, 5), m("weight", 4, 5))),
+    "nll_loss": (lambda m: FF.nll_loss(m("x", 4, 5), m("index", 4), weight=m("weight", 5)),
+                 lambda m: F.nll_loss(m("x", 4, 5), m("index", 4), weight=m("weight", 5))),
+    "nll_loss_spatial_none": (lambda m: FF.nll_loss(m("x", 2, 5, 3), m("index", 2, 3), reduction="none"),
+                              lambda m: F.nll_loss(m("x", 2, 5, 3), m("index", 2, 3), reduction="none")),
     "cross_entropy": (lambda m: FF.cross_entropy(m("x", 4, 5), m("index", 4), weight=m("weight", 5)),
                       lambda m: F.cross_entropy(m("x", 4, 5), m("index", 4), weight=m("weight", 5))),
     "cross_entropy_probabilities": (lambda m: FF.cross_entropy(m("x", 4, 5), m("target", 4, 5), reduction="none"),
@@ -60,7 +64,7 @@ def test_meta_tensors_give_torch_shape_and_dtype(name):
 
 # The operand put on the meta device while the others stay on the CPU (the ops with more than one tensor).
 MIXED = {"bias_act": "bias", "swiglu": "up", "matmul": "w", "linear": "bias", "mse_loss": "target",
-         "smooth_l1_loss": "target", "huber_loss": "target", "bce_with_logits": "weight", "cross_entropy": "weight",
+         "smooth_l1_loss": "target", "huber_loss": "target", "bce_with_logits": "weight", "cross_entropy": "weight", "nll_loss": "weight",
          "cross_entropy_probabilities": "target"}
 
 

@@ -9,6 +9,7 @@ from .losses import (
     HuberLoss,
     LinearCrossEntropyLoss,
     MSELoss,
+    NLLLoss,
     SmoothL1Loss,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "LinearCrossEntropyLoss",
     "LogSoftmax",
     "MSELoss",
+    "NLLLoss",
     "ReLU",
     "SiLU",
     "Sigmoid",

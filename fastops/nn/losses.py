@@ -17,6 +17,13 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
                                reduction=self.reduction, label_smoothing=self.label_smoothing)
 
 
+class NLLLoss(nn.NLLLoss):
+    """Drop-in for :class:`torch.nn.NLLLoss`."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
+
+
 class MSELoss(nn.MSELoss):
     """Drop-in for :class:`torch.nn.MSELoss`."""
 

@@ -47,6 +47,34 @@ def _cross_entropy_forward_grad_inplace_fake(logits, target, weight, ignore_inde
     return logits.new_empty((logits.shape[0],), dtype=torch.float64)
 
 
+# ---- nll_loss: one float64 loss and weight per row of input [C] / [N, C] / [N, C, d...] ----
+
+
+def _nll_rows(input) -> int:
+    rows = 1
+    if input.dim() >= 2:
+        rows = input.shape[0]
+        for size in input.shape[2:]:
+            rows = rows * size
+    return rows
+
+
+@torch.library.register_fake("fastops::nll_loss_forward")
+def _nll_loss_forward_fake(input, target, weight, ignore_index):
+    check_same_device("nll_loss_forward", input, target=target, weight=weight)
+    rows = _nll_rows(input)
+    torch._check(target.numel() == rows, lambda: f"fastops.nll_loss_forward: target must have one class per row "
+                                                 f"({rows}), got {target.numel()}")
+    loss = input.new_empty((rows,), dtype=torch.float64)
+    return loss, torch.empty_like(loss)
+
+
+@torch.library.register_fake("fastops::nll_loss_backward")
+def _nll_loss_backward_fake(grad_rows, input, target, weight, ignore_index):
+    check_same_device("nll_loss_backward", input, grad_rows=grad_rows, target=target, weight=weight)
+    return input.new_empty(input.shape)
+
+
 @torch.library.register_fake("fastops::scale_rows_")
 def _scale_rows_fake(x, scale):
     return None
