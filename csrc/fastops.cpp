@@ -106,6 +106,17 @@ TORCH_LIBRARY(fastops, m) {
   m.def("mse_loss(Tensor input, Tensor target, int reduction=1) -> Tensor");
   // d mse_loss / d input for the loss's gradient grad_output (input-shaped for 'none', 0-dim otherwise).
   m.def("mse_loss_backward(Tensor grad_output, Tensor input, Tensor target, int reduction) -> Tensor");
+  // |input - target|, reduced; input and target share one shape (their dtypes promote, as torch's).
+  m.def("l1_loss(Tensor input, Tensor target, int reduction=1) -> Tensor");
+  // d l1_loss / d input: sign(input - target) times the loss's gradient.
+  m.def("l1_loss_backward(Tensor grad_output, Tensor input, Tensor target, int reduction) -> Tensor");
+  // Binary cross entropy of probabilities: -weight (t log x + (1 - t) log(1 - x)), each log clamped at -100 as in
+  // torch; input and target of one shape and dtype, weight (optional) of their shape. The CPU kernel refuses inputs
+  // or targets outside [0, 1] with torch's messages.
+  m.def("binary_cross_entropy(Tensor input, Tensor target, Tensor? weight=None, int reduction=1) -> Tensor");
+  // d binary_cross_entropy / d input: weight (x - t) / max((1 - x) x, 1e-12), as torch's.
+  m.def("binary_cross_entropy_backward(Tensor grad_output, Tensor input, Tensor target, Tensor? weight, "
+        "int reduction) -> Tensor");
   // Smooth L1: 0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (d = input - target).
   m.def("smooth_l1_loss(Tensor input, Tensor target, int reduction=1, float beta=1.0) -> Tensor");
   // d smooth_l1_loss / d input.

@@ -11,9 +11,9 @@ from torch.nn import _reduction as _torch_reduction
 from .ops.losses import REDUCTIONS as _REDUCTIONS
 from .ops.losses import math_dtype as _math_dtype
 
-__all__ = ["bias_act", "binary_cross_entropy_with_logits", "cross_entropy", "geglu", "gelu", "huber_loss",
-           "leaky_relu", "linear", "log_softmax", "matmul", "mse_loss", "nll_loss", "relu", "sigmoid", "silu", "smooth_l1_loss",
-           "softmax", "swiglu", "tanh"]
+__all__ = ["bias_act", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "geglu", "gelu",
+           "huber_loss", "l1_loss", "leaky_relu", "linear", "log_softmax", "matmul", "mse_loss", "nll_loss", "relu",
+           "sigmoid", "silu", "smooth_l1_loss", "softmax", "swiglu", "tanh"]
 
 # ---- activations ----
 
@@ -222,6 +222,42 @@ def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None, re
     red = _reduction_enum(size_average, reduce, reduction)
     operands = _broadcast_operands(input, target)
     return torch.ops.fastops.mse_loss(operands[0], operands[1], red)
+
+
+def l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
+            reduction: str = "mean", weight: Tensor | None = None) -> Tensor:
+    """Mean absolute error. Same contract as :func:`torch.nn.functional.l1_loss`: mismatched shapes warn and
+    broadcast; with ``weight`` (input's shape) the elementwise errors are weighted and 'mean' divides by the summed
+    weight, as torch's (whose weighted form is the same composite of the unreduced loss)."""
+    operands = _broadcast_operands(input, target)
+    if weight is not None:
+        if weight.size() != input.size():
+            raise ValueError("Weights and input must have the same size.")
+        weighted = torch.ops.fastops.l1_loss(operands[0], operands[1], 0) * weight
+        if reduction == "none":
+            return weighted
+        if reduction == "sum":
+            return torch.sum(weighted)
+        if reduction == "mean":
+            return torch.sum(weighted) / torch.sum(weight)
+        raise ValueError(f"Invalid reduction mode: {reduction}. Expected one of 'none', 'mean', 'sum'.")
+    red = _reduction_enum(size_average, reduce, reduction)
+    return torch.ops.fastops.l1_loss(operands[0], operands[1], red)
+
+
+def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                         size_average: bool | None = None, reduce: bool | None = None,
+                         reduction: str = "mean") -> Tensor:
+    """Binary cross entropy of probabilities. Same contract as :func:`torch.nn.functional.binary_cross_entropy`:
+    input and target of one shape and dtype, values in [0, 1] (the CPU kernel refuses others with torch's message),
+    each log clamped at -100; weight broadcasts to the target. Gradients flow to input and target."""
+    red = _reduction_enum(size_average, reduce, reduction)
+    if target.size() != input.size():
+        raise ValueError(f"Using a target size ({target.size()}) that is different to the input size ({input.size()}) "
+                         "is deprecated. Please ensure they have the same size.")
+    if weight is not None:
+        weight = weight.expand(torch.broadcast_shapes(target.size(), weight.size()))
+    return torch.ops.fastops.binary_cross_entropy(input, target, weight, red)
 
 
 def smooth_l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,

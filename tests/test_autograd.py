@@ -64,6 +64,12 @@ SECOND_ORDER = {
     "smooth_l1_loss": (functools.partial(FF.smooth_l1_loss, beta=0.5), lambda: (_double(3, 4), _double(3, 4, seed=1))),
     "huber_loss": (functools.partial(FF.huber_loss, delta=0.7, reduction="sum"),
                    lambda: (_double(3, 4), _double(3, 4, seed=1))),
+    "l1_loss": (FF.l1_loss, lambda: (_double(3, 4), _double(3, 4, seed=1))),
+    "l1_loss_none": (functools.partial(FF.l1_loss, reduction="none"), lambda: (_double(3, 4), _double(3, 4, seed=1))),
+    "bce": (FF.binary_cross_entropy, lambda: (_double(3, 4, low=0.1, high=0.9), _double(3, 4, low=0, high=1, seed=1))),
+    "bce_weighted_sum": (lambda x, t: FF.binary_cross_entropy(
+        x, t, weight=torch.tensor([0.5, 2.0, 1.0, 3.0], dtype=torch.float64), reduction="sum"),
+        lambda: (_double(3, 4, low=0.1, high=0.9), _double(3, 4, low=0, high=1, seed=1))),
     "bce_with_logits": (FF.binary_cross_entropy_with_logits, lambda: (_double(3, 4), _double(3, 4, low=0, high=1, seed=1))),
     "bce_with_logits_pos_weight": (lambda x, t: FF.binary_cross_entropy_with_logits(
         x, t, pos_weight=torch.tensor([0.5, 2.0, 1.0, 3.0], dtype=torch.float64)),

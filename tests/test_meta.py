@@ -27,6 +27,9 @@ CASES = {
     "linear": (lambda m: FF.linear(m("x", 4, 5), m("w", 3, 5), m("bias", 3)),
                lambda m: F.linear(m("x", 4, 5), m("w", 3, 5), m("bias", 3))),
     "mse_loss": (lambda m: FF.mse_loss(m("x", 4, 5), m("target", 4, 5)), lambda m: F.mse_loss(m("x", 4, 5), m("target", 4, 5))),
+    "l1_loss": (lambda m: FF.l1_loss(m("x", 4, 5), m("target", 4, 5)), lambda m: F.l1_loss(m("x", 4, 5), m("target", 4, 5))),
+    "bce": (lambda m: FF.binary_cross_entropy(m("x", 4, 5), m("target", 4, 5), m("weight", 5), reduction="none"),
+            lambda m: F.binary_cross_entropy(m("x", 4, 5), m("target", 4, 5), m("weight", 5), reduction="none")),
     "smooth_l1_loss": (lambda m: FF.smooth_l1_loss(m("x", 4, 5), m("target", 4, 5), reduction="none"),
                        lambda m: F.smooth_l1_loss(m("x", 4, 5), m("target", 4, 5), reduction="none")),
     "huber_loss": (lambda m: FF.huber_loss(m("x", 4, 5), m("target", 4, 5)),
@@ -63,7 +66,7 @@ def test_meta_tensors_give_torch_shape_and_dtype(name):
 
 
 # The operand put on the meta device while the others stay on the CPU (the ops with more than one tensor).
-MIXED = {"bias_act": "bias", "swiglu": "up", "matmul": "w", "linear": "bias", "mse_loss": "target",
+MIXED = {"l1_loss": "target", "bce": "weight", "bias_act": "bias", "swiglu": "up", "matmul": "w", "linear": "bias", "mse_loss": "target",
          "smooth_l1_loss": "target", "huber_loss": "target", "bce_with_logits": "weight", "cross_entropy": "weight", "nll_loss": "weight",
          "cross_entropy_probabilities": "target"}
 

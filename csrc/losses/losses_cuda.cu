@@ -475,11 +475,12 @@ template <typename T, typename Loss>
 __global__ void __launch_bounds__(kMapThreads)
     pointwise_backward_kernel(Loss loss, PointwiseArgs<T> a, opmath_t<T> param, const T* __restrict__ grad_output,
                               bool grad_is_scalar, double norm, T* __restrict__ grad_input) {
-  using A = opmath_t<T>;
+  // double for a float32 loss of loss::PreciseGrad (see loss_math.h), rounded once.
+  using A = std::conditional_t<loss::PreciseGrad<Loss>::value && std::is_same_v<T, float>, double, opmath_t<T>>;
   const A scalar_grad = grad_is_scalar ? static_cast<A>(to_opmath(grad_output[0]) * norm) : A(0);
-  for_each_loss<A, true>(loss, a, param, [&](int64_t i, A v) {
-    const A g = grad_is_scalar ? scalar_grad : to_opmath(grad_output[i]);
-    grad_input[i] = from_opmath<T>(v * g);
+  for_each_loss<A, true>(loss, a, static_cast<A>(param), [&](int64_t i, A v) {
+    const A g = grad_is_scalar ? scalar_grad : static_cast<A>(to_opmath(grad_output[i]));
+    grad_input[i] = from_opmath<T>(static_cast<opmath_t<T>>(v * g));
   });
 }
 

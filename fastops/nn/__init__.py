@@ -4,9 +4,11 @@ from .activations import GELU, GeGLU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU
 from .convert import convert
 from .linear import Linear, LinearAct
 from .losses import (
+    BCELoss,
     BCEWithLogitsLoss,
     CrossEntropyLoss,
     HuberLoss,
+    L1Loss,
     LinearCrossEntropyLoss,
     MSELoss,
     NLLLoss,
@@ -15,10 +17,12 @@ from .losses import (
 
 __all__ = [
     "GELU",
+    "BCELoss",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "GeGLU",
     "HuberLoss",
+    "L1Loss",
     "LeakyReLU",
     "Linear",
     "LinearAct",

@@ -31,6 +31,20 @@ class MSELoss(nn.MSELoss):
         return F.mse_loss(input, target, reduction=self.reduction)
 
 
+class L1Loss(nn.L1Loss):
+    """Drop-in for :class:`torch.nn.L1Loss`."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.l1_loss(input, target, reduction=self.reduction)
+
+
+class BCELoss(nn.BCELoss):
+    """Drop-in for :class:`torch.nn.BCELoss`."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
 class SmoothL1Loss(nn.SmoothL1Loss):
     """Drop-in for :class:`torch.nn.SmoothL1Loss`."""
 

@@ -100,6 +100,8 @@ def scale_saved_gradients(ctx, grads: list, factor: torch.Tensor) -> list:
 # The dtype each loss computes and returns in (csrc/losses/losses.h: pointwise_loss_dtype).
 _LOSS_DTYPE = {
     "mse_loss": lambda input, target: torch.promote_types(input.dtype, target.dtype),
+    "l1_loss": lambda input, target: torch.promote_types(input.dtype, target.dtype),
+    "binary_cross_entropy": lambda input, target: input.dtype,
     "smooth_l1_loss": lambda input, target: torch.promote_types(input.dtype, target.dtype),
     "huber_loss": lambda input, target: input.dtype,
     "binary_cross_entropy_with_logits": lambda input, target: target.dtype,
@@ -137,8 +139,24 @@ def _register_pointwise(name: str) -> None:
         torch.library.register_autocast(f"fastops::{name}", device_type, torch.float32)
 
 
-for _name in ("mse_loss", "smooth_l1_loss", "huber_loss"):
+for _name in ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss"):
     _register_pointwise(_name)
+
+
+@torch.library.register_fake("fastops::binary_cross_entropy")
+def _bce_prob_fake(input, target, weight=None, reduction=1):
+    torch._check(target.dtype == input.dtype, lambda: f"Found dtype {target.dtype} but expected {input.dtype}")
+    return _pointwise_fake("binary_cross_entropy", input, target, weight, None, reduction)
+
+
+@torch.library.register_fake("fastops::binary_cross_entropy_backward")
+def _bce_prob_backward_fake(grad_output, input, target, weight, reduction):
+    return _pointwise_backward_fake("binary_cross_entropy", grad_output, input, target, weight, None, reduction)
+
+
+# torch's binary_cross_entropy runs in float32 under CPU autocast; CUDA autocast refuses it as unsafe (torch raises),
+# so only the CPU rule is registered.
+torch.library.register_autocast("fastops::binary_cross_entropy", "cpu", torch.float32)
 
 
 @torch.library.register_fake("fastops::binary_cross_entropy_with_logits")
