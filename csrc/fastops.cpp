@@ -49,6 +49,17 @@ TORCH_LIBRARY(fastops, m) {
   // Gradient of the packed gated unit: one [..., 2H] tensor holding grad_gate then grad_up.
   m.def("glu_packed_backward(Tensor grad_output, Tensor x, str act) -> Tensor");
 
+  // ---- softmax ----
+  // softmax(x) along `dim` (any dim, wrapped as torch wraps it; a 0-dim x is one element): exp(x - max) / sum, the
+  // sum accumulated in double. Contiguous output, as torch's.
+  m.def("softmax(Tensor x, int dim) -> Tensor");
+  // log_softmax(x) = (x - max) - log(sum exp(x - max)) along `dim`.
+  m.def("log_softmax(Tensor x, int dim) -> Tensor");
+  // d softmax from the saved output y: y * (grad_output - sum(grad_output * y)) along dim.
+  m.def("softmax_backward(Tensor grad_output, Tensor output, int dim) -> Tensor");
+  // d log_softmax from the saved output y: grad_output - exp(y) * sum(grad_output) along dim.
+  m.def("log_softmax_backward(Tensor grad_output, Tensor output, int dim) -> Tensor");
+
   // ---- losses ----
   // `reduction` is torch's enum: 0 none, 1 mean, 2 sum. Loss math runs in float32 (float64 for float64 inputs).
   // torch.nn.functional.cross_entropy's whole contract (class indices or probabilities, weight, ignore_index,
@@ -87,10 +98,33 @@ TORCH_LIBRARY(fastops, m) {
   // passes that rescale their own saved gradients (fastops/ops/losses.py: scale_saved_gradients), which is why no
   // ADInplaceOrView kernel bumps x's version: a retained graph's next backward reads that gradient again.
   m.def("scale_rows_(Tensor(a!) x, Tensor scale) -> ()");
+  // torch.nn.functional.nll_loss's whole contract (weight, ignore_index, reductions, input [C] / [N, C] /
+  // [N, C, d...], torch's argument rules and messages, autocast): a composite over nll_loss_forward
+  // (losses/cross_entropy_loss.cpp).
+  m.def("nll_loss(Tensor input, Tensor target, Tensor? weight=None, int reduction=1, int ignore_index=-100) -> Tensor");
+  // Per row r of input [C] / [N, C] / [N, C, d...] (target: one int64 class per row, N * d1 * ... of them): the loss
+  // -w[t_r] * input[r, t_r] and the row's weight w[t_r] (1 without weights), both float64 and 0 where t_r equals
+  // ignore_index. An out-of-range class raises IndexError ("Target 7 is out of bounds.").
+  m.def("nll_loss_forward(Tensor input, Tensor target, Tensor? weight, int ignore_index)"
+        " -> (Tensor loss, Tensor row_weight)");
+  // d (sum_r grad_rows[r] * loss_r) / d input: -w[t_r] * grad_rows[r] at each kept row's target element, 0 elsewhere;
+  // grad_rows is float64 [rows]. Input-shaped and contiguous.
+  m.def("nll_loss_backward(Tensor grad_rows, Tensor input, Tensor target, Tensor? weight, int ignore_index) -> Tensor");
   // (input - target)^2, reduced; input and target share one shape and dtype.
   m.def("mse_loss(Tensor input, Tensor target, int reduction=1) -> Tensor");
   // d mse_loss / d input for the loss's gradient grad_output (input-shaped for 'none', 0-dim otherwise).
   m.def("mse_loss_backward(Tensor grad_output, Tensor input, Tensor target, int reduction) -> Tensor");
+  // |input - target|, reduced; input and target share one shape (their dtypes promote, as torch's).
+  m.def("l1_loss(Tensor input, Tensor target, int reduction=1) -> Tensor");
+  // d l1_loss / d input: sign(input - target) times the loss's gradient.
+  m.def("l1_loss_backward(Tensor grad_output, Tensor input, Tensor target, int reduction) -> Tensor");
+  // Binary cross entropy of probabilities: -weight (t log x + (1 - t) log(1 - x)), each log clamped at -100 as in
+  // torch; input and target of one shape and dtype, weight (optional) of their shape. The CPU kernel refuses inputs
+  // or targets outside [0, 1] with torch's messages.
+  m.def("binary_cross_entropy(Tensor input, Tensor target, Tensor? weight=None, int reduction=1) -> Tensor");
+  // d binary_cross_entropy / d input: weight (x - t) / max((1 - x) x, 1e-12), as torch's.
+  m.def("binary_cross_entropy_backward(Tensor grad_output, Tensor input, Tensor target, Tensor? weight, "
+        "int reduction) -> Tensor");
   // Smooth L1: 0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (d = input - target).
   m.def("smooth_l1_loss(Tensor input, Tensor target, int reduction=1, float beta=1.0) -> Tensor");
   // d smooth_l1_loss / d input.

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 from torch.nn import _reduction as _torch_reduction
 
-__all__ = ["bias_act", "binary_cross_entropy_with_logits", "cross_entropy", "geglu", "gelu", "huber_loss",
-           "leaky_relu", "linear", "matmul", "mse_loss", "relu", "sigmoid", "silu", "smooth_l1_loss", "swiglu",
-           "tanh"]
+__all__ = ["bias_act", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "geglu", "gelu",
+           "huber_loss", "l1_loss", "leaky_relu", "linear", "log_softmax", "matmul", "mse_loss", "nll_loss", "relu",
+           "sigmoid", "silu", "smooth_l1_loss", "softmax", "swiglu", "tanh"]
 
 # ---- activations ----
 
@@ -79,6 +79,40 @@ def geglu(gate: Tensor, up: Tensor | None = None, approximate: str = "none") -> 
     if up is None:
         return torch.ops.fastops.geglu(gate, approximate=approximate)  # the packed overload, as in swiglu
     return torch.ops.fastops.geglu(gate, up, approximate=approximate)
+
+
+# ---- softmax ----
+
+
+def _softmax_dim(name: str, ndim: int, stacklevel: int) -> int:
+    """torch.nn.functional's implicit dim (deprecated, with torch's warning): 0 for 0-, 1- and 3-dim input, else 1."""
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call to include dim=X as an "
+                  "argument.", stacklevel=stacklevel)
+    if ndim == 0 or ndim == 1 or ndim == 3:
+        return 0
+    return 1
+
+
+def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: torch.dtype | None = None) -> Tensor:
+    """exp(x) / sum(exp(x)) along ``dim`` (any dim; the sum runs in double). Same contract as
+    :func:`torch.nn.functional.softmax`: ``dtype`` casts the input first (so integer input works with a floating
+    ``dtype``); ``dim=None`` picks torch's deprecated implicit dim with its warning. The result is contiguous."""
+    if dim is None:
+        dim = _softmax_dim("softmax", input.dim(), _stacklevel)
+    if dtype is not None:
+        input = input.to(dtype)
+    return torch.ops.fastops.softmax(input, dim)
+
+
+def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
+                dtype: torch.dtype | None = None) -> Tensor:
+    """(x - max) - log(sum(exp(x - max))) along ``dim``. Same contract as :func:`torch.nn.functional.log_softmax`
+    (``dtype`` and ``dim=None`` as in :func:`softmax`)."""
+    if dim is None:
+        dim = _softmax_dim("log_softmax", input.dim(), _stacklevel)
+    if dtype is not None:
+        input = input.to(dtype)
+    return torch.ops.fastops.log_softmax(input, dim)
 
 
 # ---- matmul ----
@@ -154,6 +188,16 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
                                                 ignore_index, label_smoothing)
 
 
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average: bool | None = None,
+             ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean") -> Tensor:
+    """Negative log likelihood of class-index targets: ``-weight[t] * input[t]`` per row. Same contract as
+    :func:`torch.nn.functional.nll_loss`: input [C], [N, C] or [N, C, d1, ...] (read in place, no permute), target
+    [], [N] or [N, d1, ...]; 'mean' divides by the summed weight of the non-ignored targets (nan when all are
+    ignored, as torch). The rows and their sum are float64, rounded once to the result's dtype."""
+    return torch.ops.fastops.nll_loss(input, target, weight, _reduction_enum(size_average, reduce, reduction),
+                                      ignore_index)
+
+
 def _broadcast_operands(input: Tensor, target: Tensor) -> list[Tensor]:
     """torch's handling of mismatched operands in the regression losses: warn, then broadcast."""
     if target.size() != input.size():
@@ -175,6 +219,42 @@ def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None, re
     red = _reduction_enum(size_average, reduce, reduction)
     operands = _broadcast_operands(input, target)
     return torch.ops.fastops.mse_loss(operands[0], operands[1], red)
+
+
+def l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
+            reduction: str = "mean", weight: Tensor | None = None) -> Tensor:
+    """Mean absolute error. Same contract as :func:`torch.nn.functional.l1_loss`: mismatched shapes warn and
+    broadcast; with ``weight`` (input's shape) the elementwise errors are weighted and 'mean' divides by the summed
+    weight, as torch's (whose weighted form is the same composite of the unreduced loss)."""
+    operands = _broadcast_operands(input, target)
+    if weight is not None:
+        if weight.size() != input.size():
+            raise ValueError("Weights and input must have the same size.")
+        weighted = torch.ops.fastops.l1_loss(operands[0], operands[1], 0) * weight
+        if reduction == "none":
+            return weighted
+        if reduction == "sum":
+            return torch.sum(weighted)
+        if reduction == "mean":
+            return torch.sum(weighted) / torch.sum(weight)
+        raise ValueError(f"Invalid reduction mode: {reduction}. Expected one of 'none', 'mean', 'sum'.")
+    red = _reduction_enum(size_average, reduce, reduction)
+    return torch.ops.fastops.l1_loss(operands[0], operands[1], red)
+
+
+def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                         size_average: bool | None = None, reduce: bool | None = None,
+                         reduction: str = "mean") -> Tensor:
+    """Binary cross entropy of probabilities. Same contract as :func:`torch.nn.functional.binary_cross_entropy`:
+    input and target of one shape and dtype, values in [0, 1] (the CPU kernel refuses others with torch's message),
+    each log clamped at -100; weight broadcasts to the target. Gradients flow to input and target."""
+    red = _reduction_enum(size_average, reduce, reduction)
+    if target.size() != input.size():
+        raise ValueError(f"Using a target size ({target.size()}) that is different to the input size ({input.size()}) "
+                         "is deprecated. Please ensure they have the same size.")
+    if weight is not None:
+        weight = weight.expand(torch.broadcast_shapes(target.size(), weight.size()))
+    return torch.ops.fastops.binary_cross_entropy(input, target, weight, red)
 
 
 def smooth_l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,

@@ -5,7 +5,7 @@ fastops operator to standard ONNX ops, so the exported graph runs in any ONNX ru
     torch.onnx.export(model, args, dynamo=True, custom_translation_table=fastops.onnx.translation_table())
 
 Requires ``onnxscript`` (which torch's exporter itself needs). Opset 18 primitives only, so any runtime of the last
-years runs the result. Covered: the activations, bias_act, the gated units, matmul, linear and linear_act (the
+years runs the result. Covered: the activations, bias_act, the gated units, softmax / log_softmax, matmul, linear and linear_act (the
 forward ops a model's inference graph contains).
 """
 
@@ -64,6 +64,12 @@ def translation_table() -> dict:
         gate, up = halves(x)
         return geglu(gate, up, approximate)
 
+    def softmax(x, dim: int):
+        return op.Softmax(x, axis=dim)
+
+    def log_softmax(x, dim: int):
+        return op.LogSoftmax(x, axis=dim)
+
     def matmul(a, b):
         return op.MatMul(a, b)
 
@@ -89,6 +95,8 @@ def translation_table() -> dict:
         fastops.swiglu.packed: swiglu_packed,
         fastops.geglu.default: geglu,
         fastops.geglu.packed: geglu_packed,
+        fastops.softmax.default: softmax,
+        fastops.log_softmax.default: log_softmax,
         fastops.matmul.default: matmul,
         fastops.linear.default: linear,
         fastops.linear_act.default: linear_act,

@@ -239,7 +239,16 @@ def perturbed(x, generator: torch.Generator):
     if not (isinstance(x, torch.Tensor) and x.dtype == torch.float64):
         return x
     sign = torch.randint(0, 2, x.shape, generator=generator, dtype=torch.float64) * 2 - 1
-    moved = x.detach() * (1 + sign * torch.finfo(torch.float64).eps)
+    eps = torch.finfo(torch.float64).eps
+    v = x.detach()
+    moved = v * (1 + sign * eps)
+    # An element moved outside the range the tensor already spans moves the other way instead, so the moved inputs
+    # stay in the op's domain wherever the sample's are: binary_cross_entropy's targets of exactly 1.0 (BCELoss's
+    # module inputs) moved up to 1 + 2^-52 made torch itself refuse them ("all elements of target should be between
+    # 0 and 1").
+    if v.numel():
+        outside = (moved > v.max()) | (moved < v.min())
+        moved = torch.where(outside, v * (1 - sign * eps), moved)
     return moved.requires_grad_(x.requires_grad)
 
 

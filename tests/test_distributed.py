@@ -261,6 +261,8 @@ def _op_samples(device):
     for reduction in (0, 1, 2):
         up_loss = t(4, 8) if reduction == 0 else t()
         yield ops.mse_loss.default, (a, y, reduction)
+        yield ops.l1_loss.default, (a, y, reduction)
+        yield ops.l1_loss_backward.default, (up_loss, a, y, reduction)
         yield ops.smooth_l1_loss.default, (a, y, reduction, 0.5)
         yield ops.huber_loss.default, (a, y, reduction, 1.5)
         yield ops.mse_loss_backward.default, (up_loss, a, y, reduction)
@@ -269,6 +271,20 @@ def _op_samples(device):
         p, wb, pw = t(4, 8, low=0, high=1), t(4, 8, low=0.5, high=1.5), t(4, 8, low=0.5, high=2)
         yield ops.binary_cross_entropy_with_logits.default, (a, p, wb, pw, reduction)
         yield ops.binary_cross_entropy_with_logits_backward.default, (up_loss, a, p, wb, pw, reduction)
+        x01 = t(4, 8, low=0.05, high=0.95)
+        yield ops.binary_cross_entropy.default, (x01, p, wb, reduction)
+        yield ops.binary_cross_entropy.default, (x01, p, None, reduction)
+        yield ops.binary_cross_entropy_backward.default, (up_loss, x01, p, wb, reduction)
+    for dim in (0, 1, -1):
+        z = t(6, 8, 4)
+        yield ops.softmax.default, (z, dim)
+        yield ops.log_softmax.default, (z, dim)
+        yield ops.softmax_backward.default, (t(6, 8, 4), ops.softmax(z, dim), dim)
+        yield ops.log_softmax_backward.default, (t(6, 8, 4), ops.log_softmax(z, dim), dim)
+    log_p, classes = ops.log_softmax(t(8, 12), 1), torch.randint(0, 12, (8,), generator=gen).to(device)
+    yield ops.nll_loss_forward.default, (log_p, classes, cw, -100)
+    yield ops.nll_loss_forward.default, (log_p, classes, None, 3)
+    yield ops.nll_loss_backward.default, (t(8, dtype=torch.float64), log_p, classes, cw, -100)
 
 
 _REDUCTION_NAMES = ("none", "mean", "sum")

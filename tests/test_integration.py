@@ -127,6 +127,7 @@ def test_onnx_export_runs_in_onnxruntime():
         fnn.Linear(16, 32), fnn.ReLU(), fnn.Linear(32, 32), fnn.GELU(), fnn.Linear(32, 32), fnn.GELU("tanh"),
         fnn.SiLU(), fnn.LeakyReLU(0.1), fnn.Linear(32, 64, bias=False), fnn.SwiGLU(), fnn.Linear(32, 64),
         fnn.GeGLU(), fnn.Sigmoid(), fnn.Tanh(), fnn.LinearAct(32, 32, activation="gelu"), fnn.Linear(32, 10),
+        fnn.Softmax(dim=1), fnn.Linear(10, 10), fnn.LogSoftmax(dim=-1),
     ).eval()
     x = torch.randn(6, 16)
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,7 +137,7 @@ def test_onnx_export_runs_in_onnxruntime():
 
         graph = onnx.load(path).graph
         node_types = {n.op_type for n in graph.node} | {n.op_type for f in onnx.load(path).functions for n in f.node}
-        assert {"Relu", "Erf", "Tanh", "Sigmoid", "LeakyRelu", "MatMul", "Split"} <= node_types, node_types
+        assert {"Relu", "Erf", "Tanh", "Sigmoid", "LeakyRelu", "MatMul", "Split", "Softmax", "LogSoftmax"} <= node_types, node_types
         assert not any(n.domain.startswith("fastops") for n in graph.node)
         session = ort.InferenceSession(path)
         y = torch.randn(11, 16)

@@ -301,7 +301,16 @@ POINTWISE = {
     "huber_loss": (FF.huber_loss, F.huber_loss, {"delta": 1.3}, ops.huber_loss),
     "bce_with_logits": (FF.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, {},
                         ops.binary_cross_entropy_with_logits),
+    "l1_loss": (FF.l1_loss, F.l1_loss, {}, ops.l1_loss),
+    "bce": (FF.binary_cross_entropy, F.binary_cross_entropy, {}, ops.binary_cross_entropy),
 }
+# The losses of probabilities, whose input lies in [0, 1].
+PROBABILITY_INPUT = ("bce",)
+
+
+def _probabilities(t: torch.Tensor) -> torch.Tensor:
+    """[-4, 4) samples mapped into [0, 1) (layout kept), for the losses of probabilities."""
+    return (t.detach() / 8 + 0.5).requires_grad_(t.requires_grad)
 
 
 def _pointwise_samples(name, device, dtype, reductions=REDUCTIONS):
@@ -309,8 +318,10 @@ def _pointwise_samples(name, device, dtype, reductions=REDUCTIONS):
     for reduction in reductions:
         for sample in elementwise_samples(device, dtype, n_inputs=2, requires_grad=True):
             x, t = sample.args
-            if name == "bce_with_logits":  # targets are probabilities in [0.0, 1.0)
-                t = (t.detach() / 8 + 0.5).requires_grad_()
+            if name in ("bce_with_logits", "bce"):  # targets are probabilities in [0.0, 1.0)
+                t = _probabilities(t)
+            if name in PROBABILITY_INPUT:
+                x = _probabilities(x)
             yield Sample((x, t), dict(kwargs, reduction=reduction), f"{sample.desc}-{reduction}")
 
 
@@ -375,7 +386,10 @@ def test_pointwise_gradcheck(name):
     x = make_tensor((4, 5), torch.float64, "cpu", requires_grad=True)
     # Targets a fixed distance from the inputs keep finite differences off the kinks at |x - t| = beta / delta.
     offset = torch.tensor([-2.0, -0.35, 0.2, 0.5, 3.0], dtype=torch.float64)
-    t = (x.detach() + offset if name != "bce_with_logits" else torch.rand(4, 5, dtype=torch.float64)).requires_grad_()
+    if name in PROBABILITY_INPUT:  # inside (0, 1), away from the ends where finite differences leave the domain
+        x = (torch.rand(4, 5, dtype=torch.float64) * 0.8 + 0.1).requires_grad_()
+    probabilities = name in ("bce_with_logits", "bce")
+    t = (x.detach() + offset if not probabilities else torch.rand(4, 5, dtype=torch.float64)).requires_grad_()
     for reduction in REDUCTIONS:
         kwargs = dict(POINTWISE[name][2], reduction=reduction)
         check_gradcheck(fast, Sample((x, t), kwargs, reduction))
@@ -383,6 +397,8 @@ def test_pointwise_gradcheck(name):
     weight = torch.rand(4, 1, dtype=torch.float64)
     if name == "bce_with_logits":
         check_gradcheck(fast, Sample((x, t), {"weight": weight, "pos_weight": pos_weight}, "weights"))
+    if name == "bce":
+        check_gradcheck(fast, Sample((x, t), {"weight": weight}, "weight"))
 
 
 @pytest.mark.parametrize("name", POINTWISE)
@@ -396,11 +412,13 @@ def test_pointwise_opcheck(name, dtype, device):
             continue
         x, t = sample.args
         reduction = {"none": 0, "mean": 1, "sum": 2}[sample.kwargs["reduction"]]
-        extra = (None, None, reduction) if name == "bce_with_logits" else (reduction, *param)
+        extra = {"bce_with_logits": (None, None, reduction), "bce": (None, reduction)}.get(name, (reduction, *param))
         check_opcheck(op, Sample((x, t, *extra), {}, sample.desc))
     x = make_tensor((3, 4), dtype, device, requires_grad=True)
     t = make_tensor((3, 4), dtype, device, low=0, high=1)
     check_opcheck(ops.binary_cross_entropy_with_logits, Sample((x, t, t + 1, t * 2, 1), {}, "weights"))
+    p = make_tensor((3, 4), dtype, device, low=0, high=1, requires_grad=True)
+    check_opcheck(ops.binary_cross_entropy, Sample((p, t, t + 1, 1), {}, "weight"))
 
 
 @pytest.mark.parametrize("name", POINTWISE)
@@ -409,7 +427,8 @@ def test_pointwise_compile_fullgraph_parity(name, device):
     fast, _, kwargs, _ = POINTWISE[name]
     for reduction in REDUCTIONS:
         for layout in ("contiguous", "transposed"):
-            x = make_tensor((33, 65), torch.float32, device, layout=layout, requires_grad=True)
+            low = 0 if name in PROBABILITY_INPUT else -4
+            x = make_tensor((33, 65), torch.float32, device, layout=layout, low=low, high=1, requires_grad=True)
             t = make_tensor((33, 65), torch.float32, device, layout=layout, low=0, high=1, requires_grad=True)
             check_compile_parity(lambda x, t, reduction=reduction: fast(x, t, reduction=reduction, **kwargs),
                                  Sample((x, t), {}, layout), grad=True)
@@ -419,8 +438,15 @@ def test_pointwise_compile_fullgraph_parity(name, device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_pointwise_autocast_runs_in_float32(name, device):
     fast, native, kwargs, _ = POINTWISE[name]
-    x = make_tensor((8, 9), torch.bfloat16, device, requires_grad=True)
+    low, high = (0, 1) if name in PROBABILITY_INPUT else (-4, 4)
+    x = make_tensor((8, 9), torch.bfloat16, device, low=low, high=high, requires_grad=True)
     t = make_tensor((8, 9), torch.float32, device, low=0, high=1)
+    if name == "bce" and device == "cuda":  # torch refuses it there as unsafe to autocast; so does fastops
+        with torch.autocast(device, dtype=torch.bfloat16):
+            for fn in (fast, native):
+                with pytest.raises(RuntimeError):
+                    fn(x, t)
+        return
     with torch.autocast(device, dtype=torch.bfloat16):
         out, ref = fast(x, t, **kwargs), native(x, t, **kwargs)
     assert out.dtype == ref.dtype == torch.float32
@@ -434,7 +460,8 @@ def test_pointwise_autocast_runs_in_float32(name, device):
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_pointwise_cpu_cuda_parity(name, dtype):
     fast, _, kwargs, _ = POINTWISE[name]
-    x = make_tensor((1000, 37), dtype, "cpu")
+    x = make_tensor((1000, 37), dtype, "cpu", low=0 if name in PROBABILITY_INPUT else -4,
+                    high=1 if name in PROBABILITY_INPUT else 4)
     t = make_tensor((1000, 37), dtype, "cpu", low=0, high=1)
     eps = torch.finfo(dtype).eps
     for reduction in REDUCTIONS:
@@ -450,6 +477,7 @@ MODULES = [
     (fastops.nn.MSELoss, torch.nn.MSELoss, {"reduction": "sum"}),
     (fastops.nn.SmoothL1Loss, torch.nn.SmoothL1Loss, {"beta": 0.5}),
     (fastops.nn.HuberLoss, torch.nn.HuberLoss, {"delta": 2.0, "reduction": "none"}),
+    (fastops.nn.L1Loss, torch.nn.L1Loss, {"reduction": "sum"}),
     (fastops.nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss, {"weight": torch.rand(5), "pos_weight": torch.rand(5)}),
 ]
 
@@ -464,12 +492,59 @@ def test_module_is_drop_in(fast_cls, torch_cls, kwargs):
     torch.testing.assert_close(fast(x, t), native(x, t))
 
 
+def test_bce_module_is_drop_in():
+    for kwargs in ({}, {"weight": torch.rand(5) + 0.5, "reduction": "sum"}, {"reduction": "none"}):
+        fast, native = fastops.nn.BCELoss(**kwargs), torch.nn.BCELoss(**kwargs)
+        assert isinstance(fast, torch.nn.BCELoss)
+        assert fast.state_dict().keys() == native.state_dict().keys() and repr(fast) == repr(native)
+        x, t = torch.rand(7, 5), torch.rand(7, 5)
+        torch.testing.assert_close(fast(x, t), native(x, t))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32, torch.float64), ids=str)
+def test_weighted_losses_match_torch(reduction, dtype):
+    x = make_tensor((6, 5), dtype, "cpu", requires_grad=True)
+    t = make_tensor((6, 5), dtype, "cpu", requires_grad=True)
+    w = make_tensor((6, 5), dtype, "cpu", low=0.5, high=2)
+    check_against_torch(FF.l1_loss, F.l1_loss, Sample((x, t), {"weight": w, "reduction": reduction}, "l1"), grad=True)
+    p = _probabilities(x)
+    q = _probabilities(t)
+    row_weight = make_tensor((5,), dtype, "cpu", low=0.5, high=2)  # broadcasts to the target, as in torch
+    check_against_torch(FF.binary_cross_entropy, F.binary_cross_entropy,
+                        Sample((p, q), {"weight": row_weight, "reduction": reduction}, "bce"), grad=True)
+
+
+def test_bce_clamps_logs_like_torch():
+    x = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.5], requires_grad=True)
+    t = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5], requires_grad=True)
+    for reduction in REDUCTIONS:
+        out, ref = FF.binary_cross_entropy(x, t, reduction=reduction), F.binary_cross_entropy(x, t, reduction=reduction)
+        torch.testing.assert_close(out, ref)
+        up = torch.ones_like(out)
+        for g, r in zip(torch.autograd.grad(out, (x, t), up), torch.autograd.grad(ref, (x, t), up)):
+            torch.testing.assert_close(g, r)
+
+
 # ---- bad input ----
 
 _x = torch.randn(3, 5)
 _t = torch.tensor([0, 4, 1])
 
+_p = torch.rand(3, 5)
+
 BAD_INPUTS = [
+    (lambda: FF.binary_cross_entropy(_x, _p), RuntimeError, r"all elements of input should be between 0 and 1"),
+    (lambda: FF.binary_cross_entropy(_p, _x), RuntimeError, r"all elements of target should be between 0 and 1"),
+    (lambda: FF.binary_cross_entropy(_p, _p.double()), RuntimeError, r"Found dtype Double but expected Float"),
+    (lambda: FF.binary_cross_entropy(_p, _p[:2]), ValueError,
+     r"Using a target size \(torch.Size\(\[2, 5\]\)\) that is different to the input size"),
+    (lambda: FF.binary_cross_entropy(_p, _p, weight=torch.ones(4)), RuntimeError,
+     r"Attempting to broadcast a dimension of length 4"),
+    (lambda: FF.binary_cross_entropy(_p, _p, weight=torch.ones(5, requires_grad=True)), RuntimeError,
+     r"'binary_cross_entropy' is not differentiable with respect to argument 'weight'"),
+    (lambda: FF.l1_loss(_x, _x, weight=torch.ones(5)), ValueError, r"Weights and input must have the same size\."),
+    (lambda: FF.l1_loss(_x, _x, weight=torch.ones(3, 5), reduction="avg"), ValueError, r"Invalid reduction mode: avg"),
     (lambda: FF.cross_entropy(_x, torch.tensor([0, 5, 1])), IndexError,
      r"fastops\.cross_entropy: target 5 \(row 1\) is out of bounds for 5 classes"),
     (lambda: FF.cross_entropy(_x, torch.tensor([0, -1, 1])), IndexError, r"target -1 \(row 1\) is out of bounds"),

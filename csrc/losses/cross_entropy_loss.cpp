@@ -1,4 +1,4 @@
-// fastops::cross_entropy_loss: torch.nn.functional.cross_entropy's whole contract as one CompositeImplicitAutograd
+// fastops::cross_entropy_loss and fastops::nll_loss (at the end): torch.nn.functional.cross_entropy's whole contract as one CompositeImplicitAutograd
 // op over the row kernels (cross_entropy_forward / cross_entropy_forward_grad), so that the Python wrapper is a
 // single call (per-call cost, TorchScript) and the rules live in one place. The rules are torch's own
 // (aten/src/ATen/native/LossNLL.cpp: cross_entropy_loss, nll_loss_nd and nll_loss's meta function), checked here in
@@ -36,8 +36,8 @@ bool autocast_enabled_for(const Tensor& t) {
   return (type == c10::DeviceType::CPU || type == c10::DeviceType::CUDA) && at::autocast::is_autocast_enabled(type);
 }
 
-void check_same_device(const Tensor& input, const Tensor& other, const char* name) {
-  TORCH_CHECK(!other.defined() || other.device() == input.device(), "fastops.cross_entropy: ", name,
+void check_same_device(const Tensor& input, const Tensor& other, const char* name, const char* op = "cross_entropy") {
+  TORCH_CHECK(!other.defined() || other.device() == input.device(), "fastops.", op, ": ", name,
               " must be on the device of input (", input.device(), "), got ", other.device());
 }
 
@@ -58,10 +58,11 @@ void check_class_target(const Tensor& input, const Tensor& target) {
               "expected target dtype to be Long or Byte, but got ", target.scalar_type());
   if (input.dim() <= 2) {
     TORCH_CHECK(target.dim() <= 1, "0D or 1D target tensor expected, multi-target not supported");
-    TORCH_CHECK((input.dim() == 1 && target.dim() == 0) || (target.dim() == 1 && input.sym_size(0) == target.sym_size(0)),
+    // torch 2.13 takes a one-element 1D target for a 1D input as the 0D one.
+    TORCH_CHECK_VALUE(!(input.dim() == 1 && target.dim() == 1) || target.sym_size(0) == 1,
+                      "For 1D input, 1D target must have size 1, but got target size: ", target.sym_size(0));
+    TORCH_CHECK((input.dim() == 1 && target.dim() <= 1) || (target.dim() == 1 && input.sym_size(0) == target.sym_size(0)),
                 "size mismatch (got input: ", input.sym_sizes(), ", target: ", target.sym_sizes(), ")");
-    TORCH_CHECK(!(input.dim() == 1 && target.dim() == 1), "Expected target to be 0D when input is 1D, but got "
-                "target.dim =", target.dim());
   } else if (input.dim() == 4) {
     TORCH_CHECK(target.dim() == 3, "only batches of spatial targets supported (3D tensors) but got targets of "
                 "dimension: ", target.dim());
@@ -175,8 +176,48 @@ Tensor cross_entropy_loss(const Tensor& input, const Tensor& target, const OptTe
                      out_dtype, batch_shape);
 }
 
+// torch.nn.functional.nll_loss (aten's nll_loss_nd): the rules of class-index cross entropy above, over the row op
+// nll_loss_forward (one gathered element per row, float64) reduced here in float64 and rounded once.
+Tensor nll_loss(const Tensor& input, const Tensor& target, const OptTensor& weight_opt, int64_t reduction,
+                int64_t ignore_index) {
+  using NllForwardOp = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&, int64_t);
+  const Reduction red = to_reduction("nll_loss", reduction);
+  Tensor weight = weight_opt.has_value() ? *weight_opt : Tensor();
+  check_same_device(input, target, "target", "nll_loss");
+  check_same_device(input, weight, "weight", "nll_loss");
+  check_floating("nll_loss", {input, "input"});
+  check_class_target(input, target);
+  check_weight_shape(weight, input.sym_size(input.dim() == 1 ? 0 : 1), "");
+  // nll_loss is on autocast's float32 list: a float32 loss; the kernel reads 16-bit input and computes in float64
+  // either way, so no float32 copy of the input is made.
+  const bool autocast = autocast_enabled_for(input) && input.scalar_type() != at::kDouble;
+  const at::ScalarType out_dtype = autocast ? at::kFloat : input.scalar_type();
+  if (weight.defined()) {
+    if (autocast) weight = weight.to(at::kFloat);
+    TORCH_CHECK(weight.scalar_type() == out_dtype, "expected scalar type ", out_dtype, " but found ",
+                weight.scalar_type());
+    TORCH_CHECK(!(c10::GradMode::is_enabled() && weight.requires_grad()),
+                "The function 'nll_loss' is not differentiable with respect to argument 'weight' (as torch's "
+                "nll_loss_forward). This input cannot have requires_grad True.");
+  }
+  std::vector<c10::SymInt> batch_shape;
+  if (input.dim() >= 2) {
+    batch_shape.push_back(input.sym_size(0));
+    batch_shape.insert(batch_shape.end(), input.sym_sizes().begin() + 2, input.sym_sizes().end());
+  }
+  const OptTensor w = weight.defined() ? OptTensor(weight) : std::nullopt;
+  auto [loss, row_weight] =
+      FASTOPS_OP("nll_loss_forward", "", NllForwardOp).call(input, target.to(at::kLong), w, ignore_index);
+  if (red == Reduction::None) return loss.reshape_symint(batch_shape).to(out_dtype);
+  const Tensor total = loss.sum();
+  return (red == Reduction::Mean ? total / row_weight.sum() : total).to(out_dtype);
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastops, CompositeImplicitAutograd, m) { m.impl("cross_entropy_loss", &cross_entropy_loss); }
+TORCH_LIBRARY_IMPL(fastops, CompositeImplicitAutograd, m) {
+  m.impl("cross_entropy_loss", &cross_entropy_loss);
+  m.impl("nll_loss", &nll_loss);
+}
 
 }  // namespace fastops

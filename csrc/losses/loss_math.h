@@ -10,7 +10,7 @@
 namespace fastops {
 
 // The elementwise losses; the backends switch on it. Cross entropy is a row reduction and has its own kernels.
-enum class PointwiseLoss : int32_t { Mse = 0, SmoothL1 = 1, Huber = 2, BceWithLogits = 3 };
+enum class PointwiseLoss : int32_t { Mse = 0, SmoothL1 = 1, Huber = 2, BceWithLogits = 3, L1 = 4, Bce = 5 };
 
 // torch's at::Reduction values, which the schemas take as `int reduction`.
 enum class Reduction : int32_t { None = 0, Mean = 1, Sum = 2 };
@@ -20,7 +20,8 @@ enum class Reduction : int32_t { None = 0, Mean = 1, Sum = 2 };
 namespace fastops::loss {
 
 // Every loss is value(x, t, pos_weight) and its derivative in x; the kernels multiply both by the elementwise
-// weight where there is one (only binary_cross_entropy_with_logits has weight / pos_weight; the others ignore pw).
+// weight where there is one (binary_cross_entropy and binary_cross_entropy_with_logits take a weight, only the
+// latter a pos_weight; the others ignore pw).
 
 // (x - t)^2
 struct Mse {
@@ -94,6 +95,55 @@ struct BceWithLogits {
   }
 };
 
+// |x - t|; its gradient sign(x - t) is 0 where input == target and NaN for a NaN difference, as torch's sign.
+struct L1 {
+  template <typename T>
+  FASTOPS_HD T value(T x, T t, T /*pw*/, T /*param*/) const {
+    const T d = x - t;
+    return d < T(0) ? -d : d;
+  }
+  template <typename T>
+  FASTOPS_HD T grad(T x, T t, T /*pw*/, T /*param*/) const {
+    const T d = x - t;
+    return d != d ? d : T((d > T(0)) - (d < T(0)));
+  }
+};
+
+// binary_cross_entropy on probabilities: -(t log(x) + (1 - t) log(1 - x)) with each log clamped at -100, in torch's
+// form and order ((t - 1) max(log1p(-x), -100) - t max(log(x), -100): aten/src/ATen/native/Loss.cpp), so x = 0 or 1
+// gives torch's finite 100 instead of inf.
+struct Bce {
+  template <typename T>
+  FASTOPS_HD static T clamp_log(T v) { return v < T(-100) ? T(-100) : v; }  // NaN passes, as std::max(NaN, -100)
+
+  template <typename T>
+  FASTOPS_HD T value(T x, T t, T /*pw*/, T /*param*/) const {
+    using std::log;
+    using std::log1p;
+    return (t - T(1)) * clamp_log(log1p(-x)) - t * clamp_log(log(x));
+  }
+  // (x - t) / max((1 - x) x, 1e-12): torch's binary_cross_entropy_backward, whose epsilon keeps x = 0 or 1 finite.
+  template <typename T>
+  FASTOPS_HD T grad(T x, T t, T /*pw*/, T /*param*/) const {
+    const T denom = (T(1) - x) * x;
+    const T eps = T(1e-12);
+    return (x - t) / (denom < eps ? eps : denom);
+  }
+};
+
+// Whether a loss's float32 gradient is evaluated in double (with the upstream gradient and the weight) and rounded
+// once. binary_cross_entropy's (x - t) / ((1 - x) x) takes four roundings in float, and torch's float32 CPU backward
+// came out correctly rounded where that float math did not: at x = 6.3e-5, t = 0.805 it gave -19616.0996 exactly
+// where float math was one ulp (0.00195) off, against a bound of 2 x torch's 3.2e-5 error + half an ulp.
+template <typename Loss>
+struct PreciseGrad {
+  static constexpr bool value = false;
+};
+template <>
+struct PreciseGrad<Bce> {
+  static constexpr bool value = true;
+};
+
 // Calls fn(Functor{}) for the loss `kind`.
 template <typename Fn>
 FASTOPS_HD void visit_pointwise_loss(PointwiseLoss kind, Fn&& fn) {
@@ -102,6 +152,8 @@ FASTOPS_HD void visit_pointwise_loss(PointwiseLoss kind, Fn&& fn) {
     case PointwiseLoss::SmoothL1: fn(SmoothL1{}); break;
     case PointwiseLoss::Huber: fn(Huber{}); break;
     case PointwiseLoss::BceWithLogits: fn(BceWithLogits{}); break;
+    case PointwiseLoss::L1: fn(L1{}); break;
+    case PointwiseLoss::Bce: fn(Bce{}); break;
   }
 }
 

@@ -244,7 +244,7 @@ void scale_rows_(at::Tensor& x, const at::Tensor& scale) {
   Backend::scale_rows(x, scale.contiguous());
 }
 
-// ---- elementwise losses (mse, smooth_l1, huber, binary_cross_entropy_with_logits) ----
+// ---- elementwise losses (mse, l1, smooth_l1, huber, binary_cross_entropy, binary_cross_entropy_with_logits) ----
 
 // input and target, plus BCE's optional weight and pos_weight (undefined when absent), in one dense layout.
 struct PointwiseTensors {
@@ -258,7 +258,7 @@ inline Reduction to_reduction(const char* op, int64_t reduction) {
 }
 
 // The dtype an elementwise loss computes and returns in, as torch's does: mse and smooth_l1 promote input and target,
-// huber keeps input's, binary_cross_entropy_with_logits target's (torch's formula writes in place into target's
+// huber keeps input's, binary_cross_entropy needs one dtype, binary_cross_entropy_with_logits takes target's (torch's formula writes in place into target's
 // dtype). An integer target is fine where the rule gives a floating dtype (mse_loss(float, long) is float).
 inline at::ScalarType pointwise_loss_dtype(const char* op, PointwiseLoss kind, const at::Tensor& input,
                                            const at::Tensor& target) {
@@ -267,6 +267,10 @@ inline at::ScalarType pointwise_loss_dtype(const char* op, PointwiseLoss kind, c
   at::ScalarType dtype = input.scalar_type();
   if (kind == PointwiseLoss::BceWithLogits) {
     dtype = target.scalar_type();
+  } else if (kind == PointwiseLoss::Bce) {
+    // torch's binary_cross_entropy takes no mixed dtypes (its TensorIterator's message).
+    TORCH_CHECK(target.scalar_type() == input.scalar_type(), "Found dtype ", target.scalar_type(), " but expected ",
+                input.scalar_type());
   } else if (kind != PointwiseLoss::Huber) {
     dtype = c10::promoteTypes(input.scalar_type(), target.scalar_type());
   }
@@ -396,6 +400,19 @@ void register_loss_kernels(torch::Library& m) {
   });
   m.impl("huber_loss_backward", [](T g, T x, T t, int64_t red, double delta) {
     return pointwise_loss_backward<Backend>("huber_loss_backward", PointwiseLoss::Huber, g, x, t, {}, {}, red, delta);
+  });
+  m.impl("l1_loss", [](T x, T t, int64_t red) {
+    return pointwise_loss_forward<Backend>("l1_loss", PointwiseLoss::L1, x, t, {}, {}, red, 0.0);
+  });
+  m.impl("l1_loss_backward", [](T g, T x, T t, int64_t red) {
+    return pointwise_loss_backward<Backend>("l1_loss_backward", PointwiseLoss::L1, g, x, t, {}, {}, red, 0.0);
+  });
+  m.impl("binary_cross_entropy", [](T x, T t, Opt w, int64_t red) {
+    return pointwise_loss_forward<Backend>("binary_cross_entropy", PointwiseLoss::Bce, x, t, w, {}, red, 0.0);
+  });
+  m.impl("binary_cross_entropy_backward", [](T g, T x, T t, Opt w, int64_t red) {
+    return pointwise_loss_backward<Backend>("binary_cross_entropy_backward", PointwiseLoss::Bce, g, x, t, w, {}, red,
+                                            0.0);
   });
   m.impl("binary_cross_entropy_with_logits", [](T x, T t, Opt w, Opt pw, int64_t red) {
     return pointwise_loss_forward<Backend>("binary_cross_entropy_with_logits", PointwiseLoss::BceWithLogits, x, t, w,

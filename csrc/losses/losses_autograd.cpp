@@ -10,6 +10,7 @@
 // memory in the common case.
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/log_softmax.h>
+#include <ATen/ops/logit.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/sigmoid.h>
 #include <ATen/ops/sign.h>
@@ -215,6 +216,11 @@ Tensor aten_pointwise_grad_input(PointwiseLoss kind, const Tensor& x, const Tens
       if (param == 0) return at::sign(d);
       return at::where(d <= -param, -1.0, at::where(d >= param, 1.0, d / param));
     case PointwiseLoss::Huber: return at::where(d <= -param, -param, at::where(d >= param, param, d));
+    case PointwiseLoss::L1: return at::sign(d);
+    case PointwiseLoss::Bce: {  // w (x - t) / max((1 - x) x, 1e-12), torch's binary_cross_entropy_backward
+      const Tensor g = d / ((1 - x) * x).clamp_min(1e-12);
+      return w.defined() ? g * w : g;
+    }
     case PointwiseLoss::BceWithLogits: {
       // w [(1 + (pw - 1) t) sigmoid(x) - pw t]
       const Tensor g = pw.defined() ? (1 + (pw - 1) * t) * at::sigmoid(x) - pw * t : at::sigmoid(x) - t;
@@ -226,6 +232,10 @@ Tensor aten_pointwise_grad_input(PointwiseLoss kind, const Tensor& x, const Tens
 
 Tensor aten_pointwise_grad_target(PointwiseLoss kind, const Tensor& x, const Tensor& t, const Tensor& w,
                                   const Tensor& pw, double param) {
+  if (kind == PointwiseLoss::Bce) {  // w (log(1 - x) - log(x)) = -w logit(x), torch's binary_cross_entropy_target_backward
+    const Tensor g = -at::logit(x);
+    return w.defined() ? g * w : g;
+  }
   if (kind != PointwiseLoss::BceWithLogits) return -aten_pointwise_grad_input(kind, x, t, w, pw, param);
   const Tensor g = pw.defined() ? (pw - 1) * at::softplus(-x) - x : -x;  // d/dt of (1 - t) x + (1 + (pw - 1) t) sp(-x)
   return w.defined() ? g * w : g;
@@ -237,6 +247,8 @@ using RegressionBackwardOp = Tensor(const Tensor&, const Tensor&, const Tensor&,
 using RegressionParamBackwardOp = Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t, double);
 using BceOp = Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, int64_t);
 using BceBackwardOp = Tensor(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, int64_t);
+using BceProbOp = Tensor(const Tensor&, const Tensor&, const OptTensor&, int64_t);
+using BceProbBackwardOp = Tensor(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, int64_t);
 
 Tensor pointwise_forward_op(PointwiseLoss kind, const Tensor& x, const Tensor& t, const Tensor& w, const Tensor& pw,
                             int64_t reduction, double param) {
@@ -247,6 +259,9 @@ Tensor pointwise_forward_op(PointwiseLoss kind, const Tensor& x, const Tensor& t
     case PointwiseLoss::Huber: return FASTOPS_OP("huber_loss", "", RegressionParamOp).call(x, t, reduction, param);
     case PointwiseLoss::BceWithLogits:
       return FASTOPS_OP("binary_cross_entropy_with_logits", "", BceOp).call(x, t, optional(w), optional(pw), reduction);
+    case PointwiseLoss::L1: return FASTOPS_OP("l1_loss", "", RegressionOp).call(x, t, reduction);
+    case PointwiseLoss::Bce:
+      return FASTOPS_OP("binary_cross_entropy", "", BceProbOp).call(x, t, optional(w), reduction);
   }
   return Tensor();
 }
@@ -262,6 +277,9 @@ Tensor pointwise_backward_op(PointwiseLoss kind, const Tensor& g, const Tensor& 
     case PointwiseLoss::BceWithLogits:
       return FASTOPS_OP("binary_cross_entropy_with_logits_backward", "", BceBackwardOp)
           .call(g, x, t, optional(w), optional(pw), reduction);
+    case PointwiseLoss::L1: return FASTOPS_OP("l1_loss_backward", "", RegressionBackwardOp).call(g, x, t, reduction);
+    case PointwiseLoss::Bce:
+      return FASTOPS_OP("binary_cross_entropy_backward", "", BceProbBackwardOp).call(g, x, t, optional(w), reduction);
   }
   return Tensor();
 }
@@ -296,7 +314,8 @@ struct PointwiseLossFn : torch::autograd::Function<PointwiseLossFn> {
                                          : pointwise_backward_op(kind, g, x, t, w, pw, reduction, param);
     }
     if (ctx->needs_input_grad(1)) {
-      grad_t = kind != PointwiseLoss::BceWithLogits && grad_x.defined()
+      const bool of_difference = kind != PointwiseLoss::BceWithLogits && kind != PointwiseLoss::Bce;
+      grad_t = of_difference && grad_x.defined()
                    ? -grad_x  // these depend on input - target only
                    : per_element(aten_pointwise_grad_target(kind, x, t, w, pw, param));
     }
@@ -313,8 +332,10 @@ Tensor pointwise_autograd(PointwiseLoss kind, const Tensor& x, const Tensor& t, 
   }
   // torch refuses a weight or pos_weight that requires grad (it has no formula for them) when the forward runs.
   for (const auto& [t, name] : {std::pair{&w, "weight"}, std::pair{&pw, "pos_weight"}}) {
-    TORCH_CHECK(!(t->defined() && t->requires_grad()), "The function 'binary_cross_entropy_with_logits' is not "
-                "differentiable with respect to argument '", name, "'. This input cannot have requires_grad True.");
+    TORCH_CHECK(!(t->defined() && t->requires_grad()), "The function '",
+                kind == PointwiseLoss::Bce ? "binary_cross_entropy" : "binary_cross_entropy_with_logits",
+                "' is not differentiable with respect to argument '", name,
+                "'. This input cannot have requires_grad True.");
   }
   return PointwiseLossFn::apply(x, t, present(weight), present(pos_weight), reduction, param, static_cast<int64_t>(kind));
 }
@@ -333,6 +354,12 @@ TORCH_LIBRARY_IMPL(fastops, Autograd, m) {
   });
   m.impl("huber_loss", [](T x, T t, int64_t red, double delta) {
     return pointwise_autograd(PointwiseLoss::Huber, x, t, std::nullopt, std::nullopt, red, delta);
+  });
+  m.impl("l1_loss", [](T x, T t, int64_t red) {
+    return pointwise_autograd(PointwiseLoss::L1, x, t, std::nullopt, std::nullopt, red, 0.0);
+  });
+  m.impl("binary_cross_entropy", [](T x, T t, const OptTensor& w, int64_t red) {
+    return pointwise_autograd(PointwiseLoss::Bce, x, t, w, std::nullopt, red, 0.0);
   });
   m.impl("binary_cross_entropy_with_logits", [](T x, T t, const OptTensor& w, const OptTensor& pw, int64_t red) {
     return pointwise_autograd(PointwiseLoss::BceWithLogits, x, t, w, pw, red, 0.0);

@@ -4,7 +4,9 @@
 // buffers (simple enough for the compiler to vectorise), and the block is stored or summed.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/TensorOperators.h>
 #include <ATen/cpu/vec/functional.h>
+#include <ATen/ops/all.h>
 #include <torch/library.h>
 
 #include <atomic>
@@ -324,6 +326,15 @@ void widen_to(const T* src, int64_t len, A* dst) {
   }
 }
 
+template <typename T, typename A>
+void narrow_from(const A* src, int64_t len, T* dst) {
+  if constexpr (std::is_same_v<A, opmath_t<T>>) {
+    narrow(src, len, dst);
+  } else {
+    for (int64_t k = 0; k < len; ++k) dst[k] = static_cast<T>(static_cast<opmath_t<T>>(src[k]));
+  }
+}
+
 template <typename A>
 double sum_buffer(const A* buf, int64_t len) {
   constexpr int64_t kLanes = 8;
@@ -403,7 +414,8 @@ void pointwise_forward_typed(const Loss& loss, const PointwiseTensors& p, double
 template <typename T, typename Loss>
 void pointwise_backward_typed(const Loss& loss, const at::Tensor& grad_output, const PointwiseTensors& p,
                               double param, Reduction red, at::Tensor& grad_input) {
-  using A = opmath_t<T>;
+  // The gradient's math type: double for a float32 loss of PreciseGrad (loss_math.h), else the opmath type.
+  using A = std::conditional_t<loss::PreciseGrad<Loss>::value && std::is_same_v<T, float>, double, opmath_t<T>>;
   const int64_t n = p.input.numel();
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   const int64_t grain = std::max<int64_t>(1, cpu::kElementwiseGrain / kBlock);
@@ -420,12 +432,12 @@ void pointwise_backward_typed(const Loss& loss, const at::Tensor& grad_output, c
       const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
       loss_block<T, Loss, true>(loss, p, start, len, static_cast<A>(param), buf);
       if (per_element) {
-        widen(go + start, len, gbuf);
+        widen_to(go + start, len, gbuf);
         for (int64_t k = 0; k < len; ++k) buf[k] *= gbuf[k];
       } else {
         for (int64_t k = 0; k < len; ++k) buf[k] *= upstream;
       }
-      narrow(buf, len, gi + start);
+      narrow_from(buf, len, gi + start);
     }
   });
 }
@@ -481,6 +493,13 @@ struct CpuBackend {
 
   static void pointwise_forward(PointwiseLoss kind, const PointwiseTensors& p, double param, Reduction red,
                                 at::Tensor& out) {
+    if (kind == PointwiseLoss::Bce) {
+      // torch's CPU binary_cross_entropy refuses probabilities outside [0, 1] (NaN included) with these messages.
+      TORCH_CHECK(((p.input >= 0) & (p.input <= 1)).all().item<bool>(),
+                  "all elements of input should be between 0 and 1");
+      TORCH_CHECK(((p.target >= 0) & (p.target <= 1)).all().item<bool>(),
+                  "all elements of target should be between 0 and 1");
+    }
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.input.scalar_type(), "fastops_loss_forward", [&] {
       loss::visit_pointwise_loss(kind, [&](auto l) { pointwise_forward_typed<scalar_t>(l, p, param, red, out); });
     });

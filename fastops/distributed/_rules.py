@@ -104,6 +104,25 @@ def _bias_act_backward(grad_output, x, bias, act):
     return rules + [([Shard(last), Shard(0)], [Shard(last), Shard(last), Shard(0)])]
 
 
+# ---- softmax / log_softmax: local along every dim but the normalised one ----
+
+
+def _other_dims(x, dim: int) -> list:
+    return [d for d in range(x.ndim) if d != dim % max(x.ndim, 1)]
+
+
+@_register(fastops.softmax.default, fastops.log_softmax.default)
+def _softmax(x, dim):
+    return [([R], [R])] + [([Shard(d)], [Shard(d)]) for d in _other_dims(x, dim)]
+
+
+@_register(fastops.softmax_backward.default, fastops.log_softmax_backward.default)
+def _softmax_backward(grad_output, output, dim):
+    # Linear in grad_output for a fixed output: a partial gradient stays partial.
+    return ([([R], [R, R]), ([P], [P, R])] +
+            [([Shard(d)], [Shard(d), Shard(d)]) for d in _other_dims(output, dim)])
+
+
 # ---- gated units ----
 
 
@@ -268,6 +287,23 @@ def _scale_rows(x, scale):
     return rules + [([], [Shard(d), _grad_scale(scale, Shard(0)) if d == 0 else R]) for d in range(x.ndim)]
 
 
+@_register(fastops.nll_loss_forward.default)
+def _nll_loss_forward(input, target, weight, ignore_index):
+    _refuse_split_classes(input)
+    # (loss rows, row weights); rows split over ranks where they are input's dim 0 (input [N, C]).
+    rules = [([R, R], [R, R, _opt(weight, R)])]
+    return rules + ([([Shard(0)] * 2, [Shard(0), Shard(0), _opt(weight, R)])] if input.ndim == 2 else [])
+
+
+@_register(fastops.nll_loss_backward.default)
+def _nll_loss_backward(grad_rows, input, target, weight, ignore_index):
+    _refuse_split_classes(input)
+    rules = [([R], [R, R, R, _opt(weight, R)]), ([P], [P, R, R, _opt(weight, R)])]  # linear in grad_rows
+    if input.ndim == 2:
+        rules.append(([Shard(0)], [Shard(0), Shard(0), Shard(0), _opt(weight, R)]))
+    return rules
+
+
 # ---- elementwise losses ----
 
 NONE, MEAN, SUM = 0, 1, 2
@@ -298,13 +334,14 @@ def _pointwise_loss_rules(x, n_inputs: int, reduction: int, *, backward: bool) -
     return rules
 
 
-@_register(fastops.mse_loss.default, fastops.smooth_l1_loss.default, fastops.huber_loss.default)
+@_register(fastops.mse_loss.default, fastops.l1_loss.default, fastops.smooth_l1_loss.default,
+           fastops.huber_loss.default)
 def _regression_loss(input, target, reduction=MEAN, param=None):
     return _pointwise_loss_rules(input, 2, reduction, backward=False)
 
 
-@_register(fastops.mse_loss_backward.default, fastops.smooth_l1_loss_backward.default,
-           fastops.huber_loss_backward.default)
+@_register(fastops.mse_loss_backward.default, fastops.l1_loss_backward.default,
+           fastops.smooth_l1_loss_backward.default, fastops.huber_loss_backward.default)
 def _regression_loss_backward(grad_output, input, target, reduction, param=None):
     return _pointwise_loss_rules(input, 3, reduction, backward=True)
 
@@ -327,3 +364,15 @@ def _bce(input, target, weight=None, pos_weight=None, reduction=MEAN):
 @_register(fastops.binary_cross_entropy_with_logits_backward.default)
 def _bce_backward(grad_output, input, target, weight, pos_weight, reduction):
     return _bce_slots(_pointwise_loss_rules(input, 3, reduction, backward=True), weight, pos_weight, 3)
+
+
+@_register(fastops.binary_cross_entropy.default)
+def _bce_probabilities(input, target, weight=None, reduction=MEAN):
+    rules = _pointwise_loss_rules(input, 2, reduction, backward=False)
+    return [(o, ins + [_opt(weight, ins[1])]) for o, ins in rules]
+
+
+@_register(fastops.binary_cross_entropy_backward.default)
+def _bce_probabilities_backward(grad_output, input, target, weight, reduction):
+    rules = _pointwise_loss_rules(input, 3, reduction, backward=True)
+    return [(o, ins + [_opt(weight, ins[2])]) for o, ins in rules]

@@ -49,6 +49,20 @@ class Tanh(nn.Tanh):
         return F.tanh(input)
 
 
+class Softmax(nn.Softmax):
+    """Drop-in for :class:`torch.nn.Softmax`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.softmax(input, self.dim, _stacklevel=5)
+
+
+class LogSoftmax(nn.LogSoftmax):
+    """Drop-in for :class:`torch.nn.LogSoftmax`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.log_softmax(input, self.dim, _stacklevel=5)
+
+
 class SwiGLU(nn.Module):
     """silu(gate) * up on a packed ``[..., 2H]`` input (gate half first), or on ``(gate, up)``; no parameters."""
 

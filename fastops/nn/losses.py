@@ -19,11 +19,32 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
                                reduction=self.reduction, label_smoothing=self.label_smoothing)
 
 
+class NLLLoss(nn.NLLLoss):
+    """Drop-in for :class:`torch.nn.NLLLoss`."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
+
+
 class MSELoss(nn.MSELoss):
     """Drop-in for :class:`torch.nn.MSELoss`."""
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.mse_loss(input, target, reduction=self.reduction)
+
+
+class L1Loss(nn.L1Loss):
+    """Drop-in for :class:`torch.nn.L1Loss`."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.l1_loss(input, target, reduction=self.reduction)
+
+
+class BCELoss(nn.BCELoss):
+    """Drop-in for :class:`torch.nn.BCELoss`."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
 
 
 class SmoothL1Loss(nn.SmoothL1Loss):

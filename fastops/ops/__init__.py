@@ -8,4 +8,5 @@ from . import (
     linear_cross_entropy,  # noqa: F401
     losses,  # noqa: F401
     matmul,  # noqa: F401
+    softmax,  # noqa: F401
 )

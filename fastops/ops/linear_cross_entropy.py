@@ -44,10 +44,6 @@ from torch import Tensor
 
 from .losses import math_dtype
 
-# c10's ScalarType names, which torch's C++ messages print, for the dtypes a target can wrongly have.
-_TORCH_DTYPE_NAMES = {torch.int64: "Long", torch.int32: "Int", torch.int16: "Short", torch.int8: "Char",
-                      torch.uint8: "Byte", torch.bool: "Bool"}
-
 fastops = torch.ops.fastops
 
 # Bytes of logits one chunk (pass 1) or vocabulary block (pass 2) may hold. 128 MiB: 512 rows of a 128256-word
@@ -384,6 +380,24 @@ def _total_weight(target: Tensor, weight: Tensor | None, ignore_index: int, num_
     return torch.where(kept, row_weight, torch.zeros_like(row_weight)).sum()
 
 
+def _scalar_type_name(dtype: torch.dtype) -> str:
+    """c10's ScalarType name, which torch's C++ messages print, of a dtype a target can wrongly have (if-chain, not
+    a dict: TorchScript compiles this function)."""
+    if dtype == torch.int64:
+        return "Long"
+    if dtype == torch.int32:
+        return "Int"
+    if dtype == torch.int16:
+        return "Short"
+    if dtype == torch.int8:
+        return "Char"
+    if dtype == torch.uint8:
+        return "Byte"
+    if dtype == torch.bool:
+        return "Bool"
+    return str(dtype)
+
+
 def _check_target(target: Tensor, batch: int, unbatched: bool) -> Tensor:
     """torch's rules for class-index targets (nll_loss_nd's, checked in its order: the batch sizes first, then the
     target's rank); returns them as int64 [N]."""
@@ -460,7 +474,7 @@ def linear_cross_entropy_loss(input: Tensor, linear_weight: Tensor, target: Tens
         if not target.is_floating_point():
             # torch's message (its cross_entropy's), for a target of the logits' shape
             raise RuntimeError("fastops.linear_cross_entropy: Expected floating point type for target with class "
-                               "probabilities, got " + _TORCH_DTYPE_NAMES.get(target.dtype, str(target.dtype)))
+                               "probabilities, got " + _scalar_type_name(target.dtype))
         # torch's loss for probabilities is a product of the log-probabilities, target and weight: its dtype is
         # promoted from theirs. The kernel reads the target in the logits' dtype.
         out_dtype = torch.promote_types(out_dtype, target.dtype)

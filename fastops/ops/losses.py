@@ -47,6 +47,34 @@ def _cross_entropy_forward_grad_inplace_fake(logits, target, weight, ignore_inde
     return logits.new_empty((logits.shape[0],), dtype=torch.float64)
 
 
+# ---- nll_loss: one float64 loss and weight per row of input [C] / [N, C] / [N, C, d...] ----
+
+
+def _nll_rows(input) -> int:
+    rows = 1
+    if input.dim() >= 2:
+        rows = input.shape[0]
+        for size in input.shape[2:]:
+            rows = rows * size
+    return rows
+
+
+@torch.library.register_fake("fastops::nll_loss_forward")
+def _nll_loss_forward_fake(input, target, weight, ignore_index):
+    check_same_device("nll_loss_forward", input, target=target, weight=weight)
+    rows = _nll_rows(input)
+    torch._check(target.numel() == rows, lambda: f"fastops.nll_loss_forward: target must have one class per row "
+                                                 f"({rows}), got {target.numel()}")
+    loss = input.new_empty((rows,), dtype=torch.float64)
+    return loss, torch.empty_like(loss)
+
+
+@torch.library.register_fake("fastops::nll_loss_backward")
+def _nll_loss_backward_fake(grad_rows, input, target, weight, ignore_index):
+    check_same_device("nll_loss_backward", input, grad_rows=grad_rows, target=target, weight=weight)
+    return input.new_empty(input.shape)
+
+
 @torch.library.register_fake("fastops::scale_rows_")
 def _scale_rows_fake(x, scale):
     return None
@@ -72,6 +100,8 @@ def scale_saved_gradients(ctx, grads: list, factor: torch.Tensor) -> list:
 # The dtype each loss computes and returns in (csrc/losses/losses.h: pointwise_loss_dtype).
 _LOSS_DTYPE = {
     "mse_loss": lambda input, target: torch.promote_types(input.dtype, target.dtype),
+    "l1_loss": lambda input, target: torch.promote_types(input.dtype, target.dtype),
+    "binary_cross_entropy": lambda input, target: input.dtype,
     "smooth_l1_loss": lambda input, target: torch.promote_types(input.dtype, target.dtype),
     "huber_loss": lambda input, target: input.dtype,
     "binary_cross_entropy_with_logits": lambda input, target: target.dtype,
@@ -109,8 +139,24 @@ def _register_pointwise(name: str) -> None:
         torch.library.register_autocast(f"fastops::{name}", device_type, torch.float32)
 
 
-for _name in ("mse_loss", "smooth_l1_loss", "huber_loss"):
+for _name in ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss"):
     _register_pointwise(_name)
+
+
+@torch.library.register_fake("fastops::binary_cross_entropy")
+def _bce_prob_fake(input, target, weight=None, reduction=1):
+    torch._check(target.dtype == input.dtype, lambda: f"Found dtype {target.dtype} but expected {input.dtype}")
+    return _pointwise_fake("binary_cross_entropy", input, target, weight, None, reduction)
+
+
+@torch.library.register_fake("fastops::binary_cross_entropy_backward")
+def _bce_prob_backward_fake(grad_output, input, target, weight, reduction):
+    return _pointwise_backward_fake("binary_cross_entropy", grad_output, input, target, weight, None, reduction)
+
+
+# torch's binary_cross_entropy runs in float32 under CPU autocast; CUDA autocast refuses it as unsafe (torch raises),
+# so only the CPU rule is registered.
+torch.library.register_autocast("fastops::binary_cross_entropy", "cpu", torch.float32)
 
 
 @torch.library.register_fake("fastops::binary_cross_entropy_with_logits")
