@@ -137,9 +137,29 @@ def cases(d: str, num_sms: int):
         ("cross_entropy_forward_grad_", lambda: ops.cross_entropy_forward_grad_(
             randn(64, 1000, dtype=bf16), target, None, -100, 0.0, torch.full((), 0.5, dtype=torch.float64,
                                                                               device=d))),
+        ("cross_entropy_block_grad_", lambda: block_grad(randn(64, 1000, dtype=bf16))),
+        ("nll_loss", lambda: fwd_bwd(lambda x: FF.nll_loss(x, target), randn(64, 1000))),
+        ("nll_loss weighted", lambda: fwd_bwd(lambda x: FF.nll_loss(x, target, randn(1000).abs(), reduction="none"),
+                                              randn(64, 1000))),
+        ("binary_cross_entropy", lambda: fwd_bwd(FF.binary_cross_entropy, torch.rand(1000, 37, device=d) * 0.9 + 0.05,
+                                                 torch.rand(1000, 37, device=d))),
     ]
-    for name, fn in (("mse_loss", FF.mse_loss), ("smooth_l1_loss", FF.smooth_l1_loss), ("huber_loss", FF.huber_loss),
-                     ("bce_with_logits", FF.binary_cross_entropy_with_logits)):
+
+    def block_grad(logits):
+        # classes 200..455 of 1000, with the row statistics of all of them (linear_cross_entropy's weight gradient)
+        _, _, lse, mass = ops.cross_entropy_forward(logits, target, None, -100, 0.0)
+        block = logits[:, 200:456].contiguous()
+        ops.cross_entropy_block_grad_(block, target, None, lse, mass, torch.full((), 0.5, dtype=torch.float64,
+                                                                                device=d), 200, 1000, -100, 0.0)
+        assert torch.isfinite(block).all()
+
+    # softmax / log_softmax: a warp per row (1000 wide), a block per row (5000 wide), a thread per column (dim 0).
+    for name, fn in (("softmax", FF.softmax), ("log_softmax", FF.log_softmax)):
+        for shape, dim in (((64, 1000), -1), ((8, 5000), -1), ((1000, 37), 0)):
+            out.append((f"{name} {shape} dim {dim}",
+                        lambda fn=fn, shape=shape, dim=dim: fwd_bwd(lambda x: fn(x, dim=dim), randn(*shape, dtype=bf16))))
+    for name, fn in (("mse_loss", FF.mse_loss), ("l1_loss", FF.l1_loss), ("smooth_l1_loss", FF.smooth_l1_loss),
+                     ("huber_loss", FF.huber_loss), ("bce_with_logits", FF.binary_cross_entropy_with_logits)):
         for reduction in ("mean", "none"):
             out.append((f"{name} {reduction}",
                         lambda fn=fn, reduction=reduction: fwd_bwd(lambda x, t: fn(x, t, reduction=reduction),
