@@ -331,7 +331,10 @@ if wants sanitize; then
     record FAIL sanitize 0 "$limit" "compute-sanitizer not on PATH"
     status=1
   else
-    run_step sanitize "$limit" "$PY" scripts/gpu_sanitize_cases.py --device cpu
+    # GPU_CHECK_DRY_STALL=S holds the step S seconds after its stand-in ran: the dry run's test of the time boxes
+    # (a stand-in that merely runs long would finish inside a small box on a fast machine).
+    run_step sanitize "$limit" bash -c '"$@" && sleep "$0"' "${GPU_CHECK_DRY_STALL:-0}" \
+      "$PY" scripts/gpu_sanitize_cases.py --device cpu
     dry_skip sanitize "$limit" $? "scripts/gpu_sanitize_cases.py --device cpu (no sanitizer)"
   fi
 fi

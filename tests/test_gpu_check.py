@@ -115,11 +115,13 @@ def _dry_run_wheel() -> dict:
 
 
 def test_gpu_check_dry_run(tmp_path):
-    """The whole script on this CPU machine. The sanitizer step gets a 5-second box (its CPU stand-in takes longer):
-    it must end as TIMEOUT, its process killed, and the bench step after it must still run and report."""
+    """The whole script on this CPU machine. The sanitizer step gets a 5-second box and is held past it after its CPU
+    stand-in ran (GPU_CHECK_DRY_STALL: on a fast, idle machine the stand-in alone finished in 3 s): it must end as
+    TIMEOUT, its process killed, and the bench step after it must still run and report."""
     info = _dry_run_wheel()
     out = tmp_path / "out"
     env = dict(os.environ, FASTOPS_GPU_CHECK_DRY="1", OUT=str(out), PYTHON=sys.executable, GPU_CHECK_BOX_SANITIZE="5",
+               GPU_CHECK_DRY_STALL="60",
                TMPDIR=str(tmp_path))
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "gpu_check.sh")], env=env, capture_output=True,
