@@ -95,7 +95,7 @@ TORCH_LIBRARY(fastops, m) {
         "Tensor grad_scale, int class_start, int num_classes, int ignore_index, float label_smoothing) -> ()");
   // x[r, ...] *= scale[r] (scale: float64, one element or one per row) in place; rows whose factor is exactly 1 are
   // not written, so the backward of a loss called with gradient 1 costs one launch. A building block of backward
-  // passes that rescale their own saved gradients (fastops/ops/losses.py: scale_saved_gradients), which is why no
+  // passes that rescale their own saved gradients (csrc/losses/losses_autograd.cpp: cross entropy's), which is why no
   // ADInplaceOrView kernel bumps x's version: a retained graph's next backward reads that gradient again.
   m.def("scale_rows_(Tensor(a!) x, Tensor scale) -> ()");
   // torch.nn.functional.nll_loss's whole contract (weight, ignore_index, reductions, input [C] / [N, C] /

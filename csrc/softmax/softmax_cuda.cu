@@ -27,23 +27,7 @@ constexpr int kBlock = 256;
 constexpr int64_t kWarpRowMax = 1024;
 constexpr int64_t kMaxBlocks = int64_t{1} << 20;
 
-template <typename A>
-__device__ __forceinline__ A exp_(A x) {
-  if constexpr (std::is_same_v<A, float>) {
-    return expf(x);
-  } else {
-    return exp(x);
-  }
-}
-
-template <typename A>
-__device__ __forceinline__ A log_(A x) {
-  if constexpr (std::is_same_v<A, float>) {
-    return logf(x);
-  } else {
-    return log(x);
-  }
-}
+// exp and log below are CUDA's overloads: exp(float) is expf (measured: the same SASS as a float/double wrapper).
 
 // NaN-propagating maximum (a NaN anywhere in a row makes the row NaN, as in torch).
 template <typename A>
@@ -99,14 +83,14 @@ __global__ void __launch_bounds__(kBlock) softmax_rows_kernel(const T* __restric
     for (int64_t j = lane; j < n; j += kGroup) m = max_nan(m, to_opmath(xr[j]));
     m = group_reduce<kGroup>(m, MaxOp{}, smem_max);
     A part = 0;
-    for (int64_t j = lane; j < n; j += kGroup) part += exp_(to_opmath(xr[j]) - m);
+    for (int64_t j = lane; j < n; j += kGroup) part += exp(to_opmath(xr[j]) - m);
     const double s = group_reduce<kGroup>(static_cast<double>(part), SumOp{}, smem_sum);
     if constexpr (kLog) {
       const A ls = static_cast<A>(log(s));
       for (int64_t j = lane; j < n; j += kGroup) yr[j] = from_opmath<T>((to_opmath(xr[j]) - m) - ls);
     } else {
       const A inv = static_cast<A>(1.0 / s);
-      for (int64_t j = lane; j < n; j += kGroup) yr[j] = from_opmath<T>(exp_(to_opmath(xr[j]) - m) * inv);
+      for (int64_t j = lane; j < n; j += kGroup) yr[j] = from_opmath<T>(exp(to_opmath(xr[j]) - m) * inv);
     }
   }
 }
@@ -132,7 +116,7 @@ __global__ void __launch_bounds__(kBlock) softmax_backward_rows_kernel(const T* 
     const A s = static_cast<A>(group_reduce<kGroup>(static_cast<double>(part), SumOp{}, smem_sum));
     for (int64_t j = lane; j < n; j += kGroup) {
       const A gj = to_opmath(gr[j]), yj = to_opmath(yr[j]);
-      gxr[j] = from_opmath<T>(kLog ? gj - exp_(yj) * s : yj * (gj - s));
+      gxr[j] = from_opmath<T>(kLog ? gj - exp(yj) * s : yj * (gj - s));
     }
   }
 }
@@ -149,11 +133,11 @@ __global__ void __launch_bounds__(kBlock) softmax_columns_kernel(const T* __rest
     A m = -INFINITY;
     for (int64_t d = 0; d < geo.dim; ++d) m = max_nan(m, to_opmath(x[base + d * geo.inner]));
     double s = 0;
-    for (int64_t d = 0; d < geo.dim; ++d) s += exp_(to_opmath(x[base + d * geo.inner]) - m);
+    for (int64_t d = 0; d < geo.dim; ++d) s += exp(to_opmath(x[base + d * geo.inner]) - m);
     const A ls = static_cast<A>(log(s)), inv = static_cast<A>(1.0 / s);
     for (int64_t d = 0; d < geo.dim; ++d) {
       const A xd = to_opmath(x[base + d * geo.inner]) - m;
-      y[base + d * geo.inner] = from_opmath<T>(kLog ? xd - ls : exp_(xd) * inv);
+      y[base + d * geo.inner] = from_opmath<T>(kLog ? xd - ls : exp(xd) * inv);
     }
   }
 }
@@ -176,7 +160,7 @@ __global__ void __launch_bounds__(kBlock) softmax_backward_columns_kernel(const 
     for (int64_t d = 0; d < geo.dim; ++d) {
       const int64_t i = base + d * geo.inner;
       const A gd = to_opmath(g[i]), yd = to_opmath(y[i]);
-      gx[i] = from_opmath<T>(kLog ? gd - exp_(yd) * sa : yd * (gd - sa));
+      gx[i] = from_opmath<T>(kLog ? gd - exp(yd) * sa : yd * (gd - sa));
     }
   }
 }

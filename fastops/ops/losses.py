@@ -80,20 +80,6 @@ def _scale_rows_fake(x, scale):
     return None
 
 
-def scale_saved_gradients(ctx, grads: list, factor: torch.Tensor) -> list:
-    """The gradients a forward computed for an upstream gradient of 1, for the upstream `factor` (float64, one
-    element or one per row of each gradient). The first backward scales them in place (scale_rows_: rows whose
-    factor is exactly 1 are not touched); a later one through a retained graph returns them times factor / the
-    first factor, out of place, exact when the first factor was 1. ctx.applied_factor must start as None."""
-    if ctx.applied_factor is None:
-        for g in grads:
-            fastops.scale_rows_(g, factor)
-        ctx.applied_factor = factor
-        return grads
-    ratio = factor / ctx.applied_factor
-    return [g * ratio.reshape([-1] + [1] * (g.dim() - 1) if ratio.numel() > 1 else []).to(g.dtype) for g in grads]
-
-
 # ---- elementwise losses ----
 
 
