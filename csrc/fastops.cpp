@@ -3,35 +3,31 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <string>
+
+#include "activations/activation_math.h"
 #include "common/cpu_features.h"
 
 TORCH_LIBRARY(fastops, m) {
   // ---- activations ----
-  // relu(x) = max(x, 0), NaN propagated; output keeps x's layout when x is dense.
-  m.def("relu(Tensor x) -> Tensor");
-  // d relu: grad_output where the saved forward output is > 0 (or NaN), else 0.
-  m.def("relu_backward(Tensor grad_output, Tensor result) -> Tensor");
+  // Each activation with its own op in activations/activation_math.h's table (whose rows say what each computes):
+  // <name>(Tensor x, <float parameters>) -> Tensor and <name>_backward(Tensor grad_output, Tensor x, <float
+  // parameters>) -> Tensor, the backward reading the saved `result` instead of x where the table says so (relu,
+  // sigmoid, tanh). Outputs keep x's layout when x is dense.
+  for (int i = 0; i < fastops::act::kCount; ++i) {
+    const auto a = static_cast<fastops::Activation>(i);
+    if (!fastops::has_own_op(a)) continue;
+    const std::string name = fastops::activation_name(a), params = fastops::act::row(a).params;
+    const std::string saved = fastops::backward_reads_output(a) ? "result" : "x";
+    m.def((name + "(Tensor x" + params + ") -> Tensor").c_str());
+    m.def((name + "_backward(Tensor grad_output, Tensor " + saved + params + ") -> Tensor").c_str());
+  }
   // gelu(x) = x * Phi(x) with the exact erf CDF (approximate='none') or torch's tanh approximation ('tanh').
   m.def("gelu(Tensor x, str approximate='none') -> Tensor");
   // d gelu from the forward input x.
   m.def("gelu_backward(Tensor grad_output, Tensor x, str approximate='none') -> Tensor");
-  // silu(x) = x * sigmoid(x).
-  m.def("silu(Tensor x) -> Tensor");
-  // d silu from x: grad * s * (1 + x * (1 - s)), s = sigmoid(x).
-  m.def("silu_backward(Tensor grad_output, Tensor x) -> Tensor");
-  // leaky_relu(x) = x if x > 0 else x * negative_slope.
-  m.def("leaky_relu(Tensor x, float negative_slope=0.01) -> Tensor");
-  // d leaky_relu from x (the slope applies at x == 0, as in torch).
-  m.def("leaky_relu_backward(Tensor grad_output, Tensor x, float negative_slope=0.01) -> Tensor");
-  // sigmoid(x) = 1 / (1 + exp(-x)).
-  m.def("sigmoid(Tensor x) -> Tensor");
-  // d sigmoid from the saved output y: grad * (1 - y) * y.
-  m.def("sigmoid_backward(Tensor grad_output, Tensor result) -> Tensor");
-  // tanh(x).
-  m.def("tanh(Tensor x) -> Tensor");
-  // d tanh from the saved output y: grad * (1 - y * y).
-  m.def("tanh_backward(Tensor grad_output, Tensor result) -> Tensor");
-  // act(x + bias) for x [..., N], bias [N]; act in relu, gelu, gelu_tanh, silu, sigmoid, tanh. Contiguous output.
+  // act(x + bias) for x [..., N], bias [N]; act one of the table's fused activations (relu, gelu, gelu_tanh, silu,
+  // sigmoid, tanh). Contiguous output.
   m.def("bias_act(Tensor x, Tensor bias, str act) -> Tensor");
   // (grad_x, grad_bias) of bias_act in one pass over grad_output and x; grad_bias is the column sum of grad_x. With
   // bias None (linear_act without a bias): grad_x = grad_output * act'(x) and an empty grad_bias.
@@ -48,6 +44,10 @@ TORCH_LIBRARY(fastops, m) {
   m.def("glu_backward(Tensor grad_output, Tensor gate, Tensor up, str act) -> (Tensor, Tensor)");
   // Gradient of the packed gated unit: one [..., 2H] tensor holding grad_gate then grad_up.
   m.def("glu_packed_backward(Tensor grad_output, Tensor x, str act) -> Tensor");
+  // torch's glu: a * sigmoid(b) with a, b the halves of x along dim (torch's checks and messages). Contiguous output.
+  m.def("glu(Tensor x, int dim=-1) -> Tensor");
+  // Gradient of glu: one tensor of x's shape holding grad_a then grad_b along dim.
+  m.def("glu_dim_backward(Tensor grad_output, Tensor x, int dim) -> Tensor");
 
   // ---- softmax ----
   // softmax(x) along `dim` (any dim, wrapped as torch wraps it; a 0-dim x is one element): exp(x - max) / sum, the

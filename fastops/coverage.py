@@ -36,7 +36,7 @@ FLOP_KINDS = ("gemm", "batched_gemm", "attention", "conv")
 # fastops.functional name -> kind, for attributing torch ops to the torch.nn.functional function that issued them.
 _FUNCTION_KINDS = {
     **dict.fromkeys(("relu", "gelu", "silu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "selu",
-                     "softplus", "mish", "hardswish", "hardsigmoid", "relu6", "hardtanh", "glu"), "activation"),
+                     "celu", "softplus", "mish", "hardswish", "hardsigmoid", "relu6", "hardtanh", "glu"), "activation"),
     **dict.fromkeys(("cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
                      "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div"), "loss"),
 }

@@ -8,20 +8,34 @@ import torch
 from torch import Tensor
 from torch.nn import _reduction as _torch_reduction
 
-__all__ = ["bias_act", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "geglu", "gelu",
-           "huber_loss", "l1_loss", "leaky_relu", "linear", "log_softmax", "matmul", "mse_loss", "nll_loss", "relu",
-           "sigmoid", "silu", "smooth_l1_loss", "softmax", "swiglu", "tanh"]
+from .ops.activations import GEMM_FUSED
+
+__all__ = ["bias_act", "binary_cross_entropy", "binary_cross_entropy_with_logits", "celu", "cross_entropy", "elu",
+           "geglu", "gelu", "glu", "hardsigmoid", "hardswish", "hardtanh", "huber_loss", "l1_loss", "leaky_relu",
+           "linear", "log_softmax", "matmul", "mish", "mse_loss", "nll_loss", "relu", "relu6", "selu", "sigmoid",
+           "silu", "smooth_l1_loss", "softmax", "softplus", "swiglu", "tanh"]
 
 # ---- activations ----
 
 
+def _inplace_source(input: Tensor, inplace: bool) -> Tensor:
+    """What an activation whose backward reads its input computes from: with ``inplace=True`` and a gradient to come,
+    a copy, since the result overwrites input (torch's in-place activations save one too)."""
+    if inplace and input.requires_grad and torch.is_grad_enabled():
+        return input.clone()
+    return input
+
+
+def _written(input: Tensor, result: Tensor, inplace: bool) -> Tensor:
+    """The kernels are out of place; ``inplace=True`` writes the result back into input, so that callers relying on
+    input changing (and autograd's checks on in-place use of leaves) behave as with torch."""
+    return input.copy_(result) if inplace else result
+
+
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """max(input, 0) elementwise (NaN propagates). Same contract as :func:`torch.nn.functional.relu`."""
-    result = torch.ops.fastops.relu(input)
-    # The kernels are out of place; `inplace=True` writes the result back into input, so callers that rely on input
-    # changing (and autograd's checks on in-place use of leaves) behave as with torch. relu's backward reads its
-    # output, which the copy leaves untouched.
-    return input.copy_(result) if inplace else result
+    # relu's backward reads its output, which the in-place copy leaves untouched: no copy of the input needed.
+    return _written(input, torch.ops.fastops.relu(input), inplace)
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
@@ -32,20 +46,12 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
     """x * sigmoid(x). Same contract as :func:`torch.nn.functional.silu`."""
-    if not inplace:
-        return torch.ops.fastops.silu(input)
-    # silu's backward reads its input, which the in-place write overwrites: it gets a copy (torch's silu_ saves one
-    # too), only when a gradient will be needed.
-    source = input.clone() if input.requires_grad and torch.is_grad_enabled() else input
-    return input.copy_(torch.ops.fastops.silu(source))
+    return _written(input, torch.ops.fastops.silu(_inplace_source(input, inplace)), inplace)
 
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
     """x if x > 0 else negative_slope * x. Same contract as :func:`torch.nn.functional.leaky_relu`."""
-    if not inplace:
-        return torch.ops.fastops.leaky_relu(input, negative_slope)
-    source = input.clone() if input.requires_grad and torch.is_grad_enabled() else input  # as in silu
-    return input.copy_(torch.ops.fastops.leaky_relu(source, negative_slope))
+    return _written(input, torch.ops.fastops.leaky_relu(_inplace_source(input, inplace), negative_slope), inplace)
 
 
 def sigmoid(input: Tensor) -> Tensor:
@@ -56,6 +62,66 @@ def sigmoid(input: Tensor) -> Tensor:
 def tanh(input: Tensor) -> Tensor:
     """Hyperbolic tangent. Same contract as :func:`torch.tanh`."""
     return torch.ops.fastops.tanh(input)
+
+
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """x if x > 0 else alpha * (exp(x) - 1). Same contract as :func:`torch.nn.functional.elu`."""
+    return _written(input, torch.ops.fastops.elu(_inplace_source(input, inplace), alpha), inplace)
+
+
+def selu(input: Tensor, inplace: bool = False) -> Tensor:
+    """scale * elu(x, alpha) with torch's constants. Same contract as :func:`torch.nn.functional.selu`."""
+    # aten's SELU_ALPHA and SELU_SCALE (the literals, since TorchScript reads no module globals).
+    result = torch.ops.fastops.elu(_inplace_source(input, inplace), 1.6732632423543772848170429916717,
+                                   1.0507009873554804934193349852946)
+    return _written(input, result, inplace)
+
+
+def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """max(0, x) + min(0, alpha * (exp(x / alpha) - 1)). Same contract as :func:`torch.nn.functional.celu`."""
+    if alpha == 0:
+        raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")  # torch's message
+    result = torch.ops.fastops.elu(_inplace_source(input, inplace), alpha, 1.0, 1.0 / alpha)
+    return _written(input, result, inplace)
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """log(1 + exp(beta * x)) / beta, and x where beta * x > threshold. Same contract as
+    :func:`torch.nn.functional.softplus`."""
+    return torch.ops.fastops.softplus(input, beta, threshold)
+
+
+def mish(input: Tensor, inplace: bool = False) -> Tensor:
+    """x * tanh(softplus(x)). Same contract as :func:`torch.nn.functional.mish`."""
+    return _written(input, torch.ops.fastops.mish(_inplace_source(input, inplace)), inplace)
+
+
+def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
+    """x * relu6(x + 3) / 6. Same contract as :func:`torch.nn.functional.hardswish`."""
+    return _written(input, torch.ops.fastops.hardswish(_inplace_source(input, inplace)), inplace)
+
+
+def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
+    """relu6(x + 3) / 6. Same contract as :func:`torch.nn.functional.hardsigmoid`."""
+    return _written(input, torch.ops.fastops.hardsigmoid(_inplace_source(input, inplace)), inplace)
+
+
+def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
+    """x clamped to [min_val, max_val] (NaN propagates). Same contract as :func:`torch.nn.functional.hardtanh`."""
+    if min_val > max_val:
+        raise ValueError("min_val cannot be greater than max_val")  # torch's check and message
+    return _written(input, torch.ops.fastops.hardtanh(_inplace_source(input, inplace), min_val, max_val), inplace)
+
+
+def relu6(input: Tensor, inplace: bool = False) -> Tensor:
+    """min(max(x, 0), 6): hardtanh(x, 0, 6), as in torch. Same contract as :func:`torch.nn.functional.relu6`."""
+    return hardtanh(input, 0.0, 6.0, inplace)
+
+
+def glu(input: Tensor, dim: int = -1) -> Tensor:
+    """a * sigmoid(b), a and b the first and second halves of input along ``dim``. Same contract as
+    :func:`torch.nn.functional.glu`. The result is contiguous."""
+    return torch.ops.fastops.glu(input, dim)
 
 
 def bias_act(x: Tensor, bias: Tensor, act: str) -> Tensor:
@@ -135,7 +201,8 @@ def matmul(input: Tensor, other: Tensor) -> Tensor:
     return out
 
 
-LINEAR_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
+# The activations linear() fuses (the table's GEMM-fused rows, fastops/ops/activations.py).
+LINEAR_ACTIVATIONS = GEMM_FUSED
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None) -> Tensor:
@@ -153,9 +220,6 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, activation
         return out if bias is None else out + bias
     if activation is None:
         return torch.ops.fastops.linear(input, weight, bias)
-    if activation not in ["relu", "gelu", "gelu_tanh", "silu"]:  # LINEAR_ACTIVATIONS (TorchScript reads no globals)
-        raise ValueError(f"fastops.linear: activation must be one of relu, gelu, gelu_tanh, silu or None, got "
-                         f"'{activation}'")
     # store_pre=False: the op keeps the product before the bias by itself whenever autograd records a backward.
     out, _ = torch.ops.fastops.linear_act(input, weight, bias, activation, False)
     return out

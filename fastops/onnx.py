@@ -5,8 +5,9 @@ fastops operator to standard ONNX ops, so the exported graph runs in any ONNX ru
     torch.onnx.export(model, args, dynamo=True, custom_translation_table=fastops.onnx.translation_table())
 
 Requires ``onnxscript`` (which torch's exporter itself needs). Opset 18 primitives only, so any runtime of the last
-years runs the result. Covered: the activations, bias_act, the gated units, softmax / log_softmax, matmul, linear and linear_act (the
-forward ops a model's inference graph contains).
+years runs the result. Covered: every activation (elu, selu, celu, softplus, mish, hardswish, hardsigmoid,
+hardtanh / relu6 and glu included), bias_act, the gated units, softmax / log_softmax, matmul, linear and linear_act
+(the forward ops a model's inference graph contains).
 """
 
 from __future__ import annotations
@@ -40,6 +41,30 @@ def translation_table() -> dict:
 
     def tanh(x):
         return op.Tanh(x)
+
+    def elu(x, alpha: float = 1.0, scale: float = 1.0, input_scale: float = 1.0):
+        negative = op.Mul(op.Sub(op.Exp(op.Mul(x, input_scale)), 1.0), alpha * scale)
+        return op.Where(op.Greater(x, 0.0), op.Mul(x, scale), negative)
+
+    def softplus(x, beta: float = 1.0, threshold: float = 20.0):
+        scaled = op.Mul(x, beta)
+        return op.Where(op.Greater(scaled, threshold), x, op.Div(op.Softplus(scaled), beta))
+
+    def mish(x):
+        return op.Mul(x, op.Tanh(op.Softplus(x)))
+
+    def hardswish(x):
+        return op.HardSwish(x)
+
+    def hardsigmoid(x):
+        return op.HardSigmoid(x, alpha=1.0 / 6.0, beta=0.5)
+
+    def hardtanh(x, min_val: float = -1.0, max_val: float = 1.0):
+        return op.Clip(x, op.CastLike(min_val, x), op.CastLike(max_val, x))
+
+    def glu(x, dim: int = -1):
+        a, b = op.Split(x, axis=dim, num_outputs=2)
+        return op.Mul(a, op.Sigmoid(b))
 
     activations = {"relu": relu, "gelu": gelu, "gelu_tanh": lambda x: gelu(x, "tanh"), "silu": silu,
                    "sigmoid": sigmoid, "tanh": tanh}
@@ -90,6 +115,13 @@ def translation_table() -> dict:
         fastops.leaky_relu.default: leaky_relu,
         fastops.sigmoid.default: sigmoid,
         fastops.tanh.default: tanh,
+        fastops.elu.default: elu,
+        fastops.softplus.default: softplus,
+        fastops.mish.default: mish,
+        fastops.hardswish.default: hardswish,
+        fastops.hardsigmoid.default: hardsigmoid,
+        fastops.hardtanh.default: hardtanh,
+        fastops.glu.default: glu,
         fastops.bias_act.default: bias_act,
         fastops.swiglu.default: swiglu,
         fastops.swiglu.packed: swiglu_packed,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -32,6 +33,7 @@ from torch.utils._pytree import tree_leaves
 
 import fastops
 import fastops.functional as FF
+from fastops.ops.activations import ACTIVATIONS
 
 ops = torch.ops.fastops
 
@@ -108,11 +110,11 @@ def cases(d: str, num_sms: int):
     out = []
     # Elementwise activations: a vectorised body with a tail (37000 elements), and an input at storage offset 1
     # (not 16-byte aligned: the scalar path), each in bf16 and fp32.
-    for name, fn in (("relu", FF.relu), ("gelu", FF.gelu), ("gelu_tanh", lambda x: FF.gelu(x, approximate="tanh")),
-                     ("silu", FF.silu), ("leaky_relu", FF.leaky_relu), ("sigmoid", FF.sigmoid), ("tanh", FF.tanh)):
+    for row in ACTIVATIONS:
+        fn = functools.partial(FF.gelu, approximate="tanh") if row.name == "gelu_tanh" else getattr(FF, row.name)
         for dtype in (bf16, f32):
-            out.append((f"{name} {dtype}", lambda fn=fn, dtype=dtype: fwd_bwd(fn, randn(1000, 37, dtype=dtype))))
-        out.append((f"{name} offset", lambda fn=fn: fwd_bwd(fn, randn(37001, dtype=bf16)[1:])))
+            out.append((f"{row.name} {dtype}", lambda fn=fn, dtype=dtype: fwd_bwd(fn, randn(1000, 37, dtype=dtype))))
+        out.append((f"{row.name} offset", lambda fn=fn: fwd_bwd(fn, randn(37001, dtype=bf16)[1:])))
     out += [
         ("bias_act gelu", lambda: fwd_bwd(lambda x, b: FF.bias_act(x, b, "gelu"), randn(1000, 37, dtype=bf16),
                                            randn(37, dtype=bf16))),
@@ -120,6 +122,7 @@ def cases(d: str, num_sms: int):
         ("swiglu packed", lambda: fwd_bwd(FF.swiglu, randn(1000, 74, dtype=bf16))),
         ("geglu", lambda: fwd_bwd(FF.geglu, randn(1000, 37), randn(1000, 37))),
         ("geglu packed", lambda: fwd_bwd(FF.geglu, randn(1000, 74, dtype=bf16))),
+        ("glu dim 1", lambda: fwd_bwd(lambda x: FF.glu(x, 1), randn(100, 74, 10, dtype=bf16))),
     ]
 
     # Losses: cross entropy 'mean' (the forward writes the gradient, the backward scales it), 'none' (the

@@ -1,6 +1,7 @@
 """The activation family against torch: accuracy, gradients, registration (opcheck), torch.compile, bad input."""
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -46,6 +47,24 @@ ACTIVATIONS = {
                       (fastops.nn.LeakyReLU, torch.nn.LeakyReLU), {"negative_slope": 0.2}, {"negative_slope": 0.2}),
     "sigmoid": Act(FF.sigmoid, torch.sigmoid, ops.sigmoid, (fastops.nn.Sigmoid, torch.nn.Sigmoid)),
     "tanh": Act(FF.tanh, torch.tanh, ops.tanh, (fastops.nn.Tanh, torch.nn.Tanh)),
+    "elu": Act(functools.partial(FF.elu, alpha=0.7), functools.partial(F.elu, alpha=0.7), ops.elu,
+               (fastops.nn.ELU, torch.nn.ELU), {"alpha": 0.7}, {"alpha": 0.7}),
+    "selu": Act(FF.selu, F.selu, ops.elu, (fastops.nn.SELU, torch.nn.SELU),
+                {"alpha": 1.6732632423543772, "scale": 1.0507009873554805}),
+    "celu": Act(functools.partial(FF.celu, alpha=1.5), functools.partial(F.celu, alpha=1.5), ops.elu,
+                (fastops.nn.CELU, torch.nn.CELU), {"alpha": 1.5, "input_scale": 1 / 1.5}, {"alpha": 1.5}),
+    "softplus": Act(functools.partial(FF.softplus, beta=2.0, threshold=1.5),
+                    functools.partial(F.softplus, beta=2.0, threshold=1.5), ops.softplus,
+                    (fastops.nn.Softplus, torch.nn.Softplus), {"beta": 2.0, "threshold": 1.5},
+                    {"beta": 2.0, "threshold": 1.5}),
+    "mish": Act(FF.mish, F.mish, ops.mish, (fastops.nn.Mish, torch.nn.Mish)),
+    "hardswish": Act(FF.hardswish, F.hardswish, ops.hardswish, (fastops.nn.Hardswish, torch.nn.Hardswish)),
+    "hardsigmoid": Act(FF.hardsigmoid, F.hardsigmoid, ops.hardsigmoid, (fastops.nn.Hardsigmoid, torch.nn.Hardsigmoid)),
+    "hardtanh": Act(functools.partial(FF.hardtanh, min_val=-0.4, max_val=0.9),
+                    functools.partial(F.hardtanh, min_val=-0.4, max_val=0.9), ops.hardtanh,
+                    (fastops.nn.Hardtanh, torch.nn.Hardtanh), {"min_val": -0.4, "max_val": 0.9},
+                    {"min_val": -0.4, "max_val": 0.9}),
+    "relu6": Act(FF.relu6, F.relu6, ops.hardtanh, (fastops.nn.ReLU6, torch.nn.ReLU6), {"min_val": 0.0, "max_val": 6.0}),
 }
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
@@ -132,6 +151,34 @@ def test_module_is_drop_in(name):
     assert repr(fast) == repr(native)
     x = torch.randn(8, 9)
     torch.testing.assert_close(fast(x), native(x))
+
+
+@pytest.mark.parametrize("name", [n for n in ACTIVATIONS if "inplace" in inspect.signature(getattr(FF, n, FF.gelu)).parameters])
+def test_inplace_matches_torch(name):
+    # On a non-leaf that requires grad: the input is overwritten, and the gradient still flows (backward passes that
+    # read the input get the value from before the write, as torch's in-place activations save it).
+    act = ACTIVATIONS[name]
+    base = make_tensor((6, 7), torch.float64, "cpu", low=-4, high=4, requires_grad=True)
+    grads, outs = [], []
+    for fn in (act.fast, act.native):
+        h = base * 1.5
+        out = fn(h, inplace=True)
+        assert out is h
+        outs.append(out.detach().clone())
+        grads.append(torch.autograd.grad((out * out).sum(), base)[0])
+    torch.testing.assert_close(outs[0], outs[1])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_glu_matches_torch_along_every_dim():
+    x = make_tensor((4, 6, 2), torch.float64, "cpu", requires_grad=True)
+    for dim in (0, 1, -2, -3):
+        check_against_torch(FF.glu, F.glu, Sample((x, dim), {}, f"dim={dim}"), grad=True)
+        check_gradcheck(lambda t, dim=dim: FF.glu(t, dim), Sample((x,), {}, f"dim={dim}"))
+    with pytest.raises(RuntimeError, match="Halving dimension must be even, but dimension 2 is size 3"):
+        FF.glu(torch.zeros(2, 2, 3))
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        FF.glu(torch.zeros(2, 2), 2)
 
 
 def test_relu_inplace_matches_torch():

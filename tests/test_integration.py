@@ -146,6 +146,31 @@ def test_onnx_export_runs_in_onnxruntime():
     torch.testing.assert_close(torch.from_numpy(out), model(y).detach(), rtol=1e-4, atol=1e-5)
 
 
+def test_onnx_export_of_the_parametrised_activations():
+    ort = pytest.importorskip("onnxruntime")
+    import fastops.onnx
+
+    class EachOnInput(nn.Module):
+        def __init__(self, *activations):
+            super().__init__()
+            self.activations = nn.ModuleList(activations)
+
+        def forward(self, x):
+            return torch.cat([act(x) for act in self.activations], dim=1)
+
+    fnn = fastops.nn
+    # Non-default parameters, so that a lowering that dropped one would show; inputs on both sides of every kink.
+    model = EachOnInput(fnn.ELU(0.7), fnn.SELU(), fnn.CELU(1.5), fnn.Softplus(2.0, 1.5), fnn.Mish(), fnn.Hardswish(),
+                        fnn.Hardsigmoid(), fnn.Hardtanh(-0.4, 0.9), fnn.ReLU6(), fnn.GLU(dim=1)).eval()
+    x = torch.randn(6, 16) * 4
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        fastops.onnx.export(model, (x,), path)
+        session = ort.InferenceSession(path)
+        (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), model(x), rtol=1e-4, atol=1e-5)
+
+
 def _ddp_worker(rank, world_size, init_file, x, t, result_file):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel

@@ -1,7 +1,7 @@
 // Torch-side driver shared by the CPU and CUDA activation bindings: argument checks, layouts and output allocation
 // live here once; a Backend only runs kernels on the tensors it is handed:
-//   Backend::forward(Activation, const Tensor& x, Tensor& y, double param)
-//   Backend::backward(Activation, const Tensor& grad_output, const Tensor& saved, Tensor& grad_input, double param)
+//   Backend::forward(Activation, const Tensor& x, Tensor& y, const ActParams&)
+//   Backend::backward(Activation, const Tensor& grad_output, const Tensor& saved, Tensor& grad_input, const ActParams&)
 //   Backend::bias_act_forward(Activation, const Tensor& x, const Tensor& bias, Tensor& y)        (contiguous [M, N])
 //   Backend::bias_act_backward(Activation, const Tensor& grad, const Tensor& x, const Tensor* bias,
 //                              Tensor& grad_x, Tensor* grad_bias)   (bias and grad_bias null: grad * act'(x))
@@ -17,11 +17,14 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros_like.h>
+#include <c10/core/WrapDimMinimal.h>
 #include <c10/util/string_view.h>
 #include <torch/library.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "activations/activation_math.h"
@@ -38,37 +41,49 @@ inline Activation gelu_kind(const char* op, c10::string_view approximate) {
   TORCH_CHECK(false, "fastops.", op, ": approximate argument must be either none or tanh, got '", approximate, "'");
 }
 
-// The `act` argument of the fused ops (bias_act, the gated units' backward). LeakyReLU is left out: it would need
-// a slope argument these schemas do not carry.
+// The activation called `name` among those `allowed` keeps, or an error naming them all: the `act` argument of the
+// fused ops (the table's fused activations) and of linear_act (those the GEMM epilogue fuses).
+template <typename Allowed>
+Activation activation_named_in(const char* op, c10::string_view name, Allowed allowed) {
+  std::string names;
+  for (int i = 0; i < act::kCount; ++i) {
+    const auto a = static_cast<Activation>(i);
+    if (!allowed(a)) continue;
+    if (name == activation_name(a)) return a;
+    names += (names.empty() ? "" : ", ") + std::string(activation_name(a));
+  }
+  TORCH_CHECK(false, "fastops.", op, ": act must be one of ", names, "; got '", name, "'");
+}
+
 inline Activation activation_named(const char* op, c10::string_view name) {
-  if (name == "relu") return Activation::ReLU;
-  if (name == "gelu") return Activation::GELU;
-  if (name == "gelu_tanh") return Activation::GELUTanh;
-  if (name == "silu") return Activation::SiLU;
-  if (name == "sigmoid") return Activation::Sigmoid;
-  if (name == "tanh") return Activation::Tanh;
-  TORCH_CHECK(false, "fastops.", op, ": act must be one of relu, gelu, gelu_tanh, silu, sigmoid, tanh; got '", name,
-              "'");
+  return activation_named_in(op, name, fused_in_rows);
+}
+
+// The float parameters of an op call, in schema order.
+template <typename... Double>
+ActParams act_params(Double... values) {
+  const double v[] = {static_cast<double>(values)..., 0.0, 0.0, 0.0};
+  return {v[0], v[1], v[2]};
 }
 
 template <typename Backend>
-at::Tensor activation_forward(const char* op, Activation act, const at::Tensor& x, double param = 0.0) {
+at::Tensor activation_forward(const char* op, Activation act, const at::Tensor& x, const ActParams& params = {}) {
   check_float_operands(op, {{x, "x"}});
   auto [xd] = dense_common_layout<1>({x});
   at::Tensor y = at::empty_like(xd);
-  if (y.numel() > 0) Backend::forward(act, xd, y, param);
+  if (y.numel() > 0) Backend::forward(act, xd, y, params);
   return y;
 }
 
 // `saved_name` is what the backward reads besides the gradient ("result" when backward_reads_output, else "x").
 template <typename Backend>
 at::Tensor activation_backward(const char* op, Activation act, const at::Tensor& grad_output, const at::Tensor& saved,
-                               const char* saved_name, double param = 0.0) {
+                               const char* saved_name, const ActParams& params = {}) {
   check_float_operands(op, {{grad_output, "grad_output"}, {saved, saved_name}});
   check_same_shape(op, {saved, saved_name}, {grad_output, "grad_output"});
   auto [gd, sd] = dense_common_layout<2>({grad_output, saved});
   at::Tensor grad_input = at::empty_like(gd);
-  if (grad_input.numel() > 0) Backend::backward(act, gd, sd, grad_input, param);
+  if (grad_input.numel() > 0) Backend::backward(act, gd, sd, grad_input, params);
   return grad_input;
 }
 
@@ -219,45 +234,104 @@ at::Tensor glu_packed_backward(const at::Tensor& grad_output, const at::Tensor& 
   return grad_x;
 }
 
+// torch's glu(x, dim) = a * sigmoid(b), a and b the first and second halves of x along dim: the gated unit with the
+// gate in the second half. For x contiguous [outer, 2H, inner] around dim, each of the `outer` rows holds a (H*inner
+// elements) then b, so the row view is the packed form's with the halves swapped.
+struct GluSplit {
+  int64_t dim;
+  GluRows rows;
+  int64_t half_offset;  // elements from a row's start to its b half
+};
+
+inline GluSplit glu_split(const char* op, const at::Tensor& x, int64_t dim) {
+  // torch's messages (aten GatedLinearUnit.cpp), which its OpInfo error inputs match.
+  TORCH_CHECK(x.dim() > 0, "glu does not support scalars because halving size must be even");
+  const int64_t d = c10::maybe_wrap_dim(dim, x.dim());
+  const int64_t size = x.size(d);
+  TORCH_CHECK(size % 2 == 0, "Halving dimension must be even, but dimension ", d, " is size ", size);
+  int64_t inner = 1;
+  for (int64_t k = d + 1; k < x.dim(); ++k) inner *= x.size(k);
+  const int64_t cols = size / 2 * inner;
+  return {d, GluRows{cols == 0 ? 0 : x.numel() / (2 * cols), cols, 2 * cols}, cols};
+}
+
+inline const void* element_at(const at::Tensor& t, int64_t offset) {
+  return static_cast<const char*>(t.const_data_ptr()) + offset * t.element_size();
+}
+
+template <typename Backend>
+at::Tensor glu_dim_forward(const at::Tensor& x, int64_t dim) {
+  check_float_operands("glu", {{x, "x"}});
+  const GluSplit g = glu_split("glu", x, dim);
+  const at::Tensor xc = x.contiguous();
+  std::vector<int64_t> shape(xc.sizes().begin(), xc.sizes().end());
+  shape[g.dim] /= 2;
+  at::Tensor y = at::empty(shape, xc.options());
+  if (y.numel() > 0) {
+    Backend::glu_forward(Activation::Sigmoid, xc, g.rows, element_at(xc, g.half_offset), xc.const_data_ptr(),
+                         y.data_ptr());
+  }
+  return y;
+}
+
+// The gradient of glu is one tensor of x's shape: grad_a in the first half along dim, grad_b in the second.
+template <typename Backend>
+at::Tensor glu_dim_backward(const at::Tensor& grad_output, const at::Tensor& x, int64_t dim) {
+  constexpr const char* op = "glu_dim_backward";
+  check_float_operands(op, {{x, "x"}, {grad_output, "grad_output"}});
+  const GluSplit g = glu_split(op, x, dim);
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape[g.dim] /= 2;
+  TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(shape), "fastops.", op,
+              ": grad_output must have x's shape with dim halved ", c10::IntArrayRef(shape), ", got ",
+              grad_output.sizes());
+  const at::Tensor xc = x.contiguous(), goc = grad_output.contiguous();
+  at::Tensor grad_x = at::empty(xc.sizes(), xc.options());
+  if (xc.numel() > 0) {
+    char* grad_a = static_cast<char*>(grad_x.data_ptr());
+    Backend::glu_backward(Activation::Sigmoid, xc, g.rows, goc.const_data_ptr(), element_at(xc, g.half_offset),
+                          xc.const_data_ptr(), grad_a + g.half_offset * xc.element_size(), grad_a);
+  }
+  return grad_x;
+}
+
+// The standalone ops of the table's activations with their own op: fastops::<name>(x, <float parameters>) and
+// <name>_backward(grad_output, x or result, <float parameters>), one kernel pair per activation.
+template <int>
+using FloatParam = double;
+
+template <typename Backend, Activation A, size_t... I>
+void register_activation_op(torch::Library& m, std::index_sequence<I...>) {
+  static const std::string backward_name = std::string(activation_name(A)) + "_backward";
+  m.impl(activation_name(A), +[](const at::Tensor& x, FloatParam<I>... params) {
+    return activation_forward<Backend>(activation_name(A), A, x, act_params(params...));
+  });
+  m.impl(backward_name.c_str(), +[](const at::Tensor& grad_output, const at::Tensor& saved, FloatParam<I>... params) {
+    return activation_backward<Backend>(backward_name.c_str(), A, grad_output, saved,
+                                        backward_reads_output(A) ? "result" : "x", act_params(params...));
+  });
+}
+
+template <typename Backend, size_t... I>
+void register_activation_ops(torch::Library& m, std::index_sequence<I...>) {
+  const auto one = [&](auto a) {
+    constexpr Activation A = decltype(a)::value;
+    if constexpr (has_own_op(A)) {
+      register_activation_op<Backend, A>(m, std::make_index_sequence<activation_param_count(A)>{});
+    }
+  };
+  (one(std::integral_constant<Activation, static_cast<Activation>(I)>{}), ...);
+}
+
 // Every op of the family for one backend; the CPU and CUDA bindings differ only in their Backend.
 template <typename Backend>
 struct ActivationOps {
-  static at::Tensor relu(const at::Tensor& x) { return activation_forward<Backend>("relu", Activation::ReLU, x); }
-  static at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& result) {
-    return activation_backward<Backend>("relu_backward", Activation::ReLU, grad_output, result, "result");
-  }
-
   static at::Tensor gelu(const at::Tensor& x, c10::string_view approximate) {
     return activation_forward<Backend>("gelu", gelu_kind("gelu", approximate), x);
   }
   static at::Tensor gelu_backward(const at::Tensor& grad_output, const at::Tensor& x, c10::string_view approximate) {
     return activation_backward<Backend>("gelu_backward", gelu_kind("gelu_backward", approximate), grad_output, x,
                                         "x");
-  }
-
-  static at::Tensor silu(const at::Tensor& x) { return activation_forward<Backend>("silu", Activation::SiLU, x); }
-  static at::Tensor silu_backward(const at::Tensor& grad_output, const at::Tensor& x) {
-    return activation_backward<Backend>("silu_backward", Activation::SiLU, grad_output, x, "x");
-  }
-
-  static at::Tensor leaky_relu(const at::Tensor& x, double negative_slope) {
-    return activation_forward<Backend>("leaky_relu", Activation::LeakyReLU, x, negative_slope);
-  }
-  static at::Tensor leaky_relu_backward(const at::Tensor& grad_output, const at::Tensor& x, double negative_slope) {
-    return activation_backward<Backend>("leaky_relu_backward", Activation::LeakyReLU, grad_output, x, "x",
-                                        negative_slope);
-  }
-
-  static at::Tensor sigmoid(const at::Tensor& x) {
-    return activation_forward<Backend>("sigmoid", Activation::Sigmoid, x);
-  }
-  static at::Tensor sigmoid_backward(const at::Tensor& grad_output, const at::Tensor& result) {
-    return activation_backward<Backend>("sigmoid_backward", Activation::Sigmoid, grad_output, result, "result");
-  }
-
-  static at::Tensor tanh(const at::Tensor& x) { return activation_forward<Backend>("tanh", Activation::Tanh, x); }
-  static at::Tensor tanh_backward(const at::Tensor& grad_output, const at::Tensor& result) {
-    return activation_backward<Backend>("tanh_backward", Activation::Tanh, grad_output, result, "result");
   }
 
   static at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {
@@ -274,18 +348,9 @@ struct ActivationOps {
   }
 
   static void register_kernels(torch::Library& m) {
-    m.impl("relu", &relu);
-    m.impl("relu_backward", &relu_backward);
+    register_activation_ops<Backend>(m, std::make_index_sequence<act::kCount>{});
     m.impl("gelu", &gelu);
     m.impl("gelu_backward", &gelu_backward);
-    m.impl("silu", &silu);
-    m.impl("silu_backward", &silu_backward);
-    m.impl("leaky_relu", &leaky_relu);
-    m.impl("leaky_relu_backward", &leaky_relu_backward);
-    m.impl("sigmoid", &sigmoid);
-    m.impl("sigmoid_backward", &sigmoid_backward);
-    m.impl("tanh", &tanh);
-    m.impl("tanh_backward", &tanh_backward);
     m.impl("bias_act", &bias_act_forward<Backend>);
     m.impl("bias_act_backward", &bias_act_backward<Backend>);
     m.impl("swiglu", &swiglu);
@@ -294,6 +359,8 @@ struct ActivationOps {
     m.impl("geglu.packed", &geglu_packed);
     m.impl("glu_backward", &glu_backward<Backend>);
     m.impl("glu_packed_backward", &glu_packed_backward<Backend>);
+    m.impl("glu", &glu_dim_forward<Backend>);
+    m.impl("glu_dim_backward", &glu_dim_backward<Backend>);
   }
 };
 

@@ -1,13 +1,16 @@
 // Autograd of the activation family (see common/autograd.h for why it is C++ and for the double-backward rule).
-// Each forward saves what its backward kernel reads: the output for relu, sigmoid and tanh (as torch does: cheaper
-// than recomputing exp/tanh, and it needs no copy of the input), the input for the others; the fused ops save their
-// operands and recompute x + bias / act(gate) in the backward.
+// Each forward saves what its backward kernel reads (the table's `saved` column in activation_math.h: the output for
+// relu, sigmoid and tanh, the input for the others); the fused ops save their operands and recompute x + bias /
+// act(gate) in the backward.
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/sigmoid.h>
 #include <ATen/ops/where.h>
 #include <torch/library.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "activations/activation_aten.h"
 #include "activations/activations.h"
@@ -19,11 +22,12 @@ namespace {
 using at::Tensor;
 
 // ---- unary activations ----
-// A Spec names the op and its backward: Param is what the schema carries besides x (double when nothing).
+// A Spec names the op and its backward: Param is what the schema carries besides x, kept in the graph node's
+// saved_data (an IValue).
 
 template <typename Spec>
 struct UnaryActivation : torch::autograd::Function<UnaryActivation<Spec>> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, typename Spec::Param param) {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const typename Spec::Param& param) {
     Tensor y = below_autograd([&] { return Spec::forward(x, param); });
     ctx->save_for_backward({Spec::kSavesOutput ? y : x});
     ctx->saved_data["param"] = param;
@@ -40,55 +44,71 @@ struct UnaryActivation : torch::autograd::Function<UnaryActivation<Spec>> {
 };
 
 template <typename Spec>
-Tensor unary_autograd(const Tensor& x, typename Spec::Param param) {
+Tensor unary_autograd(const Tensor& x, const typename Spec::Param& param) {
   if (!needs_graph({&x})) return below_autograd([&] { return Spec::forward(x, param); });
   return UnaryActivation<Spec>::apply(x, param);
 }
 
-using UnaryOp = Tensor(const Tensor&);
-using BinaryOp = Tensor(const Tensor&, const Tensor&);
+template <int>
+using FloatParam = double;
 
-struct ReluSpec {
-  using Param = double;
-  static constexpr bool kSavesOutput = true;
-  static Tensor forward(const Tensor& x, double) { return FASTOPS_OP("relu", "", UnaryOp).call(x); }
-  static Tensor backward(const Tensor& g, const Tensor& y, double) {
-    return FASTOPS_OP("relu_backward", "", BinaryOp).call(g, y);
+// The ops of a table activation with its own op (activation_math.h), called with its float parameters.
+template <Activation A>
+struct TableSpec {
+  using Param = std::vector<double>;  // the float parameters in schema order
+  static constexpr bool kSavesOutput = backward_reads_output(A);
+  static constexpr int kParams = activation_param_count(A);
+
+  template <size_t... I>
+  static Tensor forward_op(const Tensor& x, const Param& p, std::index_sequence<I...>) {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow((std::string("fastops::") + activation_name(A)).c_str(), "")
+                               .typed<Tensor(const Tensor&, FloatParam<I>...)>();
+    return op.call(x, p[I]...);
   }
-  static Tensor aten_backward(const Tensor& g, const Tensor& y, double) { return at::where(y <= 0, 0.0, g); }
+
+  template <size_t... I>
+  static Tensor backward_op(const Tensor& g, const Tensor& saved, const Param& p, std::index_sequence<I...>) {
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow((std::string("fastops::") + activation_name(A) + "_backward").c_str(), "")
+            .typed<Tensor(const Tensor&, const Tensor&, FloatParam<I>...)>();
+    return op.call(g, saved, p[I]...);
+  }
+
+  static Tensor forward(const Tensor& x, const Param& p) {
+    return forward_op(x, p, std::make_index_sequence<kParams>{});
+  }
+  static Tensor backward(const Tensor& g, const Tensor& saved, const Param& p) {
+    return backward_op(g, saved, p, std::make_index_sequence<kParams>{});
+  }
+  static Tensor aten_backward(const Tensor& g, const Tensor& saved, const Param& p) {
+    return fastops::aten_backward(A, g, saved, params_of(p));
+  }
+
+  static ActParams params_of(const Param& p) {
+    const double v[] = {kParams > 0 ? p[0] : 0.0, kParams > 1 ? p[1] : 0.0, kParams > 2 ? p[2] : 0.0};
+    return {v[0], v[1], v[2]};
+  }
 };
 
-struct SigmoidSpec {
-  using Param = double;
-  static constexpr bool kSavesOutput = true;
-  static Tensor forward(const Tensor& x, double) { return FASTOPS_OP("sigmoid", "", UnaryOp).call(x); }
-  static Tensor backward(const Tensor& g, const Tensor& y, double) {
-    return FASTOPS_OP("sigmoid_backward", "", BinaryOp).call(g, y);
-  }
-  static Tensor aten_backward(const Tensor& g, const Tensor& y, double) { return g * (1 - y) * y; }
-};
+template <Activation A, size_t... I>
+void register_activation_autograd(torch::Library& m, std::index_sequence<I...>) {
+  m.impl(activation_name(A), +[](const Tensor& x, FloatParam<I>... params) {
+    return unary_autograd<TableSpec<A>>(x, std::vector<double>{params...});
+  });
+}
 
-struct TanhSpec {
-  using Param = double;
-  static constexpr bool kSavesOutput = true;
-  static Tensor forward(const Tensor& x, double) { return FASTOPS_OP("tanh", "", UnaryOp).call(x); }
-  static Tensor backward(const Tensor& g, const Tensor& y, double) {
-    return FASTOPS_OP("tanh_backward", "", BinaryOp).call(g, y);
-  }
-  static Tensor aten_backward(const Tensor& g, const Tensor& y, double) { return g * (1 - y * y); }
-};
-
-struct SiluSpec {
-  using Param = double;
-  static constexpr bool kSavesOutput = false;
-  static Tensor forward(const Tensor& x, double) { return FASTOPS_OP("silu", "", UnaryOp).call(x); }
-  static Tensor backward(const Tensor& g, const Tensor& x, double) {
-    return FASTOPS_OP("silu_backward", "", BinaryOp).call(g, x);
-  }
-  static Tensor aten_backward(const Tensor& g, const Tensor& x, double) {
-    return g * aten_derivative(Activation::SiLU, x);
-  }
-};
+template <size_t... I>
+void register_activations_autograd(torch::Library& m, std::index_sequence<I...>) {
+  const auto one = [&](auto a) {
+    constexpr Activation A = decltype(a)::value;
+    if constexpr (has_own_op(A)) {
+      register_activation_autograd<A>(m, std::make_index_sequence<activation_param_count(A)>{});
+    }
+  };
+  (one(std::integral_constant<Activation, static_cast<Activation>(I)>{}), ...);
+}
 
 struct GeluSpec {
   using Param = std::string;  // approximate
@@ -105,21 +125,10 @@ struct GeluSpec {
   }
 };
 
-struct LeakyReluSpec {
-  using Param = double;  // negative_slope
-  static constexpr bool kSavesOutput = false;
-  static Tensor forward(const Tensor& x, double slope) {
-    return FASTOPS_OP("leaky_relu", "", Tensor(const Tensor&, double)).call(x, slope);
-  }
-  static Tensor backward(const Tensor& g, const Tensor& x, double slope) {
-    return FASTOPS_OP("leaky_relu_backward", "", Tensor(const Tensor&, const Tensor&, double)).call(g, x, slope);
-  }
-  static Tensor aten_backward(const Tensor& g, const Tensor& x, double slope) {
-    return g * aten_derivative(Activation::LeakyReLU, x, slope);
-  }
-};
-
 // ---- bias_act: act(x + bias) ----
+
+using UnaryOp = Tensor(const Tensor&);
+using BinaryOp = Tensor(const Tensor&, const Tensor&);
 
 using BiasActOp = Tensor(const Tensor&, const Tensor&, c10::string_view);
 using BiasActBackwardOp =
@@ -226,17 +235,42 @@ std::string geglu_act(c10::string_view approximate) {
   return gelu_kind("geglu", approximate) == Activation::GELU ? "gelu" : "gelu_tanh";
 }
 
+// ---- torch's glu(x, dim) = a * sigmoid(b) ----
+
+struct GluDim : torch::autograd::Function<GluDim> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, int64_t dim) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["dim"] = dim;
+    return below_autograd([&] { return FASTOPS_OP("glu", "", Tensor(const Tensor&, int64_t)).call(x, dim); });
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor x = ctx->get_saved_variables()[0];
+    const int64_t dim = ctx->saved_data["dim"].toInt();
+    if (differentiable_backward()) {
+      const auto halves = x.chunk(2, dim);
+      const Tensor s = at::sigmoid(halves[1]);
+      return {at::cat({grads[0] * s, grads[0] * halves[0] * s * (1 - s)}, dim), Tensor()};
+    }
+    return {FASTOPS_OP("glu_dim_backward", "", Tensor(const Tensor&, const Tensor&, int64_t)).call(grads[0], x, dim),
+            Tensor()};
+  }
+};
+
+Tensor glu_dim_autograd(const Tensor& x, int64_t dim) {
+  if (!needs_graph({&x})) {
+    return below_autograd([&] { return FASTOPS_OP("glu", "", Tensor(const Tensor&, int64_t)).call(x, dim); });
+  }
+  return GluDim::apply(x, dim);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastops, Autograd, m) {
-  m.impl("relu", [](const Tensor& x) { return unary_autograd<ReluSpec>(x, 0.0); });
-  m.impl("sigmoid", [](const Tensor& x) { return unary_autograd<SigmoidSpec>(x, 0.0); });
-  m.impl("tanh", [](const Tensor& x) { return unary_autograd<TanhSpec>(x, 0.0); });
-  m.impl("silu", [](const Tensor& x) { return unary_autograd<SiluSpec>(x, 0.0); });
+  register_activations_autograd(m, std::make_index_sequence<act::kCount>{});
   m.impl("gelu", [](const Tensor& x, c10::string_view approximate) {
     return unary_autograd<GeluSpec>(x, std::string(approximate));
   });
-  m.impl("leaky_relu", [](const Tensor& x, double slope) { return unary_autograd<LeakyReluSpec>(x, slope); });
   m.impl("bias_act", &bias_act_autograd);
   m.impl("swiglu", [](const Tensor& gate, const Tensor& up) { return glu_autograd(gate, up, "silu"); });
   m.impl("swiglu.packed", [](const Tensor& x) { return glu_packed_autograd(x, "silu"); });
@@ -246,6 +280,7 @@ TORCH_LIBRARY_IMPL(fastops, Autograd, m) {
   m.impl("geglu.packed", [](const Tensor& x, c10::string_view approximate) {
     return glu_packed_autograd(x, geglu_act(approximate));
   });
+  m.impl("glu", &glu_dim_autograd);
 }
 
 }  // namespace fastops

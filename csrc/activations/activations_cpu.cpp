@@ -26,13 +26,13 @@ using cpu::Vectorized;
 // line, and every vector register is caller-saved, so the loop spilled its state around each call: float32 gelu
 // backward at 2^20 elements, one thread, took 7.3 ms at the AVX2 level and 3.9 ms at AVX-512 (torch: 3.1, 2.7).
 
-// act(x) on a vector; `param` is LeakyReLU's slope.
+// act(x) on a vector, with the activation's parameters p (activation_math.h's table).
 template <Activation A, typename V>
-C10_ALWAYS_INLINE V vec_forward(const V& x, const V& param) {
+C10_ALWAYS_INLINE V vec_forward(const V& x, const ActParams& p) {
   using S = typename V::value_type;
-  const V one(S(1));
+  const V one(S(1)), zero(S(0));
   if constexpr (A == Activation::ReLU) {
-    return at::vec::maximum(x, V(S(0)));  // propagates NaN like the scalar version
+    return at::vec::maximum(x, zero);  // propagates NaN like the scalar version
   } else if constexpr (A == Activation::GELU) {
     return x * V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2))));
   } else if constexpr (A == Activation::GELUTanh) {
@@ -41,22 +41,36 @@ C10_ALWAYS_INLINE V vec_forward(const V& x, const V& param) {
   } else if constexpr (A == Activation::SiLU) {
     return x / (one + cpu::vmath::exp(x.neg()));
   } else if constexpr (A == Activation::LeakyReLU) {
-    return V::blendv(x * param, x, x > V(S(0)));
+    return V::blendv(x * V(S(p.p0)), x, x > zero);
   } else if constexpr (A == Activation::Sigmoid) {
     return (one + cpu::vmath::exp(x.neg())).reciprocal();
-  } else {
-    static_assert(A == Activation::Tanh);
+  } else if constexpr (A == Activation::Tanh) {
     return cpu::vmath::tanh(x);
+  } else if constexpr (A == Activation::ELU) {
+    const V scale(S(p.p1)), input_scale(S(p.p2)), negative_scale(S(p.p0) * S(p.p1));
+    return V::blendv((cpu::vmath::exp(x * input_scale) - one) * negative_scale, x * scale, x > zero);
+  } else if constexpr (A == Activation::Softplus) {
+    const V beta(S(p.p0));
+    return V::blendv(cpu::vmath::exp(x * beta).log1p() / beta, x, x * beta > V(S(p.p1)));
+  } else if constexpr (A == Activation::Mish) {
+    return x * cpu::vmath::tanh(cpu::vmath::exp(x).log1p());
+  } else if constexpr (A == Activation::Hardswish) {
+    return x * at::vec::minimum(at::vec::maximum(x + V(S(3)), zero), V(S(6))) / V(S(6));
+  } else if constexpr (A == Activation::Hardsigmoid) {
+    return at::vec::minimum(at::vec::maximum(x + V(S(3)), zero), V(S(6))) / V(S(6));
+  } else {
+    static_assert(A == Activation::Hardtanh);
+    return at::vec::minimum(at::vec::maximum(x, V(S(p.p0))), V(S(p.p1)));
   }
 }
 
 // grad * act'(x) from the input x.
 template <Activation A, typename V>
-C10_ALWAYS_INLINE V vec_backward_from_input(const V& g, const V& x, const V& param) {
+C10_ALWAYS_INLINE V vec_backward_from_input(const V& g, const V& x, const ActParams& p) {
   using S = typename V::value_type;
-  const V one(S(1));
+  const V one(S(1)), zero(S(0));
   if constexpr (A == Activation::ReLU) {
-    return V::blendv(g, V(S(0)), x <= V(S(0)));
+    return V::blendv(g, zero, x <= zero);
   } else if constexpr (A == Activation::GELU) {
     // exp(-x^2 / 2) is the normal pdf's exponential and the one inside erf(x / sqrt(2)): computed once, which took
     // float32 gelu backward (2^20 elements, one thread) from 0.80x to 1.17x torch's speed at the AVX2 level (1.41x at
@@ -78,14 +92,33 @@ C10_ALWAYS_INLINE V vec_backward_from_input(const V& g, const V& x, const V& par
     const V s = one / (one + cpu::vmath::exp(x.neg()));
     return g * s * (one + x * (one - s));
   } else if constexpr (A == Activation::LeakyReLU) {
-    return V::blendv(g * param, g, x > V(S(0)));
+    return V::blendv(g * V(S(p.p0)), g, x > zero);
   } else if constexpr (A == Activation::Sigmoid) {
     const V s = (one + cpu::vmath::exp(x.neg())).reciprocal();
     return g * (one - s) * s;
-  } else {
-    static_assert(A == Activation::Tanh);
+  } else if constexpr (A == Activation::Tanh) {
     const V t = cpu::vmath::tanh(x);
     return g * at::vec::fnmadd(t, t, one);
+  } else if constexpr (A == Activation::ELU) {
+    const V scale(S(p.p1)), input_scale(S(p.p2)), negative_scale(S(p.p0) * S(p.p1));
+    return V::blendv(g * input_scale * negative_scale * cpu::vmath::exp(x * input_scale), g * scale, x > zero);
+  } else if constexpr (A == Activation::Softplus) {
+    const V beta(S(p.p0));
+    const V z = cpu::vmath::exp(x * beta);
+    return V::blendv(g * z / (z + one), g, x * beta > V(S(p.p1)));
+  } else if constexpr (A == Activation::Mish) {
+    const V s = one / (one + cpu::vmath::exp(x.neg()));
+    const V t = cpu::vmath::tanh(cpu::vmath::exp(x).log1p());
+    return g * (t + x * s * (one - t * t));
+  } else if constexpr (A == Activation::Hardswish) {
+    const V three(S(3));
+    return V::blendv(V::blendv(g * (x / three + V(S(0.5))), g, x >= three), zero, x <= three.neg());
+  } else if constexpr (A == Activation::Hardsigmoid) {
+    const V three(S(3));
+    return V::blendv(zero, g * V(S(1.0f / 6.0f)), (x > three.neg()) & (x < three));  // torch's float 1/6
+  } else {
+    static_assert(A == Activation::Hardtanh);
+    return V::blendv(zero, g, (x > V(S(p.p0))) & (x < V(S(p.p1))));
   }
 }
 
@@ -108,7 +141,7 @@ template <typename T, Activation A>
 struct ForwardOp : act::Forward<A> {
   using V = Vectorized<opmath_t<T>>;
   using act::Forward<A>::operator();
-  V operator()(const V& x) const { return vec_forward<A>(x, V(opmath_t<T>(this->param))); }
+  V operator()(const V& x) const { return vec_forward<A>(x, this->params); }
 };
 
 template <typename T, Activation A>
@@ -119,7 +152,7 @@ struct BackwardOp : act::Backward<A> {
     if constexpr (backward_reads_output(A)) {
       return vec_backward_from_output<A>(g, saved);
     } else {
-      return vec_backward_from_input<A>(g, saved, V(opmath_t<T>(this->param)));
+      return vec_backward_from_input<A>(g, saved, this->params);
     }
   }
 };
@@ -129,8 +162,8 @@ template <typename T, Activation A>
 struct BackwardFromInputOp {
   using M = opmath_t<T>;
   using V = Vectorized<M>;
-  V operator()(const V& g, const V& x) const { return vec_backward_from_input<A>(g, x, V(M(0))); }
-  M operator()(M g, M x) const { return act::backward_from_input<A>(g, x, M(0)); }
+  V operator()(const V& g, const V& x) const { return vec_backward_from_input<A>(g, x, ActParams{}); }
+  M operator()(M g, M x) const { return act::backward_from_input<A>(g, x, ActParams{}); }
 };
 
 #define FASTOPS_DISPATCH_FLOATS(dtype, name, ...) \
@@ -140,22 +173,22 @@ struct BackwardFromInputOp {
 inline int64_t row_grain(int64_t cols) { return std::max<int64_t>(1, cpu::kElementwiseGrain / std::max<int64_t>(cols, 1)); }
 
 struct CpuBackend {
-  static void forward(Activation act, const at::Tensor& x, at::Tensor& y, double param) {
+  static void forward(Activation act, const at::Tensor& x, at::Tensor& y, const ActParams& params) {
     FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_activation_forward", [&] {
       dispatch_activation(act, [&](auto a) {
         constexpr Activation A = decltype(a)::value;
-        cpu::map_elementwise(x.numel(), y.data_ptr<scalar_t>(), ForwardOp<scalar_t, A>{{param}},
+        cpu::map_elementwise(x.numel(), y.data_ptr<scalar_t>(), ForwardOp<scalar_t, A>{{params}},
                              x.const_data_ptr<scalar_t>());
       });
     });
   }
 
   static void backward(Activation act, const at::Tensor& grad, const at::Tensor& saved, at::Tensor& grad_input,
-                       double param) {
+                       const ActParams& params) {
     FASTOPS_DISPATCH_FLOATS(grad.scalar_type(), "fastops_activation_backward", [&] {
       dispatch_activation(act, [&](auto a) {
         constexpr Activation A = decltype(a)::value;
-        cpu::map_elementwise(grad.numel(), grad_input.data_ptr<scalar_t>(), BackwardOp<scalar_t, A>{{param}},
+        cpu::map_elementwise(grad.numel(), grad_input.data_ptr<scalar_t>(), BackwardOp<scalar_t, A>{{params}},
                              grad.const_data_ptr<scalar_t>(), saved.const_data_ptr<scalar_t>());
       });
     });
@@ -171,7 +204,7 @@ struct CpuBackend {
       const scalar_t* xp = x.const_data_ptr<scalar_t>();
       const scalar_t* bp = bias.const_data_ptr<scalar_t>();
       scalar_t* yp = y.data_ptr<scalar_t>();
-      dispatch_activation(act, [&](auto a) {
+      dispatch_fused_activation(act, [&](auto a) {
         constexpr Activation A = decltype(a)::value;
         at::parallel_for(0, rows, row_grain(cols), [&](int64_t begin, int64_t end) {
           for (int64_t r = begin; r < end; ++r) {
@@ -179,9 +212,9 @@ struct CpuBackend {
             scalar_t* yr = yp + r * cols;
             int64_t j = 0;
             for (; j + kWidth <= cols; j += kWidth) {
-              store_opmath(yr + j, vec_forward<A>(load_opmath(xr + j) + load_opmath(bp + j), V(M(0))));
+              store_opmath(yr + j, vec_forward<A>(load_opmath(xr + j) + load_opmath(bp + j), ActParams{}));
             }
-            for (; j < cols; ++j) yr[j] = static_cast<scalar_t>(act::forward<A>(M(xr[j]) + M(bp[j]), M(0)));
+            for (; j < cols; ++j) yr[j] = static_cast<scalar_t>(act::forward<A>(M(xr[j]) + M(bp[j]), ActParams{}));
           }
         });
       });
@@ -196,7 +229,7 @@ struct CpuBackend {
                                 const at::Tensor* bias_arg, at::Tensor& grad_x, at::Tensor* grad_bias_arg) {
     if (bias_arg == nullptr) {
       FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_act_backward_from_input", [&] {
-        dispatch_activation(act, [&](auto a) {
+        dispatch_fused_activation(act, [&](auto a) {
           cpu::map_elementwise(x.numel(), grad_x.data_ptr<scalar_t>(),
                                BackwardFromInputOp<scalar_t, decltype(a)::value>{}, grad.const_data_ptr<scalar_t>(),
                                x.const_data_ptr<scalar_t>());
@@ -216,7 +249,7 @@ struct CpuBackend {
       const scalar_t* bp = bias.const_data_ptr<scalar_t>();
       scalar_t* gxp = grad_x.data_ptr<scalar_t>();
       scalar_t* gbp = grad_bias.data_ptr<scalar_t>();
-      dispatch_activation(act, [&](auto a) {
+      dispatch_fused_activation(act, [&](auto a) {
         constexpr Activation A = decltype(a)::value;
         const auto add_rows = [&](int64_t r0, int64_t r1, cpu::column_sum_t<scalar_t>* sum) {
           std::vector<M> row(static_cast<size_t>(cols));  // a row's grad_x before rounding to T
@@ -225,12 +258,12 @@ struct CpuBackend {
             int64_t j = 0;
             for (; j + kWidth <= cols; j += kWidth) {
               const V gx = vec_backward_from_input<A>(load_opmath(gp + o + j),
-                                                      load_opmath(xp + o + j) + load_opmath(bp + j), V(M(0)));
+                                                      load_opmath(xp + o + j) + load_opmath(bp + j), ActParams{});
               store_opmath(gxp + o + j, gx);
               gx.store(row.data() + j);
             }
             for (; j < cols; ++j) {
-              row[j] = act::backward_from_input<A>(M(gp[o + j]), M(xp[o + j]) + M(bp[j]), M(0));
+              row[j] = act::backward_from_input<A>(M(gp[o + j]), M(xp[o + j]) + M(bp[j]), ActParams{});
               gxp[o + j] = static_cast<scalar_t>(row[j]);
             }
             for (j = 0; j < cols; ++j) sum[j] += row[j];
@@ -251,17 +284,17 @@ struct CpuBackend {
       const auto* gp = static_cast<const scalar_t*>(gate);
       const auto* up_p = static_cast<const scalar_t*>(up);
       auto* yp = static_cast<scalar_t*>(out);
-      dispatch_activation(act, [&](auto a) {
+      dispatch_fused_activation(act, [&](auto a) {
         constexpr Activation A = decltype(a)::value;
         at::parallel_for(0, g.rows, row_grain(g.cols), [&](int64_t begin, int64_t end) {
           for (int64_t r = begin; r < end; ++r) {
             const int64_t i = r * g.in_stride, o = r * g.cols;
             int64_t j = 0;
             for (; j + kWidth <= g.cols; j += kWidth) {
-              store_opmath(yp + o + j, vec_forward<A>(load_opmath(gp + i + j), V(M(0))) * load_opmath(up_p + i + j));
+              store_opmath(yp + o + j, vec_forward<A>(load_opmath(gp + i + j), ActParams{}) * load_opmath(up_p + i + j));
             }
             for (; j < g.cols; ++j) {
-              yp[o + j] = static_cast<scalar_t>(act::forward<A>(M(gp[i + j]), M(0)) * M(up_p[i + j]));
+              yp[o + j] = static_cast<scalar_t>(act::forward<A>(M(gp[i + j]), ActParams{}) * M(up_p[i + j]));
             }
           }
         });
@@ -281,7 +314,7 @@ struct CpuBackend {
       const auto* up_p = static_cast<const scalar_t*>(up);
       auto* ggp = static_cast<scalar_t*>(grad_gate);
       auto* gup = static_cast<scalar_t*>(grad_up);
-      dispatch_activation(act, [&](auto a) {
+      dispatch_fused_activation(act, [&](auto a) {
         constexpr Activation A = decltype(a)::value;
         at::parallel_for(0, g.rows, row_grain(g.cols), [&](int64_t begin, int64_t end) {
           for (int64_t r = begin; r < end; ++r) {
@@ -289,13 +322,13 @@ struct CpuBackend {
             int64_t j = 0;
             for (; j + kWidth <= g.cols; j += kWidth) {
               const V d = load_opmath(dp + o + j), x = load_opmath(gp + i + j), u = load_opmath(up_p + i + j);
-              store_opmath(ggp + i + j, vec_backward_from_input<A>(d * u, x, V(M(0))));
-              store_opmath(gup + i + j, d * vec_forward<A>(x, V(M(0))));
+              store_opmath(ggp + i + j, vec_backward_from_input<A>(d * u, x, ActParams{}));
+              store_opmath(gup + i + j, d * vec_forward<A>(x, ActParams{}));
             }
             for (; j < g.cols; ++j) {
               const M d = M(dp[o + j]), x = M(gp[i + j]), u = M(up_p[i + j]);
-              ggp[i + j] = static_cast<scalar_t>(act::backward_from_input<A>(d * u, x, M(0)));
-              gup[i + j] = static_cast<scalar_t>(d * act::forward<A>(x, M(0)));
+              ggp[i + j] = static_cast<scalar_t>(act::backward_from_input<A>(d * u, x, ActParams{}));
+              gup[i + j] = static_cast<scalar_t>(d * act::forward<A>(x, ActParams{}));
             }
           }
         });
@@ -310,7 +343,7 @@ void bias_act_cpu(Activation act, const at::Tensor& x, const at::Tensor* bias, a
   if (bias != nullptr) {
     CpuBackend::bias_act_forward(act, x, *bias, y);
   } else {
-    CpuBackend::forward(act, x, y, 0.0);
+    CpuBackend::forward(act, x, y, ActParams{});
   }
 }
 

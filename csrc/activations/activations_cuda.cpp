@@ -14,18 +14,18 @@ namespace fastops {
 namespace {
 
 struct CudaBackend {
-  static void forward(Activation act, const at::Tensor& x, at::Tensor& y, double param) {
+  static void forward(Activation act, const at::Tensor& x, at::Tensor& y, const ActParams& params) {
     const c10::cuda::CUDAGuard guard(x.device());
-    activation_forward_cuda(act, to_dtype(x.scalar_type()), x.const_data_ptr(), y.data_ptr(), x.numel(), param,
+    activation_forward_cuda(act, to_dtype(x.scalar_type()), x.const_data_ptr(), y.data_ptr(), x.numel(), params,
                             c10::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
   static void backward(Activation act, const at::Tensor& grad, const at::Tensor& saved, at::Tensor& grad_input,
-                       double param) {
+                       const ActParams& params) {
     const c10::cuda::CUDAGuard guard(grad.device());
     activation_backward_cuda(act, to_dtype(grad.scalar_type()), grad.const_data_ptr(), saved.const_data_ptr(),
-                             grad_input.data_ptr(), grad.numel(), param, c10::cuda::getCurrentCUDAStream());
+                             grad_input.data_ptr(), grad.numel(), params, c10::cuda::getCurrentCUDAStream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 

@@ -30,7 +30,7 @@ template <Activation A>
 struct BackwardFromInput {
   template <typename T>
   __device__ __forceinline__ T operator()(T grad, T x) const {
-    return act::backward_from_input<A>(grad, x, T(0));
+    return act::backward_from_input<A>(grad, x, ActParams{});
   }
 };
 
@@ -89,7 +89,7 @@ __global__ void __launch_bounds__(kRowThreads)
       [&](int64_t r, const Vec<T, W>& in) {
         Vec<T, W> out;
 #pragma unroll
-        for (int e = 0; e < W; ++e) out.v[e] = from_opmath<T>(act::forward<A>(to_opmath(in.v[e]) + bm[e], M(0)));
+        for (int e = 0; e < W; ++e) out.v[e] = from_opmath<T>(act::forward<A>(to_opmath(in.v[e]) + bm[e], ActParams{}));
         store_vec<T, W>(y + r * cols + c, out);
       });
 }
@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(cuda::kColumnSumThreads * kColumnSumLanes)
         Vec<T, W> out;
 #pragma unroll
         for (int e = 0; e < W; ++e) {
-          const M gx = act::backward_from_input<A>(to_opmath(l.g.v[e]), to_opmath(l.in.v[e]) + bm[e], M(0));
+          const M gx = act::backward_from_input<A>(to_opmath(l.g.v[e]), to_opmath(l.in.v[e]) + bm[e], ActParams{});
           out.v[e] = from_opmath<T>(gx);
           sum[e] += static_cast<Acc>(gx);
         }
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(kRowThreads)
         Vec<T, W> y;
 #pragma unroll
         for (int e = 0; e < W; ++e) {
-          y.v[e] = from_opmath<T>(act::forward<A>(to_opmath(l.g.v[e]), M(0)) * to_opmath(l.u.v[e]));
+          y.v[e] = from_opmath<T>(act::forward<A>(to_opmath(l.g.v[e]), ActParams{}) * to_opmath(l.u.v[e]));
         }
         store_vec<T, W>(out + r * cols + c, y);
       });
@@ -173,8 +173,8 @@ __global__ void __launch_bounds__(kRowThreads)
 #pragma unroll
         for (int e = 0; e < W; ++e) {
           const M dm = to_opmath(l.d.v[e]), gm = to_opmath(l.g.v[e]), um = to_opmath(l.u.v[e]);
-          dg.v[e] = from_opmath<T>(act::backward_from_input<A>(dm * um, gm, M(0)));
-          du.v[e] = from_opmath<T>(dm * act::forward<A>(gm, M(0)));
+          dg.v[e] = from_opmath<T>(act::backward_from_input<A>(dm * um, gm, ActParams{}));
+          du.v[e] = from_opmath<T>(dm * act::forward<A>(gm, ActParams{}));
         }
         store_vec<T, W>(grad_gate + r * in_stride + c, dg);
         store_vec<T, W>(grad_up + r * in_stride + c, du);
@@ -200,45 +200,42 @@ inline RowLaunch row_launch(int64_t rows, int64_t cols, int w) {
 
 // The one launcher of the row kernels: calls launch(T*, integral_constant<Activation, A>, integral_constant<int, W>)
 // for `act` and `dtype`, with W the 16-byte vector width when every pointer is 16-byte aligned and every length
-// (row length, row strides) a multiple of it, else 1. bias_act and the gated units take no parameter, so LeakyReLU
-// (which needs one) has no row kernels.
+// (row length, row strides) a multiple of it, else 1.
 template <typename Fn>
 void launch_row_kernel(Activation act, DType dtype, std::initializer_list<const void*> pointers,
                        std::initializer_list<int64_t> lengths, Fn&& launch) {
-  dispatch_activation(act, [&](auto a) {
-    if constexpr (decltype(a)::value != Activation::LeakyReLU) {
-      dispatch_dtype(dtype, [&](auto* tag) {
-        using T = std::remove_pointer_t<decltype(tag)>;
-        cuda::with_width<T>(cuda::vectors_fit<T>(pointers, lengths), [&](auto w) { launch(tag, a, w); });
-      });
-    }
+  dispatch_fused_activation(act, [&](auto a) {
+    dispatch_dtype(dtype, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      cuda::with_width<T>(cuda::vectors_fit<T>(pointers, lengths), [&](auto w) { launch(tag, a, w); });
+    });
   });
 }
 
 }  // namespace
 
-void activation_forward_cuda(Activation act, DType dtype, const void* x, void* y, int64_t n, double param,
-                             cudaStream_t stream) {
+void activation_forward_cuda(Activation act, DType dtype, const void* x, void* y, int64_t n,
+                             const ActParams& params, cudaStream_t stream) {
   if (n <= 0) return;
   dispatch_activation(act, [&](auto a) {
     constexpr Activation A = decltype(a)::value;
-    unary_map(dtype, y, {x}, n, act::Forward<A>{param}, stream);
+    unary_map(dtype, y, {x}, n, act::Forward<A>{params}, stream);
   });
 }
 
 void activation_backward_cuda(Activation act, DType dtype, const void* grad_output, const void* saved,
-                              void* grad_input, int64_t n, double param, cudaStream_t stream) {
+                              void* grad_input, int64_t n, const ActParams& params, cudaStream_t stream) {
   if (n <= 0) return;
   dispatch_activation(act, [&](auto a) {
     constexpr Activation A = decltype(a)::value;
-    unary_map(dtype, grad_input, {grad_output, saved}, n, act::Backward<A>{param}, stream);
+    unary_map(dtype, grad_input, {grad_output, saved}, n, act::Backward<A>{params}, stream);
   });
 }
 
 void bias_act_forward_cuda(Activation act, DType dtype, const void* x, const void* bias, void* y, int64_t rows,
                            int64_t cols, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
-  if (bias == nullptr) return activation_forward_cuda(act, dtype, x, y, rows * cols, 0.0, stream);
+  if (bias == nullptr) return activation_forward_cuda(act, dtype, x, y, rows * cols, ActParams{}, stream);
   launch_row_kernel(act, dtype, {x, bias, y}, {cols}, [&](auto* tag, auto a, auto w) {
     using T = std::remove_pointer_t<decltype(tag)>;
     constexpr int W = decltype(w)::value;
@@ -253,9 +250,8 @@ void bias_act_backward_cuda(Activation act, DType dtype, const void* grad_output
                             cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
   if (bias == nullptr) {
-    dispatch_activation(act, [&](auto a) {
-      constexpr Activation A = decltype(a)::value;
-      unary_map(dtype, grad_x, {grad_output, x}, rows * cols, BackwardFromInput<A>{}, stream);
+    dispatch_fused_activation(act, [&](auto a) {
+      unary_map(dtype, grad_x, {grad_output, x}, rows * cols, BackwardFromInput<decltype(a)::value>{}, stream);
     });
     return;
   }

@@ -12,15 +12,15 @@
 
 namespace fastops {
 
-// `param` carries the activation's scalar argument where it has one (LeakyReLU's negative_slope); unused otherwise.
+// `params` are the activation's float parameters (activation_math.h's table; unused by most).
 
 // y[i] = act(x[i]) for n elements of one layout.
-void activation_forward_cuda(Activation act, DType dtype, const void* x, void* y, int64_t n, double param,
-                             cudaStream_t stream);
+void activation_forward_cuda(Activation act, DType dtype, const void* x, void* y, int64_t n,
+                             const ActParams& params, cudaStream_t stream);
 
 // grad_input[i] = grad_output[i] * act'(.) from `saved`: the output when backward_reads_output(act), else the input.
 void activation_backward_cuda(Activation act, DType dtype, const void* grad_output, const void* saved,
-                              void* grad_input, int64_t n, double param, cudaStream_t stream);
+                              void* grad_input, int64_t n, const ActParams& params, cudaStream_t stream);
 
 // y = act(x + bias) for contiguous x, y [rows, cols] and bias [cols]; y = act(x) when bias is null.
 void bias_act_forward_cuda(Activation act, DType dtype, const void* x, const void* bias, void* y, int64_t rows,

@@ -62,7 +62,7 @@ struct Epilogue {
 
   __device__ __forceinline__ float finish(float v, float old) const {
     v += old;
-    return fuse_act ? act::forward_dynamic(act, v, 0.f) : v;
+    return fuse_act ? act::forward_dynamic(act, v) : v;
   }
 };
 

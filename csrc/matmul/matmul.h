@@ -21,6 +21,7 @@
 #include <optional>
 #include <utility>
 
+#include "activations/activations.h"
 #include "common/checks.h"
 #include "matmul/gemm.h"
 
@@ -175,14 +176,9 @@ at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& weight, const s
   return out;
 }
 
-// The activations linear_act fuses, by the names torch-side callers use.
+// The activations linear_act fuses (the table's fused_in_gemm), by the names torch-side callers use.
 inline Activation linear_activation(c10::string_view name) {
-  if (name == "relu") return Activation::ReLU;
-  if (name == "gelu") return Activation::GELU;
-  if (name == "gelu_tanh") return Activation::GELUTanh;
-  TORCH_CHECK(name == "silu", "fastops.linear_act: act must be 'relu', 'gelu', 'gelu_tanh' or 'silu', got '", name,
-              "'");
-  return Activation::SiLU;
+  return activation_named_in("linear_act", name, fused_in_gemm);
 }
 
 // act(x . weight^T + bias) and, when store_pre, the product before the bias (what bias_act_backward reads; else an

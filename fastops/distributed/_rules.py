@@ -22,6 +22,8 @@ from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
 from torch.distributed.tensor._op_schema import RuntimeSchemaInfo
 from torch.distributed.tensor.experimental import register_sharding
 
+from ..ops.activations import UNARY_OPS
+
 fastops = torch.ops.fastops
 R = Replicate()
 P = Partial()  # sum
@@ -74,15 +76,12 @@ def _pointwise(ndim: int, n_inputs: int, n_outputs: int = 1, dims=None) -> list:
 
 # ---- activations ----
 
-_UNARY = ("relu", "gelu", "silu", "leaky_relu", "sigmoid", "tanh")
-
-
-@_register(*(getattr(fastops, name).default for name in _UNARY))
+@_register(*(getattr(fastops, name).default for name in UNARY_OPS))
 def _unary(x, *params):
     return _pointwise(x.ndim, 1)
 
 
-@_register(*(getattr(fastops, f"{name}_backward").default for name in _UNARY))
+@_register(*(getattr(fastops, f"{name}_backward").default for name in UNARY_OPS))
 def _unary_backward(grad_output, saved, *params):
     # Linear in grad_output for a fixed saved tensor: a partial gradient stays partial.
     return _pointwise(grad_output.ndim, 2) + [([P], [P, R])]
@@ -154,6 +153,17 @@ def _glu_backward(grad_output, gate, up, act):
 def _glu_packed_backward(grad_output, x, act):
     _refuse_split_halves("glu_packed_backward", x)
     return _pointwise(x.ndim, 2, dims=range(_last(x))) + [([P], [P, R])]
+
+
+# torch's glu(x, dim): x holds [a | b] along dim, so every other dim splits.
+@_register(fastops.glu.default)
+def _glu_dim(x, dim=-1):
+    return _pointwise(x.ndim, 1, dims=_other_dims(x, dim))
+
+
+@_register(fastops.glu_dim_backward.default)
+def _glu_dim_backward(grad_output, x, dim):
+    return _pointwise(x.ndim, 2, dims=_other_dims(x, dim)) + [([P], [P, R])]
 
 
 # ---- matmul ----

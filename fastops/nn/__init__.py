@@ -1,6 +1,27 @@
 """Drop-in replacements for torch.nn modules (same constructor arguments and state_dict keys)."""
 
-from .activations import GELU, GeGLU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, SwiGLU, Tanh
+from .activations import (
+    CELU,
+    ELU,
+    GELU,
+    GLU,
+    SELU,
+    GeGLU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSoftmax,
+    Mish,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    SwiGLU,
+    Tanh,
+)
 from .convert import convert
 from .linear import Linear, LinearAct
 from .losses import (
@@ -16,11 +37,18 @@ from .losses import (
 )
 
 __all__ = [
+    "CELU",
+    "ELU",
     "GELU",
+    "GLU",
+    "SELU",
     "BCELoss",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "GeGLU",
+    "Hardsigmoid",
+    "Hardswish",
+    "Hardtanh",
     "HuberLoss",
     "L1Loss",
     "LeakyReLU",
@@ -29,12 +57,15 @@ __all__ = [
     "LinearCrossEntropyLoss",
     "LogSoftmax",
     "MSELoss",
+    "Mish",
     "NLLLoss",
     "ReLU",
+    "ReLU6",
     "SiLU",
     "Sigmoid",
     "SmoothL1Loss",
     "Softmax",
+    "Softplus",
     "SwiGLU",
     "Tanh",
     "convert",

@@ -49,6 +49,76 @@ class Tanh(nn.Tanh):
         return F.tanh(input)
 
 
+class ELU(nn.ELU):
+    """Drop-in for :class:`torch.nn.ELU`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.elu(input, self.alpha, self.inplace)
+
+
+class SELU(nn.SELU):
+    """Drop-in for :class:`torch.nn.SELU`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.selu(input, self.inplace)
+
+
+class CELU(nn.CELU):
+    """Drop-in for :class:`torch.nn.CELU`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.celu(input, self.alpha, self.inplace)
+
+
+class Softplus(nn.Softplus):
+    """Drop-in for :class:`torch.nn.Softplus`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.softplus(input, self.beta, self.threshold)
+
+
+class Mish(nn.Mish):
+    """Drop-in for :class:`torch.nn.Mish`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.mish(input, inplace=self.inplace)
+
+
+class Hardswish(nn.Hardswish):
+    """Drop-in for :class:`torch.nn.Hardswish`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.hardswish(input, self.inplace)
+
+
+class Hardsigmoid(nn.Hardsigmoid):
+    """Drop-in for :class:`torch.nn.Hardsigmoid`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.hardsigmoid(input, self.inplace)
+
+
+class Hardtanh(nn.Hardtanh):
+    """Drop-in for :class:`torch.nn.Hardtanh`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.hardtanh(input, self.min_val, self.max_val, self.inplace)
+
+
+class ReLU6(nn.ReLU6):
+    """Drop-in for :class:`torch.nn.ReLU6` (torch's is a Hardtanh with min_val=0, max_val=6)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.hardtanh(input, self.min_val, self.max_val, self.inplace)
+
+
+class GLU(nn.GLU):
+    """Drop-in for :class:`torch.nn.GLU`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.glu(input, self.dim)
+
+
 class Softmax(nn.Softmax):
     """Drop-in for :class:`torch.nn.Softmax`."""
 

@@ -6,6 +6,7 @@ gradient: it is a building block for ops that compute their gradients themselves
 import torch
 
 from ._layout import check_same_device
+from .activations import GEMM_FUSED
 
 fastops = torch.ops.fastops
 
@@ -39,6 +40,8 @@ def _linear_fake(x, weight, bias=None):
 
 @torch.library.register_fake("fastops::linear_act")
 def _linear_act_fake(x, weight, bias, act, store_pre):
+    torch._check(act in GEMM_FUSED, lambda: f"fastops.linear_act: act must be one of {', '.join(GEMM_FUSED)}; "
+                 f"got '{act}'")
     out = _linear_fake(x, weight, bias)
     return out, (torch.empty_like(out) if store_pre else x.new_empty(0))
 
