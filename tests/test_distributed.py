@@ -314,6 +314,9 @@ def _torch_twins() -> dict:
     ops, aten = torch.ops.fastops, torch.ops.aten
     return {
         ops.mse_loss.default: lambda x, t, r: F.mse_loss(x, t, reduction=_REDUCTION_NAMES[r]),
+        ops.l1_loss.default: lambda x, t, r: F.l1_loss(x, t, reduction=_REDUCTION_NAMES[r]),
+        ops.binary_cross_entropy.default: lambda x, t, w, r: F.binary_cross_entropy(x, t, w,
+                                                                                   reduction=_REDUCTION_NAMES[r]),
         ops.smooth_l1_loss.default: lambda x, t, r, beta: F.smooth_l1_loss(x, t, reduction=_REDUCTION_NAMES[r],
                                                                          beta=beta),
         ops.huber_loss.default: lambda x, t, r, delta: F.huber_loss(x, t, reduction=_REDUCTION_NAMES[r], delta=delta),
