@@ -33,6 +33,7 @@ from torch.utils._pytree import tree_leaves
 
 import fastops
 import fastops.functional as FF
+from fastops.bench.core import tf32_allowed
 from fastops.ops.activations import ACTIVATIONS
 
 ops = torch.ops.fastops
@@ -76,16 +77,6 @@ def env(**variables):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-@contextlib.contextmanager
-def tf32(enabled: bool):
-    prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = prev
 
 
 def fwd_bwd(fn, *inputs):
@@ -215,11 +206,11 @@ def cases(d: str, num_sms: int):
         for name, fn in gemms:
             out.append((name + variant, lambda fn=fn, switches=switches: _with(fn, env(**switches))))
         for name, fn in tf32_gemms:
-            out.append((name + variant, lambda fn=fn, switches=switches: _with(fn, env(**switches), tf32(True))))
+            out.append((name + variant, lambda fn=fn, switches=switches: _with(fn, env(**switches), tf32_allowed(True))))
     out += [
         ("batched bf16 (mma.sync)", lambda: fwd_bwd(FF.matmul, randn(3, 200, 96, dtype=bf16),
                                                     randn(3, 96, 136, dtype=bf16))),
-        ("fp32 CUDA cores", lambda: _with(mm(300, 190, 257, f32), tf32(False))),
+        ("fp32 CUDA cores", lambda: _with(mm(300, 190, 257, f32), tf32_allowed(False))),
         ("fp64", mm(70, 50, 33, torch.float64)),
     ]
     return out

@@ -14,7 +14,6 @@ Exit status: the number of failed checks (0: all passed).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import faulthandler
 import os
 import sys
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 
 import fastops
 import fastops.functional as FF
+from fastops.bench.core import tf32_allowed
 
 FLOOR = {torch.float32: 1e-6, torch.bfloat16: 4e-3, torch.float16: 5e-4}
 
@@ -34,16 +34,6 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     if not torch.isfinite(out).all():
         return float("inf")
     return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
-
-
-@contextlib.contextmanager
-def tf32(enabled: bool):
-    prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = prev
 
 
 def compare(fast, native, inputs, *, floor: float, backward: bool = True, grad_inputs: int | None = None) -> str:
@@ -140,7 +130,7 @@ def checks(device: str, small: bool):
                                           [randn(3, 200, 96, dtype=bf16), randn(3, 96, 136, dtype=bf16)],
                                           floor=FLOOR[bf16]))
         # float32 without TF32: the CUDA-core kernel
-        with tf32(False):
+        with tf32_allowed(False):
             notes.append("fp32 " + compare(FF.matmul, torch.matmul, [randn(300, 257), randn(257, 190)],
                                            floor=FLOOR[f32]))
         return "; ".join(notes)
@@ -148,7 +138,7 @@ def checks(device: str, small: bool):
     def linear_tf32_and_act():
         notes = []
         x, w, b = randn(512 // s, 1024 // s), randn(2048 // s, 1024 // s), randn(2048 // s)
-        with tf32(True):  # Linear's forward in float32 under TF32: the TF32 wgmma on Hopper
+        with tf32_allowed(True):  # Linear's forward in float32 under TF32: the TF32 wgmma on Hopper
             notes.append("tf32 linear " + compare(FF.linear, F.linear, [x, w, b], floor=3e-3, backward=False))
         xb, wb, bb = (t.to(bf16) for t in (x, w, b))
         notes.append("linear gelu " + compare(lambda x, w, b: FF.linear(x, w, b, activation="gelu"),

@@ -1,7 +1,6 @@
 """The matmul family against torch: matmul (2-D, batched, broadcast, 1-D), linear, bias_grad, matmul_accumulate_
 and nn.Linear — accuracy, gradients, registration (opcheck), torch.compile, autocast, TF32, bad input."""
 
-import contextlib
 import functools
 
 import pytest
@@ -27,6 +26,7 @@ from reference import (
 )
 
 import fastops
+from fastops.bench.core import tf32_allowed
 
 ops = torch.ops.fastops
 
@@ -265,17 +265,6 @@ def test_cuda_tf32_follows_torch_precision_setting(shape):
                 check_against_torch(ops.matmul, torch.matmul, sample)
     finally:
         torch.set_float32_matmul_precision(prev)
-
-
-@contextlib.contextmanager
-def tf32_allowed(allowed: bool):
-    """torch.backends.cuda.matmul.allow_tf32 = allowed (fastops and torch follow it alike), restored afterwards."""
-    prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = allowed
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = prev
 
 
 @requires_cuda

@@ -9,20 +9,23 @@ import torch.nn.functional as F
 
 import fastops.functional as FF
 
+from ..ops.activations import ACTIVATIONS
 from .core import Case
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
-# op name -> (fastops, torch) for the unary rows; all read x (or the output) once in the backward.
-_UNARY = {
-    "relu": (FF.relu, F.relu),
-    "gelu": (FF.gelu, F.gelu),
-    "gelu_tanh": (functools.partial(FF.gelu, approximate="tanh"), functools.partial(F.gelu, approximate="tanh")),
-    "silu": (FF.silu, F.silu),
-    "leaky_relu": (FF.leaky_relu, F.leaky_relu),
-    "sigmoid": (FF.sigmoid, torch.sigmoid),
-    "tanh": (FF.tanh, torch.tanh),
-}
+
+
+def _unary_pair(name: str):
+    """(fastops, torch) for one row of the activation table."""
+    if name == "gelu_tanh":
+        return functools.partial(FF.gelu, approximate="tanh"), functools.partial(F.gelu, approximate="tanh")
+    return getattr(FF, name), getattr(torch, name, None) or getattr(F, name)
+
+
+# op name -> (fastops, torch) for the unary rows, one per row of the activation table; all read x (or the output)
+# once in the backward.
+_UNARY = {row.name: _unary_pair(row.name) for row in ACTIVATIONS}
 
 
 def _elementwise_case(op: str, fast, native, n: int, dtype: str, saved_reads: int = 1) -> Case:

@@ -227,16 +227,23 @@ def plan_jobs(cases: Sequence[Case], providers: Sequence[str] | None = None) -> 
 
 
 @contextlib.contextmanager
+def tf32_allowed(allowed: bool):
+    """torch.backends.cuda.matmul.allow_tf32 = allowed (fastops and torch follow it alike), restored afterwards. The
+    one copy: the benchmarks, the GPU smoke and sanitize scripts and the tests use it."""
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+
+
+@contextlib.contextmanager
 def provider_settings(case: Case, provider: str):
     """What a provider runs under while it is called and timed: TF32 as the case's dtype says ('tf32' rows), and
     the provider's environment switches (the GEMM ladder's FASTOPS_SM90_* variants). Both restored afterwards."""
-    prev_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = case.tf32
-    try:
-        with _environment(case.provider_env.get(provider, {})):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = prev_tf32
+    with tf32_allowed(case.tf32), _environment(case.provider_env.get(provider, {})):
+        yield
 
 
 def provider_fn(case: Case, provider: str, compiled_cache: dict | None = None, mode: str = "") -> Callable:
