@@ -133,6 +133,12 @@ TORCH_LIBRARY(fastops, m) {
   m.def("huber_loss(Tensor input, Tensor target, int reduction=1, float delta=1.0) -> Tensor");
   // d huber_loss / d input.
   m.def("huber_loss_backward(Tensor grad_output, Tensor input, Tensor target, int reduction, float delta) -> Tensor");
+  // Kullback-Leibler divergence, torch.kl_div's pointwise form and reductions ('batchmean' is the functional's sum
+  // divided by the batch): t (log t - x) with 0 where t == 0 (xlogy), or exp(t) (t - x) with log_target; input and
+  // target share one shape, their dtypes promote, integral ones are refused with torch's message.
+  m.def("kl_div(Tensor input, Tensor target, int reduction=1, bool log_target=False) -> Tensor");
+  // d kl_div / d input: -t (or -exp(t) with log_target) times the loss's gradient.
+  m.def("kl_div_backward(Tensor grad_output, Tensor input, Tensor target, int reduction, bool log_target) -> Tensor");
   // weight * [(1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)]; weight / pos_weight have input's shape when given.
   m.def("binary_cross_entropy_with_logits(Tensor input, Tensor target, Tensor? weight=None, Tensor? pos_weight=None, "
         "int reduction=1) -> Tensor");

@@ -275,6 +275,9 @@ def _op_samples(device):
         yield ops.binary_cross_entropy.default, (x01, p, wb, reduction)
         yield ops.binary_cross_entropy.default, (x01, p, None, reduction)
         yield ops.binary_cross_entropy_backward.default, (up_loss, x01, p, wb, reduction)
+        yield ops.kl_div.default, (a, p, reduction, False)
+        yield ops.kl_div.default, (a, y, reduction, True)
+        yield ops.kl_div_backward.default, (up_loss, a, p, reduction, False)
     for dim in (0, 1, -1):
         z = t(6, 8, 4)
         yield ops.softmax.default, (z, dim)
