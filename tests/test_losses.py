@@ -684,6 +684,36 @@ def test_cuda_bad_target_poisons_then_raises_without_killing_the_process():
         FF.cross_entropy(x.detach(), good)
 
 
+def test_bce_cuda_autocast_refuses_with_torchs_message():
+    # The AutocastCUDA kernel, reached directly (no GPU needed): torch bans binary_cross_entropy under CUDA autocast.
+    p = torch.rand(3, 4)
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCUDA)
+    with pytest.raises(RuntimeError, match=r"binary_cross_entropy and torch\.nn\.BCELoss are unsafe to autocast"):
+        ops.binary_cross_entropy.default.redispatch(keys, p, p, None, 1)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_bce_out_of_range_input_poisons_then_raises():
+    # torch asserts in its CUDA kernel (killing the context); fastops gives the element a NaN loss and raises at the
+    # next recording call once the GPU has run the bad one, without a host sync.
+    p = torch.rand(4, 5, device="cuda")
+    bad = p.clone()
+    bad[1, 2] = 1.5
+    torch.cuda._sleep(10**7)  # the GPU is still busy when the bad calls return: they raise nothing themselves
+    loss = FF.binary_cross_entropy(bad, p, reduction="none")
+    torch.cuda.synchronize()
+    assert torch.isnan(loss[1, 2]) and torch.isfinite(loss[0]).all()
+    with pytest.raises(RuntimeError, match=r"all elements of input should be between 0 and 1, got 1\.5"):
+        FF.binary_cross_entropy(p, p)
+    torch.testing.assert_close(FF.binary_cross_entropy(p, p), F.binary_cross_entropy(p, p))
+    torch.cuda._sleep(10**7)
+    assert torch.isnan(FF.binary_cross_entropy(bad, p))  # a mean over a bad element is never plausible
+    torch.cuda.synchronize()
+    with pytest.raises(RuntimeError, match=r"between 0 and 1"):
+        FF.binary_cross_entropy(p, p)
+
+
 @requires_cuda
 @pytest.mark.cuda
 def test_cuda_training_step_never_waits_for_the_gpu():
@@ -697,6 +727,8 @@ def test_cuda_training_step_never_waits_for_the_gpu():
     torch.cuda.set_sync_debug_mode("error")
     try:
         FF.cross_entropy(x @ w.t(), t).backward()
+        FF.nll_loss((x @ w.t()).log_softmax(1), t).backward()
+        FF.binary_cross_entropy((x @ w.t()).sigmoid(), torch.rand(300, 1000, device="cuda")).backward()
         FF.linear_cross_entropy(x, w, t, options=types.SimpleNamespace(batch_chunk_size=128)).backward()
     finally:
         torch.cuda.set_sync_debug_mode(previous)

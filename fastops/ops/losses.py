@@ -150,8 +150,8 @@ def _bce_prob_backward_fake(grad_output, input, target, weight, reduction):
     return _pointwise_backward_fake("binary_cross_entropy", grad_output, input, target, weight, None, reduction)
 
 
-# torch's binary_cross_entropy runs in float32 under CPU autocast; CUDA autocast refuses it as unsafe (torch raises),
-# so only the CPU rule is registered.
+# torch's binary_cross_entropy runs in float32 under CPU autocast; CUDA autocast refuses it as unsafe with torch's
+# message (an AutocastCUDA kernel in csrc/losses/losses_autocast.cpp).
 torch.library.register_autocast("fastops::binary_cross_entropy", "cpu", torch.float32)
 
 
