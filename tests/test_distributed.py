@@ -307,6 +307,7 @@ def _torch_twins() -> dict:
         ops.smooth_l1_loss.default: lambda x, t, r, beta: F.smooth_l1_loss(x, t, reduction=_REDUCTION_NAMES[r],
                                                                          beta=beta),
         ops.huber_loss.default: lambda x, t, r, delta: F.huber_loss(x, t, reduction=_REDUCTION_NAMES[r], delta=delta),
+        ops.kl_div.default: lambda x, t, r, log_target: torch.kl_div(x, t, r, log_target=log_target),
         ops.binary_cross_entropy_with_logits.default: lambda x, t, w, pw, r: F.binary_cross_entropy_with_logits(
             x, t, w, pos_weight=pw, reduction=_REDUCTION_NAMES[r]),
         ops.mse_loss_backward.default: aten.mse_loss_backward.default,
