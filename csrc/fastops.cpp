@@ -104,7 +104,8 @@ TORCH_LIBRARY(fastops, m) {
   m.def("nll_loss(Tensor input, Tensor target, Tensor? weight=None, int reduction=1, int ignore_index=-100) -> Tensor");
   // Per row r of input [C] / [N, C] / [N, C, d...] (target: one int64 class per row, N * d1 * ... of them): the loss
   // -w[t_r] * input[r, t_r] and the row's weight w[t_r] (1 without weights), both float64 and 0 where t_r equals
-  // ignore_index. An out-of-range class raises IndexError ("Target 7 is out of bounds.").
+  // ignore_index. An out-of-range class raises IndexError ("Target 7 is out of bounds."); on CUDA its row's loss is
+  // NaN and the error is raised without a host sync (csrc/losses/kernel_errors.h).
   m.def("nll_loss_forward(Tensor input, Tensor target, Tensor? weight, int ignore_index)"
         " -> (Tensor loss, Tensor row_weight)");
   // d (sum_r grad_rows[r] * loss_r) / d input: -w[t_r] * grad_rows[r] at each kept row's target element, 0 elsewhere;
@@ -120,7 +121,8 @@ TORCH_LIBRARY(fastops, m) {
   m.def("l1_loss_backward(Tensor grad_output, Tensor input, Tensor target, int reduction) -> Tensor");
   // Binary cross entropy of probabilities: -weight (t log x + (1 - t) log(1 - x)), each log clamped at -100 as in
   // torch; input and target of one shape and dtype, weight (optional) of their shape. The CPU kernel refuses inputs
-  // or targets outside [0, 1] with torch's messages.
+  // or targets outside [0, 1] with torch's messages; the CUDA kernel gives an input outside [0, 1] a NaN loss and
+  // records it, raised without a host sync (csrc/losses/kernel_errors.h). CUDA autocast refuses it, as torch does.
   m.def("binary_cross_entropy(Tensor input, Tensor target, Tensor? weight=None, int reduction=1) -> Tensor");
   // d binary_cross_entropy / d input: weight (x - t) / max((1 - x) x, 1e-12), as torch's.
   m.def("binary_cross_entropy_backward(Tensor grad_output, Tensor input, Tensor target, Tensor? weight, "
@@ -133,6 +135,12 @@ TORCH_LIBRARY(fastops, m) {
   m.def("huber_loss(Tensor input, Tensor target, int reduction=1, float delta=1.0) -> Tensor");
   // d huber_loss / d input.
   m.def("huber_loss_backward(Tensor grad_output, Tensor input, Tensor target, int reduction, float delta) -> Tensor");
+  // Kullback-Leibler divergence, torch.kl_div's pointwise form and reductions ('batchmean' is the functional's sum
+  // divided by the batch): t (log t - x) with 0 where t == 0 (xlogy), or exp(t) (t - x) with log_target; input and
+  // target share one shape, their dtypes promote, integral ones are refused with torch's message.
+  m.def("kl_div(Tensor input, Tensor target, int reduction=1, bool log_target=False) -> Tensor");
+  // d kl_div / d input: -t (or -exp(t) with log_target) times the loss's gradient.
+  m.def("kl_div_backward(Tensor grad_output, Tensor input, Tensor target, int reduction, bool log_target) -> Tensor");
   // weight * [(1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)]; weight / pos_weight have input's shape when given.
   m.def("binary_cross_entropy_with_logits(Tensor input, Tensor target, Tensor? weight=None, Tensor? pos_weight=None, "
         "int reduction=1) -> Tensor");

@@ -11,8 +11,8 @@ from torch.nn import _reduction as _torch_reduction
 from .ops.activations import GEMM_FUSED
 
 __all__ = ["bias_act", "binary_cross_entropy", "binary_cross_entropy_with_logits", "celu", "cross_entropy", "elu",
-           "geglu", "gelu", "glu", "hardsigmoid", "hardswish", "hardtanh", "huber_loss", "l1_loss", "leaky_relu",
-           "linear", "log_softmax", "matmul", "mish", "mse_loss", "nll_loss", "relu", "relu6", "selu", "sigmoid",
+           "geglu", "gelu", "glu", "hardsigmoid", "hardswish", "hardtanh", "huber_loss", "kl_div", "l1_loss",
+           "leaky_relu", "linear", "log_softmax", "matmul", "mish", "mse_loss", "nll_loss", "relu", "relu6", "selu", "sigmoid",
            "silu", "smooth_l1_loss", "softmax", "softplus", "swiglu", "tanh"]
 
 # ---- activations ----
@@ -336,6 +336,33 @@ def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: fl
         raise NotImplementedError("fastops.functional.huber_loss: weight is not supported")
     operands = _broadcast_operands(input, target)
     return torch.ops.fastops.huber_loss(operands[0], operands[1], _torch_reduction.get_enum(reduction), delta)
+
+
+def kl_div(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
+           reduction: str = "mean", log_target: bool = False) -> Tensor:
+    """Kullback-Leibler divergence of log-probabilities ``input`` from ``target``: ``target * (log(target) - input)``
+    (0 where target is 0) or, with ``log_target``, ``exp(target) * (target - input)``. Same contract as
+    :func:`torch.nn.functional.kl_div`: ``'batchmean'`` is the sum divided by ``input.size(0)`` (the sum itself for a
+    0-dim input), ``'mean'`` divides by the number of elements and warns as torch does; input and target broadcast
+    and their dtypes promote. Gradients flow to input and target, to any order."""
+    if size_average is not None or reduce is not None:
+        red = _torch_reduction.legacy_get_enum(size_average, reduce)
+    else:
+        # torch.compile traces without the warning (dynamo cannot trace warnings.warn; torch's own kl_div warns once,
+        # while the graph is traced).
+        if reduction == "mean" and (torch.jit.is_scripting() or not torch.compiler.is_compiling()):
+            warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support size."
+                          "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+                          "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
+                          stacklevel=2)
+        red = _torch_reduction.get_enum("sum" if reduction == "batchmean" else reduction)
+    operands = [input, target]
+    if target.size() != input.size():  # torch's kl_div broadcasts without a warning
+        operands = torch.broadcast_tensors(input, target)
+    reduced = torch.ops.fastops.kl_div(operands[0], operands[1], red, log_target)
+    if reduction == "batchmean" and input.dim() != 0:
+        reduced = reduced / input.size()[0]
+    return reduced
 
 
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,

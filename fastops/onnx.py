@@ -6,8 +6,13 @@ fastops operator to standard ONNX ops, so the exported graph runs in any ONNX ru
 
 Requires ``onnxscript`` (which torch's exporter itself needs). Opset 18 primitives only, so any runtime of the last
 years runs the result. Covered: every activation (elu, selu, celu, softplus, mish, hardswish, hardsigmoid,
-hardtanh / relu6 and glu included), bias_act, the gated units, softmax / log_softmax, matmul, linear and linear_act
-(the forward ops a model's inference graph contains).
+hardtanh / relu6 and glu included), bias_act, the gated units, softmax / log_softmax, matmul, linear and
+linear_act, and the losses with every reduction and option: mse_loss, l1_loss, smooth_l1_loss, huber_loss,
+binary_cross_entropy (weight), binary_cross_entropy_with_logits (weight, pos_weight), kl_div (log_target), nll_loss
+(weight, ignore_index: its composite leaves nll_loss_forward in the graph) and cross_entropy (class indices or
+probabilities, weight, ignore_index, label_smoothing: its composite leaves cross_entropy_forward, or
+cross_entropy_forward_grad where the logits require grad, and ATen ops for the reduction). The loss lowerings compute
+in the inputs' dtype; a class index out of range is the runtime's gather error, not fastops' message.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import torch
 
 def translation_table() -> dict:
     """{fastops OpOverload: onnxscript function} for every fastops forward op an inference graph can contain."""
+    import onnx
+    import onnx_ir
     from onnxscript import opset18 as op
 
     def relu(x):
@@ -107,6 +114,135 @@ def translation_table() -> dict:
         y = linear(x, weight)
         return activations[act](y if bias is None else op.Add(y, bias)), y
 
+    # ---- losses (reduction: 0 none, 1 mean, 2 sum) ----
+
+    def reduce(v, reduction: int):
+        if reduction == 1:
+            return op.ReduceMean(v, keepdims=0)
+        if reduction == 2:
+            return op.ReduceSum(v, keepdims=0)
+        return v
+
+    def mse_loss(x, t, reduction: int = 1):
+        d = op.Sub(x, t)
+        return reduce(op.Mul(d, d), reduction)
+
+    def l1_loss(x, t, reduction: int = 1):
+        return reduce(op.Abs(op.Sub(x, t)), reduction)
+
+    def smooth_l1_loss(x, t, reduction: int = 1, beta: float = 1.0):
+        d = op.Sub(x, t)
+        ad = op.Abs(d)
+        if beta == 0.0:  # torch: the L1 loss
+            return reduce(ad, reduction)
+        quadratic = op.Div(op.Mul(op.Mul(d, d), 0.5), beta)
+        return reduce(op.Where(op.Less(ad, beta), quadratic, op.Sub(ad, 0.5 * beta)), reduction)
+
+    def huber_loss(x, t, reduction: int = 1, delta: float = 1.0):
+        d = op.Sub(x, t)
+        ad = op.Abs(d)
+        linear_part = op.Mul(op.Sub(ad, 0.5 * delta), delta)
+        return reduce(op.Where(op.Less(ad, delta), op.Mul(op.Mul(d, d), 0.5), linear_part), reduction)
+
+    def weighted(v, weight):
+        return v if weight is None else op.Mul(v, weight)
+
+    def binary_cross_entropy(x, t, weight=None, reduction: int = 1):
+        # (t - 1) max(log(1 - x), -100) - t max(log(x), -100), torch's clamped form
+        log_x = op.Max(op.Log(x), -100.0)
+        log_1mx = op.Max(op.Log(op.Sub(1.0, x)), -100.0)
+        loss = op.Sub(op.Mul(op.Sub(t, 1.0), log_1mx), op.Mul(t, log_x))
+        return reduce(weighted(loss, weight), reduction)
+
+    def binary_cross_entropy_with_logits(x, t, weight=None, pos_weight=None, reduction: int = 1):
+        # (1 - t) x + (1 + (pw - 1) t) softplus(-x), softplus(-x) = log(1 + exp(-|x|)) + max(-x, 0)
+        softplus_neg = op.Add(op.Log(op.Add(op.Exp(op.Neg(op.Abs(x))), 1.0)), op.Max(op.Neg(x), 0.0))
+        coef = softplus_neg if pos_weight is None else op.Mul(
+            op.Add(op.Mul(op.Sub(pos_weight, 1.0), t), 1.0), softplus_neg)
+        loss = op.Add(op.Mul(op.Sub(1.0, t), x), coef)
+        return reduce(weighted(loss, weight), reduction)
+
+    def kl_div(x, t, reduction: int = 1, log_target: bool = False):
+        if log_target:
+            loss = op.Mul(op.Exp(t), op.Sub(t, x))
+        else:  # xlogy(t, t) - t x: 0 where t == 0
+            xlogy = op.Where(op.Equal(t, 0.0), 0.0, op.Mul(t, op.Log(t)))
+            loss = op.Sub(xlogy, op.Mul(t, x))
+        return reduce(loss, reduction)
+
+    def as_double(v):
+        return op.Cast(v, to=onnx.TensorProto.DOUBLE)
+
+    def ints(*values):
+        return op.Constant(value_ints=list(values))
+
+    def nll_loss_forward(input, target, weight, ignore_index: int):
+        # input [C] / [N, C] / [N, C, d...] read as [outer, C, inner]; target: the outer * inner classes (any shape,
+        # read flat), one loss and weight per class, float64.
+        target = op.Reshape(target, ints(-1))
+        if len(input.shape) == 1:
+            rows = op.Reshape(input, ints(1, -1, 1))
+        else:
+            rows = op.Reshape(input, op.Concat(op.Shape(input, start=0, end=2), ints(-1), axis=0))
+        kept = op.Not(op.Equal(target, ignore_index))
+        safe = op.Where(kept, target, op.CastLike(0, target))
+        index = op.Reshape(safe, op.Concat(op.Shape(rows, start=0, end=1), ints(1, -1), axis=0))
+        picked = op.Reshape(op.GatherElements(rows, index, axis=1), ints(-1))
+        picked = as_double(picked)
+        w = as_double(op.Gather(weight, safe)) if weight is not None else op.CastLike(1.0, picked)
+        row_weight = op.Where(kept, w, op.CastLike(0.0, picked))
+        return op.Neg(op.Mul(picked, row_weight)), row_weight
+
+    def target_is_probability(target) -> bool:
+        return target.dtype not in (onnx_ir.DataType.INT64, onnx_ir.DataType.UINT8)
+
+    def index_kept(target, ignore_index: int):
+        """(whether each row's class counts, the class with 0 for ignored rows)."""
+        kept = op.Not(op.Equal(target, ignore_index))
+        return kept, op.Where(kept, target, op.CastLike(0, target))
+
+    def target_distribution(logits, target, weight, ignore_index: int, label_smoothing: float):
+        """q [N, C]: the (smoothed, weighted) target's weight on each class, 0 on ignored rows (losses_cpu.cpp)."""
+        classes = op.Shape(logits, start=1, end=2)
+        spread = op.Div(label_smoothing, op.CastLike(classes, logits))  # eps / C
+        if target_is_probability(target):
+            q = op.Add(op.Mul(target, 1.0 - label_smoothing), spread)
+        else:
+            kept, safe = index_kept(target, ignore_index)
+            one_hot = op.OneHot(safe, classes, op.CastLike(op.Constant(value_floats=[0.0, 1.0]), logits), axis=-1)
+            q = op.Mul(op.Add(op.Mul(one_hot, 1.0 - label_smoothing), spread),
+                       op.CastLike(op.Unsqueeze(kept, ints(1)), logits))
+        return q if weight is None else op.Mul(q, op.Unsqueeze(op.CastLike(weight, logits), ints(0)))
+
+    def cross_entropy_rows(logits, target, weight, ignore_index: int, label_smoothing: float):
+        """(loss, row_weight, lse, target_mass, q) of the rows, in the logits' dtype: loss = -sum_j q_j log p_j,
+        target_mass = sum_j q_j, row_weight = w[target] (0 ignored; 1 for probabilities)."""
+        q = target_distribution(logits, target, weight, ignore_index, label_smoothing)
+        loss = op.Neg(op.ReduceSum(op.Mul(q, op.LogSoftmax(logits, axis=1)), ints(1), keepdims=0))
+        lse = op.ReduceLogSumExp(logits, ints(1), keepdims=0)
+        mass = op.ReduceSum(q, ints(1), keepdims=0)
+        one = op.Expand(op.CastLike(1.0, loss), op.Shape(loss))
+        if target_is_probability(target):
+            return loss, one, lse, mass, q
+        kept, safe = index_kept(target, ignore_index)
+        w_y = one if weight is None else op.CastLike(op.Gather(weight, safe), loss)
+        zero = op.CastLike(0.0, loss)
+        return loss, op.Where(kept, w_y, zero), op.Where(kept, lse, zero), mass, q
+
+    def math_type(v):  # float32, or float64 for float64 logits (fastops' loss_math_type)
+        return op.Cast(v, to=onnx.TensorProto.DOUBLE if v.dtype == onnx_ir.DataType.DOUBLE else onnx.TensorProto.FLOAT)
+
+    def cross_entropy_forward(logits, target, weight, ignore_index: int, label_smoothing: float):
+        loss, row_weight, lse, mass, _ = cross_entropy_rows(logits, target, weight, ignore_index, label_smoothing)
+        return as_double(loss), as_double(row_weight), as_double(lse), math_type(mass)
+
+    def cross_entropy_forward_grad(logits, target, weight, ignore_index: int, label_smoothing: float, grad_scale):
+        # (u * loss, u * (mass softmax - q)) per row, u = grad_scale (one element or one per row)
+        loss, _, _, mass, q = cross_entropy_rows(logits, target, weight, ignore_index, label_smoothing)
+        u = op.Reshape(op.CastLike(grad_scale, logits), ints(-1, 1))
+        grad = op.Mul(op.Sub(op.Mul(op.Unsqueeze(mass, ints(1)), op.Softmax(logits, axis=1)), q), u)
+        return op.Mul(as_double(loss), grad_scale), grad
+
     fastops = torch.ops.fastops
     return {
         fastops.relu.default: relu,
@@ -132,6 +268,16 @@ def translation_table() -> dict:
         fastops.matmul.default: matmul,
         fastops.linear.default: linear,
         fastops.linear_act.default: linear_act,
+        fastops.mse_loss.default: mse_loss,
+        fastops.l1_loss.default: l1_loss,
+        fastops.smooth_l1_loss.default: smooth_l1_loss,
+        fastops.huber_loss.default: huber_loss,
+        fastops.binary_cross_entropy.default: binary_cross_entropy,
+        fastops.binary_cross_entropy_with_logits.default: binary_cross_entropy_with_logits,
+        fastops.kl_div.default: kl_div,
+        fastops.nll_loss_forward.default: nll_loss_forward,
+        fastops.cross_entropy_forward.default: cross_entropy_forward,
+        fastops.cross_entropy_forward_grad.default: cross_entropy_forward_grad,
     }
 
 

@@ -159,6 +159,13 @@ def cases(d: str, num_sms: int):
                         lambda fn=fn, reduction=reduction: fwd_bwd(lambda x, t: fn(x, t, reduction=reduction),
                                                                    randn(1000, 37, dtype=bf16),
                                                                    torch.rand(1000, 37, device=d, dtype=bf16))))
+    # kl_div's targets stay off 0, where torch's target gradient (and so fastops') is NaN.
+    for log_target in (False, True):
+        for reduction in ("batchmean", "none"):
+            out.append((f"kl_div log_target={log_target} {reduction}",
+                        lambda log_target=log_target, reduction=reduction: fwd_bwd(
+                            lambda x, t: FF.kl_div(x, t, reduction=reduction, log_target=log_target),
+                            randn(1000, 37, dtype=bf16), torch.rand(1000, 37, device=d, dtype=bf16) * 0.9 + 0.05)))
     lce_target = torch.randint(0, 1000, (64,), device=d)
     out.append(("linear_cross_entropy", lambda: fwd_bwd(lambda x, w: FF.linear_cross_entropy(x, w, lce_target),
                                                         randn(64, 96, dtype=bf16) / 8, randn(1000, 96, dtype=bf16))))

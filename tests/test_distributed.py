@@ -288,6 +288,9 @@ def _op_samples(device):
         yield ops.binary_cross_entropy.default, (x01, p, wb, reduction)
         yield ops.binary_cross_entropy.default, (x01, p, None, reduction)
         yield ops.binary_cross_entropy_backward.default, (up_loss, x01, p, wb, reduction)
+        yield ops.kl_div.default, (a, p, reduction, False)
+        yield ops.kl_div.default, (a, y, reduction, True)
+        yield ops.kl_div_backward.default, (up_loss, a, p, reduction, False)
     for dim in (0, 1, -1):
         z = t(6, 8, 4)
         yield ops.softmax.default, (z, dim)
@@ -320,6 +323,7 @@ def _torch_twins() -> dict:
         ops.smooth_l1_loss.default: lambda x, t, r, beta: F.smooth_l1_loss(x, t, reduction=_REDUCTION_NAMES[r],
                                                                          beta=beta),
         ops.huber_loss.default: lambda x, t, r, delta: F.huber_loss(x, t, reduction=_REDUCTION_NAMES[r], delta=delta),
+        ops.kl_div.default: lambda x, t, r, log_target: torch.kl_div(x, t, r, log_target=log_target),
         ops.binary_cross_entropy_with_logits.default: lambda x, t, w, pw, r: F.binary_cross_entropy_with_logits(
             x, t, w, pos_weight=pw, reduction=_REDUCTION_NAMES[r]),
         ops.mse_loss_backward.default: aten.mse_loss_backward.default,

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from reference import requires_cuda
 from torch import nn
 
 import fastops
+import fastops.functional as FF
 from fastops.nn import convert
 
 
@@ -169,6 +171,110 @@ def test_onnx_export_of_the_parametrised_activations():
         session = ort.InferenceSession(path)
         (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     torch.testing.assert_close(torch.from_numpy(out), model(x), rtol=1e-4, atol=1e-5)
+
+
+class _LossModel(nn.Module):
+    """loss(scale * x, target, ...): the loss's input depends on a parameter, so that an export with grad enabled
+    meets the ops a training graph holds (cross_entropy's forward that also writes the gradient)."""
+
+    def __init__(self, loss):
+        super().__init__()
+        self.loss = loss
+        self.scale = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x, target):
+        return self.loss(x * self.scale, target)
+
+
+def _probs(*shape):
+    return torch.rand(*shape) * 0.9 + 0.05
+
+
+_W5 = torch.rand(5) + 0.5
+_IDX = torch.tensor([0, 4, -100, 2, 3, 1])
+_IDX_SPATIAL = torch.tensor([[[0, 4], [1, -100], [3, 3]], [[2, 2], [0, -100], [4, 1]]])  # [2, 3, 2], 5 classes
+
+# id -> (loss(x, target), x, target): every reduction and option each loss lowering has.
+ONNX_LOSSES = {
+    **{f"mse {r}": (lambda x, t, r=r: FF.mse_loss(x, t, reduction=r), torch.randn(6, 5), torch.randn(6, 5))
+       for r in ("none", "mean", "sum")},
+    **{f"l1 {r}": (lambda x, t, r=r: FF.l1_loss(x, t, reduction=r), torch.randn(6, 5), torch.randn(6, 5))
+       for r in ("none", "mean", "sum")},
+    "smooth_l1 beta": (lambda x, t: FF.smooth_l1_loss(x, t, beta=0.5, reduction="none"), torch.randn(6, 5),
+                       torch.randn(6, 5)),
+    "smooth_l1 beta0 sum": (lambda x, t: FF.smooth_l1_loss(x, t, beta=0.0, reduction="sum"), torch.randn(6, 5),
+                            torch.randn(6, 5)),
+    "huber": (lambda x, t: FF.huber_loss(x, t, delta=0.7, reduction="none"), torch.randn(6, 5), torch.randn(6, 5)),
+    "huber mean": (lambda x, t: FF.huber_loss(x, t), torch.randn(6, 5), torch.randn(6, 5)),
+    "bce": (lambda x, t: FF.binary_cross_entropy(x.clamp(0, 1), t, reduction="none"), _probs(6, 5), _probs(6, 5)),
+    "bce weight mean": (lambda x, t: FF.binary_cross_entropy(x.clamp(0, 1), t, weight=_W5), _probs(6, 5),
+                        _probs(6, 5)),
+    "bce clamped logs sum": (lambda x, t: FF.binary_cross_entropy(x.clamp(0, 1), t, reduction="sum"),
+                             torch.tensor([[0.0, 1.0, 0.5]]), torch.tensor([[1.0, 0.0, 0.5]])),
+    "bce_with_logits": (lambda x, t: FF.binary_cross_entropy_with_logits(x, t, reduction="none"),
+                        torch.randn(6, 5) * 8, _probs(6, 5)),
+    "bce_with_logits weights sum": (lambda x, t: FF.binary_cross_entropy_with_logits(
+        x, t, weight=_W5, pos_weight=_W5 * 2, reduction="sum"), torch.randn(6, 5) * 8, _probs(6, 5)),
+    **{f"kl_div {r} log_target={lt}": (lambda x, t, r=r, lt=lt: FF.kl_div(x, t, reduction=r, log_target=lt),
+                                       torch.randn(6, 5).log_softmax(1),
+                                       torch.randn(6, 5).log_softmax(1) if lt else torch.rand(6, 5).softmax(1))
+       for r in ("none", "batchmean", "sum", "mean") for lt in (False, True)},
+    "kl_div zero target": (lambda x, t: FF.kl_div(x, t, reduction="sum"), torch.randn(2, 3),
+                           torch.tensor([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])),
+    "nll_loss": (lambda x, t: FF.nll_loss(x, t), torch.randn(6, 5), _IDX),
+    "nll_loss weight none": (lambda x, t: FF.nll_loss(x, t, weight=_W5, reduction="none"), torch.randn(6, 5), _IDX),
+    "nll_loss ignore_index sum": (lambda x, t: FF.nll_loss(x, t, ignore_index=4, reduction="sum"), torch.randn(6, 5),
+                                  _IDX.clamp(min=0)),
+    "nll_loss spatial weight": (lambda x, t: FF.nll_loss(x, t, weight=_W5), torch.randn(2, 5, 3, 2), _IDX_SPATIAL),
+    "nll_loss unbatched": (lambda x, t: FF.nll_loss(x, t), torch.randn(5), torch.tensor(3)),
+    "cross_entropy": (lambda x, t: FF.cross_entropy(x, t), torch.randn(6, 5), _IDX),
+    "cross_entropy weight smoothing none": (lambda x, t: FF.cross_entropy(x, t, weight=_W5, label_smoothing=0.1,
+                                                                          reduction="none"), torch.randn(6, 5), _IDX),
+    "cross_entropy weight sum": (lambda x, t: FF.cross_entropy(x, t, weight=_W5, reduction="sum"), torch.randn(6, 5),
+                                 _IDX),
+    "cross_entropy ignore_index smoothing": (lambda x, t: FF.cross_entropy(x, t, ignore_index=2, label_smoothing=0.2),
+                                             torch.randn(6, 5), _IDX.clamp(min=0)),
+    "cross_entropy spatial weight": (lambda x, t: FF.cross_entropy(x, t, weight=_W5), torch.randn(2, 5, 3, 2),
+                                     _IDX_SPATIAL),
+    "cross_entropy probabilities weight smoothing": (lambda x, t: FF.cross_entropy(x, t, weight=_W5,
+                                                                                   label_smoothing=0.1),
+                                                     torch.randn(6, 5), torch.rand(6, 5).softmax(1)),
+    "cross_entropy probabilities none": (lambda x, t: FF.cross_entropy(x, t, reduction="none"), torch.randn(6, 5),
+                                         torch.rand(6, 5).softmax(1)),
+    # The forward that also writes the gradient, which cross_entropy's composite calls where the logits require grad
+    # (the exporter decomposes it without grad, so it is called here directly): its loss rows and its gradient.
+    **{f"cross_entropy_forward_grad {kind} {part}": (
+        lambda x, t, i=i: torch.ops.fastops.cross_entropy_forward_grad(
+            x, t, _W5, 2, 0.1, torch.tensor([0.5, 1.0, 2.0, 1.0, 0.25, 1.0], dtype=torch.float64))[i],
+        torch.randn(6, 5), target)
+       for kind, target in (("index", _IDX.clamp(min=0)), ("probabilities", torch.rand(6, 5).softmax(1)))
+       for i, part in enumerate(("loss", "grad"))},
+}
+
+
+@pytest.mark.parametrize("grad", (False, True), ids=("inference", "grad_enabled"))
+@pytest.mark.parametrize("case", ONNX_LOSSES)
+def test_onnx_loss_export_runs_in_onnxruntime(case, grad):
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    import fastops.onnx
+
+    loss, x, t = ONNX_LOSSES[case]
+    model = _LossModel(loss)
+    with tempfile.TemporaryDirectory() as tmp, torch.set_grad_enabled(grad), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # kl_div's 'mean' warning, as torch's
+        path = os.path.join(tmp, "loss.onnx")
+        fastops.onnx.export(model, (x, t), path)
+        expected = model(x, t).detach()
+        graph = onnx.load(path).graph
+        assert not any(n.domain.startswith("fastops") for n in graph.node)
+        session = ort.InferenceSession(path)
+        names = [i.name for i in session.get_inputs()]
+        feeds = {name: v.numpy() for name, v in zip(names, (x, t))}
+        (out,) = session.run(None, feeds)
+    # onnxruntime's Log / Exp are not torch's: float32-level agreement.
+    torch.testing.assert_close(torch.from_numpy(out), expected, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
 def _ddp_worker(rank, world_size, init_file, x, t, result_file):

@@ -303,9 +303,13 @@ POINTWISE = {
                         ops.binary_cross_entropy_with_logits),
     "l1_loss": (FF.l1_loss, F.l1_loss, {}, ops.l1_loss),
     "bce": (FF.binary_cross_entropy, F.binary_cross_entropy, {}, ops.binary_cross_entropy),
+    "kl_div": (FF.kl_div, F.kl_div, {}, ops.kl_div),
+    "kl_div_log_target": (FF.kl_div, F.kl_div, {"log_target": True}, ops.kl_div),
 }
 # The losses of probabilities, whose input lies in [0, 1].
 PROBABILITY_INPUT = ("bce",)
+# The losses whose target is probabilities.
+PROBABILITY_TARGET = ("bce_with_logits", "bce", "kl_div")
 
 
 def _probabilities(t: torch.Tensor) -> torch.Tensor:
@@ -318,8 +322,10 @@ def _pointwise_samples(name, device, dtype, reductions=REDUCTIONS):
     for reduction in reductions:
         for sample in elementwise_samples(device, dtype, n_inputs=2, requires_grad=True):
             x, t = sample.args
-            if name in ("bce_with_logits", "bce"):  # targets are probabilities in [0.0, 1.0)
+            if name in PROBABILITY_TARGET:  # in [0.0, 1.0)
                 t = _probabilities(t)
+            if name == "kl_div":  # off 0, where the target gradient is NaN (torch's too; opcheck compares without NaN)
+                t = (t.detach() * 0.9 + 0.05).requires_grad_()
             if name in PROBABILITY_INPUT:
                 x = _probabilities(x)
             yield Sample((x, t), dict(kwargs, reduction=reduction), f"{sample.desc}-{reduction}")
@@ -388,7 +394,7 @@ def test_pointwise_gradcheck(name):
     offset = torch.tensor([-2.0, -0.35, 0.2, 0.5, 3.0], dtype=torch.float64)
     if name in PROBABILITY_INPUT:  # inside (0, 1), away from the ends where finite differences leave the domain
         x = (torch.rand(4, 5, dtype=torch.float64) * 0.8 + 0.1).requires_grad_()
-    probabilities = name in ("bce_with_logits", "bce")
+    probabilities = name in PROBABILITY_TARGET
     t = (x.detach() + offset if not probabilities else torch.rand(4, 5, dtype=torch.float64)).requires_grad_()
     for reduction in REDUCTIONS:
         kwargs = dict(POINTWISE[name][2], reduction=reduction)
@@ -526,6 +532,68 @@ def test_bce_clamps_logs_like_torch():
             torch.testing.assert_close(g, r)
 
 
+# ---- kl_div: torch.nn.functional's own reductions and argument handling ----
+
+
+@pytest.mark.parametrize("log_target", (False, True))
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
+def test_kl_div_batchmean_and_legacy_reductions_match_torch(dtype, log_target):
+    x = make_tensor((6, 5), dtype, "cpu", low=-3, high=0, requires_grad=True)
+    t = make_tensor((6, 5), dtype, "cpu", low=0 if not log_target else -3, high=1 if not log_target else 0,
+                    requires_grad=True)
+    for kwargs in ({"reduction": "batchmean"}, {"size_average": False}, {"reduce": False},
+                   {"size_average": True, "reduction": "batchmean"}):
+        check_against_torch(FF.kl_div, F.kl_div, Sample((x, t), dict(kwargs, log_target=log_target), str(kwargs)),
+                            grad=True)
+
+
+def test_kl_div_zero_dim_batchmean_is_the_sum():
+    x, t = torch.tensor(-1.0, requires_grad=True), torch.tensor(0.5, requires_grad=True)
+    out, ref = FF.kl_div(x, t, reduction="batchmean"), F.kl_div(x, t, reduction="batchmean")
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(torch.autograd.grad(out, (x, t)), torch.autograd.grad(ref, (x, t)))
+
+
+def test_kl_div_mean_warns_like_torch():
+    x, t = torch.randn(3, 4), torch.rand(3, 4)
+    with pytest.warns(UserWarning, match="'batchmean' divides only by the batch size"):
+        FF.kl_div(x, t)
+
+
+def test_kl_div_zero_targets_follow_xlogy():
+    # t == 0 contributes 0 to the loss (also against x = -inf: NaN, as torch's 0 * -inf), and its target gradient is
+    # torch's NaN (t log t has no derivative there); the input gradient is -t.
+    x = torch.tensor([-1.0, -2.0, -float("inf"), 0.3, -0.5], requires_grad=True)
+    t = torch.tensor([0.0, 0.5, 0.0, 1.0, -1.0], requires_grad=True)
+    for reduction in ("none", "sum"):
+        out, ref = FF.kl_div(x, t, reduction=reduction), F.kl_div(x, t, reduction=reduction)
+        torch.testing.assert_close(out, ref, equal_nan=True)
+        up = torch.ones_like(out)
+        for g, r in zip(torch.autograd.grad(out, (x, t), up), torch.autograd.grad(ref, (x, t), up)):
+            torch.testing.assert_close(g, r, equal_nan=True)
+
+
+def test_kl_div_broadcasts_and_promotes_like_torch():
+    x = torch.randn(4, 3, dtype=torch.bfloat16, requires_grad=True)
+    t = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    for reduction in ("none", "batchmean", "sum"):
+        out, ref = FF.kl_div(x, t, reduction=reduction), F.kl_div(x, t, reduction=reduction)
+        assert out.dtype == ref.dtype == torch.float64 and out.shape == ref.shape
+        torch.testing.assert_close(out, ref)
+        up = torch.randn_like(out)
+        for g, r in zip(torch.autograd.grad(out, (x, t), up), torch.autograd.grad(ref, (x, t), up)):
+            assert g.dtype == r.dtype and g.shape == r.shape
+            torch.testing.assert_close(g, r)
+
+
+def test_kl_div_module_is_drop_in():
+    for kwargs in ({}, {"reduction": "batchmean", "log_target": True}, {"reduction": "none"}):
+        fast, native = fastops.nn.KLDivLoss(**kwargs), torch.nn.KLDivLoss(**kwargs)
+        assert isinstance(fast, torch.nn.KLDivLoss) and repr(fast) == repr(native)
+        x, t = torch.randn(7, 5).log_softmax(1), torch.rand(7, 5)
+        torch.testing.assert_close(fast(x, t), native(x, t))
+
+
 # ---- bad input ----
 
 _x = torch.randn(3, 5)
@@ -543,6 +611,8 @@ BAD_INPUTS = [
      r"Attempting to broadcast a dimension of length 4"),
     (lambda: FF.binary_cross_entropy(_p, _p, weight=torch.ones(5, requires_grad=True)), RuntimeError,
      r"'binary_cross_entropy' is not differentiable with respect to argument 'weight'"),
+    (lambda: FF.kl_div(_x, _x.long()), RuntimeError, r"kl_div: Integral inputs not supported\."),
+    (lambda: FF.kl_div(_x, _x, reduction="avg"), ValueError, r"avg is not a valid value for reduction"),
     (lambda: FF.l1_loss(_x, _x, weight=torch.ones(5)), ValueError, r"Weights and input must have the same size\."),
     (lambda: FF.l1_loss(_x, _x, weight=torch.ones(3, 5), reduction="avg"), ValueError, r"Invalid reduction mode: avg"),
     (lambda: FF.cross_entropy(_x, torch.tensor([0, 5, 1])), IndexError,
@@ -614,6 +684,36 @@ def test_cuda_bad_target_poisons_then_raises_without_killing_the_process():
         FF.cross_entropy(x.detach(), good)
 
 
+def test_bce_cuda_autocast_refuses_with_torchs_message():
+    # The AutocastCUDA kernel, reached directly (no GPU needed): torch bans binary_cross_entropy under CUDA autocast.
+    p = torch.rand(3, 4)
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCUDA)
+    with pytest.raises(RuntimeError, match=r"binary_cross_entropy and torch\.nn\.BCELoss are unsafe to autocast"):
+        ops.binary_cross_entropy.default.redispatch(keys, p, p, None, 1)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_bce_out_of_range_input_poisons_then_raises():
+    # torch asserts in its CUDA kernel (killing the context); fastops gives the element a NaN loss and raises at the
+    # next recording call once the GPU has run the bad one, without a host sync.
+    p = torch.rand(4, 5, device="cuda")
+    bad = p.clone()
+    bad[1, 2] = 1.5
+    torch.cuda._sleep(10**7)  # the GPU is still busy when the bad calls return: they raise nothing themselves
+    loss = FF.binary_cross_entropy(bad, p, reduction="none")
+    torch.cuda.synchronize()
+    assert torch.isnan(loss[1, 2]) and torch.isfinite(loss[0]).all()
+    with pytest.raises(RuntimeError, match=r"all elements of input should be between 0 and 1, got 1\.5"):
+        FF.binary_cross_entropy(p, p)
+    torch.testing.assert_close(FF.binary_cross_entropy(p, p), F.binary_cross_entropy(p, p))
+    torch.cuda._sleep(10**7)
+    assert torch.isnan(FF.binary_cross_entropy(bad, p))  # a mean over a bad element is never plausible
+    torch.cuda.synchronize()
+    with pytest.raises(RuntimeError, match=r"between 0 and 1"):
+        FF.binary_cross_entropy(p, p)
+
+
 @requires_cuda
 @pytest.mark.cuda
 def test_cuda_training_step_never_waits_for_the_gpu():
@@ -627,6 +727,8 @@ def test_cuda_training_step_never_waits_for_the_gpu():
     torch.cuda.set_sync_debug_mode("error")
     try:
         FF.cross_entropy(x @ w.t(), t).backward()
+        FF.nll_loss((x @ w.t()).log_softmax(1), t).backward()
+        FF.binary_cross_entropy((x @ w.t()).sigmoid(), torch.rand(300, 1000, device="cuda")).backward()
         FF.linear_cross_entropy(x, w, t, options=types.SimpleNamespace(batch_chunk_size=128)).backward()
     finally:
         torch.cuda.set_sync_debug_mode(previous)

@@ -10,7 +10,16 @@
 namespace fastops {
 
 // The elementwise losses; the backends switch on it. Cross entropy is a row reduction and has its own kernels.
-enum class PointwiseLoss : int32_t { Mse = 0, SmoothL1 = 1, Huber = 2, BceWithLogits = 3, L1 = 4, Bce = 5 };
+enum class PointwiseLoss : int32_t {
+  Mse = 0,
+  SmoothL1 = 1,
+  Huber = 2,
+  BceWithLogits = 3,
+  L1 = 4,
+  Bce = 5,
+  KlDiv = 6,           // kl_div with probabilities as the target
+  KlDivLogTarget = 7,  // kl_div with log-probabilities as the target (log_target=True)
+};
 
 // torch's at::Reduction values, which the schemas take as `int reduction`.
 enum class Reduction : int32_t { None = 0, Mean = 1, Sum = 2 };
@@ -131,6 +140,33 @@ struct Bce {
   }
 };
 
+// kl_div(input, target) = xlogy(t, t) - t x, torch's form (aten/src/ATen/native/Loss.cpp): xlogy(t, t) is 0 where
+// t == 0 (the limit of t log t) and NaN where t is NaN or negative; the product t x is not special-cased, so t = 0
+// with x = -inf is NaN, as in torch.
+struct KlDiv {
+  template <typename T>
+  FASTOPS_HD T value(T x, T t, T /*pw*/, T /*param*/) const {
+    using std::log;
+    return (t == T(0) ? T(0) : t * log(t)) - t * x;
+  }
+  template <typename T>
+  FASTOPS_HD T grad(T /*x*/, T t, T /*pw*/, T /*param*/) const { return -t; }
+};
+
+// kl_div with log_target: exp(t) (t - x).
+struct KlDivLogTarget {
+  template <typename T>
+  FASTOPS_HD T value(T x, T t, T /*pw*/, T /*param*/) const {
+    using std::exp;
+    return exp(t) * (t - x);
+  }
+  template <typename T>
+  FASTOPS_HD T grad(T /*x*/, T t, T /*pw*/, T /*param*/) const {
+    using std::exp;
+    return -exp(t);
+  }
+};
+
 // Whether a loss's float32 gradient is evaluated in double (with the upstream gradient and the weight) and rounded
 // once. binary_cross_entropy's (x - t) / ((1 - x) x) takes four roundings in float, and torch's float32 CPU backward
 // came out correctly rounded where that float math did not: at x = 6.3e-5, t = 0.805 it gave -19616.0996 exactly
@@ -154,6 +190,8 @@ FASTOPS_HD void visit_pointwise_loss(PointwiseLoss kind, Fn&& fn) {
     case PointwiseLoss::BceWithLogits: fn(BceWithLogits{}); break;
     case PointwiseLoss::L1: fn(L1{}); break;
     case PointwiseLoss::Bce: fn(Bce{}); break;
+    case PointwiseLoss::KlDiv: fn(KlDiv{}); break;
+    case PointwiseLoss::KlDivLogTarget: fn(KlDivLogTarget{}); break;
   }
 }
 

@@ -244,7 +244,7 @@ void scale_rows_(at::Tensor& x, const at::Tensor& scale) {
   Backend::scale_rows(x, scale.contiguous());
 }
 
-// ---- elementwise losses (mse, l1, smooth_l1, huber, binary_cross_entropy, binary_cross_entropy_with_logits) ----
+// ---- elementwise losses (mse, l1, smooth_l1, huber, binary_cross_entropy, binary_cross_entropy_with_logits, kl_div) ----
 
 // input and target, plus BCE's optional weight and pos_weight (undefined when absent), in one dense layout.
 struct PointwiseTensors {
@@ -257,9 +257,10 @@ inline Reduction to_reduction(const char* op, int64_t reduction) {
   return static_cast<Reduction>(reduction);
 }
 
-// The dtype an elementwise loss computes and returns in, as torch's does: mse and smooth_l1 promote input and target,
-// huber keeps input's, binary_cross_entropy needs one dtype, binary_cross_entropy_with_logits takes target's (torch's formula writes in place into target's
-// dtype). An integer target is fine where the rule gives a floating dtype (mse_loss(float, long) is float).
+// The dtype an elementwise loss computes and returns in, as torch's does: mse, smooth_l1 and kl_div promote input and
+// target, huber keeps input's, binary_cross_entropy needs one dtype, binary_cross_entropy_with_logits takes target's
+// (torch's formula writes in place into target's dtype). An integer target is fine where the rule gives a floating
+// dtype (mse_loss(float, long) is float), except for kl_div, which torch refuses with its own messages.
 inline at::ScalarType pointwise_loss_dtype(const char* op, PointwiseLoss kind, const at::Tensor& input,
                                            const at::Tensor& target) {
   check_defined(op, {input, "input"});
@@ -271,6 +272,12 @@ inline at::ScalarType pointwise_loss_dtype(const char* op, PointwiseLoss kind, c
     // torch's binary_cross_entropy takes no mixed dtypes (its TensorIterator's message).
     TORCH_CHECK(target.scalar_type() == input.scalar_type(), "Found dtype ", target.scalar_type(), " but expected ",
                 input.scalar_type());
+  } else if (kind == PointwiseLoss::KlDiv || kind == PointwiseLoss::KlDivLogTarget) {
+    TORCH_CHECK(!input.is_complex() && !target.is_complex(), "kl_div: Complex inputs not supported.");
+    TORCH_CHECK(!at::isIntegralType(input.scalar_type(), /*includeBool=*/true) &&
+                    !at::isIntegralType(target.scalar_type(), /*includeBool=*/true),
+                "kl_div: Integral inputs not supported.");
+    dtype = c10::promoteTypes(input.scalar_type(), target.scalar_type());
   } else if (kind != PointwiseLoss::Huber) {
     dtype = c10::promoteTypes(input.scalar_type(), target.scalar_type());
   }
@@ -371,6 +378,10 @@ at::Tensor pointwise_loss_backward(const char* op, PointwiseLoss kind, const at:
   return grad_input;
 }
 
+inline PointwiseLoss kl_div_kind(bool log_target) {
+  return log_target ? PointwiseLoss::KlDivLogTarget : PointwiseLoss::KlDiv;
+}
+
 // Registers every loss schema's kernel for one backend (the CPU and CUDA bindings differ only in Backend).
 template <typename Backend>
 void register_loss_kernels(torch::Library& m) {
@@ -413,6 +424,12 @@ void register_loss_kernels(torch::Library& m) {
   m.impl("binary_cross_entropy_backward", [](T g, T x, T t, Opt w, int64_t red) {
     return pointwise_loss_backward<Backend>("binary_cross_entropy_backward", PointwiseLoss::Bce, g, x, t, w, {}, red,
                                             0.0);
+  });
+  m.impl("kl_div", [](T x, T t, int64_t red, bool log_target) {
+    return pointwise_loss_forward<Backend>("kl_div", kl_div_kind(log_target), x, t, {}, {}, red, 0.0);
+  });
+  m.impl("kl_div_backward", [](T g, T x, T t, int64_t red, bool log_target) {
+    return pointwise_loss_backward<Backend>("kl_div_backward", kl_div_kind(log_target), g, x, t, {}, {}, red, 0.0);
   });
   m.impl("binary_cross_entropy_with_logits", [](T x, T t, Opt w, Opt pw, int64_t red) {
     return pointwise_loss_forward<Backend>("binary_cross_entropy_with_logits", PointwiseLoss::BceWithLogits, x, t, w,

@@ -9,6 +9,7 @@
 // probability targets need; the logits are usually alive anyway (the caller's output tensor), so this costs no
 // memory in the common case.
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/exp.h>
 #include <ATen/ops/log_softmax.h>
 #include <ATen/ops/logit.h>
 #include <ATen/ops/ones.h>
@@ -17,6 +18,7 @@
 #include <ATen/ops/softmax.h>
 #include <ATen/ops/softplus.h>
 #include <ATen/ops/where.h>
+#include <ATen/ops/xlogy.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/csrc/autograd/graph_task.h>
 #include <torch/library.h>
@@ -226,8 +228,25 @@ Tensor aten_pointwise_grad_input(PointwiseLoss kind, const Tensor& x, const Tens
       const Tensor g = pw.defined() ? (1 + (pw - 1) * t) * at::sigmoid(x) - pw * t : at::sigmoid(x) - t;
       return w.defined() ? g * w : g;
     }
+    case PointwiseLoss::KlDiv: return -t;
+    case PointwiseLoss::KlDivLogTarget: return -at::exp(t.to(loss_math_type(t.scalar_type())));
   }
   return Tensor();
+}
+
+// Whether a loss depends on input - target only, so that its target gradient is minus its input gradient.
+bool of_difference(PointwiseLoss kind) {
+  switch (kind) {
+    case PointwiseLoss::Mse:
+    case PointwiseLoss::SmoothL1:
+    case PointwiseLoss::Huber:
+    case PointwiseLoss::L1: return true;
+    case PointwiseLoss::BceWithLogits:
+    case PointwiseLoss::Bce:
+    case PointwiseLoss::KlDiv:
+    case PointwiseLoss::KlDivLogTarget: return false;
+  }
+  return false;
 }
 
 Tensor aten_pointwise_grad_target(PointwiseLoss kind, const Tensor& x, const Tensor& t, const Tensor& w,
@@ -236,7 +255,16 @@ Tensor aten_pointwise_grad_target(PointwiseLoss kind, const Tensor& x, const Ten
     const Tensor g = -at::logit(x);
     return w.defined() ? g * w : g;
   }
-  if (kind != PointwiseLoss::BceWithLogits) return -aten_pointwise_grad_input(kind, x, t, w, pw, param);
+  if (kind == PointwiseLoss::KlDiv || kind == PointwiseLoss::KlDivLogTarget) {
+    // torch's kl_div is an ATen composite whose autograd differentiates xlogy(t, t) - t x into
+    // xlogy(t != 0, t) + t / t - x (NaN where t == 0, where t log t has no derivative) and exp(t) (t - x) into
+    // exp(t) (t - x + 1); the same expressions here, in the math type so that a 16-bit gradient is rounded once.
+    const at::ScalarType math = loss_math_type(c10::promoteTypes(x.scalar_type(), t.scalar_type()));
+    const Tensor xm = x.to(math), tm = t.to(math);
+    if (kind == PointwiseLoss::KlDivLogTarget) return at::exp(tm) * (tm - xm + 1);
+    return at::xlogy(tm != 0, tm) + tm / tm - xm;
+  }
+  if (of_difference(kind)) return -aten_pointwise_grad_input(kind, x, t, w, pw, param);
   const Tensor g = pw.defined() ? (pw - 1) * at::softplus(-x) - x : -x;  // d/dt of (1 - t) x + (1 + (pw - 1) t) sp(-x)
   return w.defined() ? g * w : g;
 }
@@ -249,6 +277,8 @@ using BceOp = Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTe
 using BceBackwardOp = Tensor(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, int64_t);
 using BceProbOp = Tensor(const Tensor&, const Tensor&, const OptTensor&, int64_t);
 using BceProbBackwardOp = Tensor(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, int64_t);
+using KlDivOp = Tensor(const Tensor&, const Tensor&, int64_t, bool);
+using KlDivBackwardOp = Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t, bool);
 
 Tensor pointwise_forward_op(PointwiseLoss kind, const Tensor& x, const Tensor& t, const Tensor& w, const Tensor& pw,
                             int64_t reduction, double param) {
@@ -262,6 +292,9 @@ Tensor pointwise_forward_op(PointwiseLoss kind, const Tensor& x, const Tensor& t
     case PointwiseLoss::L1: return FASTOPS_OP("l1_loss", "", RegressionOp).call(x, t, reduction);
     case PointwiseLoss::Bce:
       return FASTOPS_OP("binary_cross_entropy", "", BceProbOp).call(x, t, optional(w), reduction);
+    case PointwiseLoss::KlDiv:
+    case PointwiseLoss::KlDivLogTarget:
+      return FASTOPS_OP("kl_div", "", KlDivOp).call(x, t, reduction, kind == PointwiseLoss::KlDivLogTarget);
   }
   return Tensor();
 }
@@ -280,6 +313,10 @@ Tensor pointwise_backward_op(PointwiseLoss kind, const Tensor& g, const Tensor& 
     case PointwiseLoss::L1: return FASTOPS_OP("l1_loss_backward", "", RegressionBackwardOp).call(g, x, t, reduction);
     case PointwiseLoss::Bce:
       return FASTOPS_OP("binary_cross_entropy_backward", "", BceProbBackwardOp).call(g, x, t, optional(w), reduction);
+    case PointwiseLoss::KlDiv:
+    case PointwiseLoss::KlDivLogTarget:
+      return FASTOPS_OP("kl_div_backward", "", KlDivBackwardOp)
+          .call(g, x, t, reduction, kind == PointwiseLoss::KlDivLogTarget);
   }
   return Tensor();
 }
@@ -314,8 +351,7 @@ struct PointwiseLossFn : torch::autograd::Function<PointwiseLossFn> {
                                          : pointwise_backward_op(kind, g, x, t, w, pw, reduction, param);
     }
     if (ctx->needs_input_grad(1)) {
-      const bool of_difference = kind != PointwiseLoss::BceWithLogits && kind != PointwiseLoss::Bce;
-      grad_t = of_difference && grad_x.defined()
+      grad_t = of_difference(kind) && grad_x.defined()
                    ? -grad_x  // these depend on input - target only
                    : per_element(aten_pointwise_grad_target(kind, x, t, w, pw, param));
     }
@@ -360,6 +396,9 @@ TORCH_LIBRARY_IMPL(fastops, Autograd, m) {
   });
   m.impl("binary_cross_entropy", [](T x, T t, const OptTensor& w, int64_t red) {
     return pointwise_autograd(PointwiseLoss::Bce, x, t, w, std::nullopt, red, 0.0);
+  });
+  m.impl("kl_div", [](T x, T t, int64_t red, bool log_target) {
+    return pointwise_autograd(kl_div_kind(log_target), x, t, std::nullopt, std::nullopt, red, 0.0);
   });
   m.impl("binary_cross_entropy_with_logits", [](T x, T t, const OptTensor& w, const OptTensor& pw, int64_t red) {
     return pointwise_autograd(PointwiseLoss::BceWithLogits, x, t, w, pw, red, 0.0);

@@ -1,12 +1,13 @@
 // CUDA binding of the loss kernels: device guard, current stream, tensors -> launch structs, launch check, and the
-// out-of-range class errors of cross entropy, which the kernels record in mapped host memory and this binding raises
-// without waiting for the GPU (losses_launch.h: TargetErrorRecord).
+// bad data the kernels record (cross entropy's class indices, binary_cross_entropy's probabilities), raised without
+// waiting for the GPU (kernel_errors.h; raise_recorded_kernel_error, which nll_loss's binding shares, is here).
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "losses/kernel_errors_binding.h"
 #include "losses/losses.h"
 #include "losses/losses_launch.h"
 
@@ -37,38 +38,8 @@ PointwiseLaunch pointwise_launch(PointwiseLoss kind, const PointwiseTensors& p, 
           p.weight.defined() ? p.weight.const_data_ptr() : nullptr,
           p.pos_weight.defined() ? p.pos_weight.const_data_ptr() : nullptr,
           p.input.numel(),
-          param};
-}
-
-// Raises, as an IndexError naming the target, a class index out of range that an earlier kernel on this device
-// recorded and the GPU has already run. No CUDA call and no wait unless one is pending; left pending while the
-// stream is being captured into a CUDA graph (nothing may fail the capture for an error outside it).
-void raise_recorded_target_error(cudaStream_t stream) {
-  if (!target_error_pending()) return;
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-  if (capture != cudaStreamCaptureStatusNone) return;
-  TargetError e{};
-  if (!take_target_error(e)) return;
-  TORCH_CHECK_INDEX(false, "fastops.cross_entropy: target ", e.target, " (row ", e.row, ") is out of bounds for ",
-                    e.classes, " classes (ignore_index is ", e.ignore_index, ")");
-}
-
-// Runs launch(stream) for a forward kernel. Class-index targets out of range never make this wait for the GPU (a
-// training step's chunks and kernels keep queueing): their rows get a NaN loss (and gradient) and the error is
-// raised by the first cross-entropy call that finds it recorded, this one when the GPU has already run its kernel.
-template <typename Launch>
-void run_checking_targets(const CrossEntropyTensors& ce, CrossEntropyLaunch& l, Launch&& launch) {
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  raise_recorded_target_error(stream);
-  if (!ce.probability_target()) {
-    l.target_errors = target_error_record();
-    TORCH_CHECK(l.target_errors != nullptr,
-                "fastops.cross_entropy: could not allocate the mapped host memory its kernels record bad targets in");
-  }
-  launch(stream);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  raise_recorded_target_error(stream);
+          param,
+          KernelErrorSink{}};  // binary_cross_entropy's forward sets it
 }
 
 struct CudaBackend {
@@ -79,7 +50,10 @@ struct CudaBackend {
     l.row_weight = ce.row_weight.data_ptr<double>();
     l.lse = ce.lse.data_ptr<double>();
     l.target_mass = ce.target_mass.data_ptr();
-    run_checking_targets(ce, l, [&](cudaStream_t stream) { cross_entropy_forward_cuda(l, stream); });
+    run_recording_errors("cross_entropy", !ce.probability_target(), [&](cudaStream_t stream, KernelErrorSink sink) {
+      l.errors = sink;
+      cross_entropy_forward_cuda(l, stream);
+    });
   }
 
   static void cross_entropy_forward_grad(const CrossEntropyTensors& ce, int64_t ignore_index, double label_smoothing,
@@ -87,7 +61,8 @@ struct CudaBackend {
     const c10::cuda::CUDAGuard guard(ce.logits.device());
     CrossEntropyLaunch l = cross_entropy_launch(ce, ignore_index, label_smoothing);
     l.loss = ce.loss.data_ptr<double>();
-    run_checking_targets(ce, l, [&](cudaStream_t stream) {
+    run_recording_errors("cross_entropy", !ce.probability_target(), [&](cudaStream_t stream, KernelErrorSink sink) {
+      l.errors = sink;
       cross_entropy_forward_grad_cuda(l, grad_scale.const_data_ptr<double>(), grad_scale.numel() > 1,
                                       grad_logits.data_ptr(), stream);
     });
@@ -113,17 +88,21 @@ struct CudaBackend {
   static void pointwise_forward(PointwiseLoss kind, const PointwiseTensors& p, double param, Reduction red,
                                 at::Tensor& out) {
     const c10::cuda::CUDAGuard guard(p.input.device());
-    const PointwiseLaunch l = pointwise_launch(kind, p, param);
-    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    if (red == Reduction::None) {
-      pointwise_loss_forward_cuda(l, out.data_ptr(), stream);
-    } else {
+    PointwiseLaunch l = pointwise_launch(kind, p, param);
+    auto launch = [&](cudaStream_t stream, KernelErrorSink sink) {
+      l.errors = sink;
+      if (red == Reduction::None) {
+        pointwise_loss_forward_cuda(l, out.data_ptr(), stream);
+        return;
+      }
       // The partial sums live until the second kernel has run: the caching allocator keeps the block reserved for
       // this stream until then.
       at::Tensor partials = at::empty({pointwise_loss_partials(l.n)}, p.input.options().dtype(at::kDouble));
       pointwise_loss_reduce_cuda(l, red == Reduction::Mean, partials.data_ptr<double>(), out.data_ptr(), stream);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    // binary_cross_entropy's inputs must lie in [0, 1]: torch's CUDA kernel asserts it (which kills the context),
+    // its CPU kernel raises; here the kernel records the first one outside, without a sync.
+    run_recording_errors("binary_cross_entropy", kind == PointwiseLoss::Bce, launch);
   }
 
   static void pointwise_backward(PointwiseLoss kind, const at::Tensor& grad_output, const PointwiseTensors& p,
@@ -139,6 +118,26 @@ struct CudaBackend {
 };
 
 }  // namespace
+
+void raise_recorded_kernel_error(cudaStream_t stream) {
+  if (!kernel_error_pending()) return;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return;
+  KernelError e{};
+  if (!take_kernel_error(e)) return;
+  switch (e.kind) {
+    case KernelErrorKind::CrossEntropyTarget:
+      TORCH_CHECK_INDEX(false, "fastops.cross_entropy: target ", e.value, " (row ", e.index, ") is out of bounds for ",
+                        e.classes, " classes (ignore_index is ", e.ignore_index, ")");
+    case KernelErrorKind::NllTarget:  // torch's nll_loss message, as the CPU kernel raises it
+      TORCH_CHECK_INDEX(false, "fastops.nll_loss: Target ", e.value, " is out of bounds. (row ", e.index, ", ",
+                        e.classes, " classes)");
+    case KernelErrorKind::BceInput:  // torch's CPU message
+      TORCH_CHECK(false, "fastops.binary_cross_entropy: all elements of input should be between 0 and 1, got ", e.real);
+  }
+  TORCH_CHECK(false, "fastops: a loss kernel recorded an unknown error kind ", static_cast<int>(e.kind));
+}
 
 TORCH_LIBRARY_IMPL(fastops, CUDA, m) { register_loss_kernels<CudaBackend>(m); }
 

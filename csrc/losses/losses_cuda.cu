@@ -6,7 +6,7 @@
 // written. The backward reads the row once more and writes (qsum exp(z - lse) - q) * upstream. Rows are walked by
 // one function (for_each_in_row): 16-byte packs when the base pointers are aligned (a few scalar head / tail
 // elements per row when C * sizeof(T) is not a multiple of 16), else element by element. All indices are int64:
-// N * C > 2^31 is normal. A class index out of range is recorded for the host (TargetErrorRecord), never asserted.
+// N * C > 2^31 is normal. A class index out of range is recorded for the host (kernel_errors.h), never asserted.
 //
 // Elementwise losses: the loss_math.h formulas as functors of common/cuda_elementwise.cuh's map ('none', backward)
 // and deterministic sum ('mean', 'sum').
@@ -31,20 +31,11 @@ using cuda::opmath_t;
 using cuda::Pack16;
 using cuda::to_opmath;
 
-// ---- out-of-range class indices (losses_launch.h: TargetErrorRecord) ----
+// ---- bad data (kernel_errors.h) ----
 
-// Claims made on this device: a kernel that finds a bad row records it only when it moves the count from the host's
-// `consumed` to consumed + 1, so one kernel writes each record and none writes while the host has not raised the last.
-__device__ unsigned int target_error_claims;
-
-__device__ void record_target_error(TargetErrorRecord* record, int64_t row, int64_t target, int64_t classes,
-                                    int64_t ignore_index) {
-  const unsigned int consumed = *reinterpret_cast<volatile unsigned int*>(&record->consumed);
-  if (atomicCAS(&target_error_claims, consumed, consumed + 1) != consumed) return;
-  record->error = {row, target, classes, ignore_index};
-  __threadfence_system();  // the error reaches host memory before `posted` does
-  *reinterpret_cast<volatile unsigned int*>(&record->posted) = consumed + 1;
-}
+// The claim count of every device's KernelErrorRecord (one per device: a __device__ variable lives in each device's
+// copy of this module), handed to every recording kernel through its KernelErrorSink.
+__device__ unsigned int kernel_error_claims;
 
 // ---- cross entropy ----
 
@@ -238,15 +229,17 @@ __device__ RowResult row_result(const RowParams<T>& rp, int64_t row, int64_t y) 
 }
 
 // The class of `row` for index targets (of all num_classes; 0 for probabilities), or -1 for an ignored row and -2
-// for a class out of range, which is recorded in *errors when given (raised as a Python error by the binding; never
-// a device assert).
+// for a class out of range, which is recorded in `errors` when it has a record (raised as a Python error by the
+// binding; never a device assert).
 template <typename T>
-__device__ __forceinline__ int64_t row_class(const RowParams<T>& rp, int64_t row, TargetErrorRecord* errors) {
+__device__ __forceinline__ int64_t row_class(const RowParams<T>& rp, int64_t row, const KernelErrorSink& errors) {
   if (!rp.index) return 0;
   const int64_t y = rp.index[row];
   if (y == rp.ignore_index) return -1;
   if (y < 0 || y >= rp.num_classes) {
-    if (threadIdx.x == 0 && errors != nullptr) record_target_error(errors, row, y, rp.num_classes, rp.ignore_index);
+    if (threadIdx.x == 0 && errors.record != nullptr) {
+      record_kernel_error(errors, {KernelErrorKind::CrossEntropyTarget, row, y, rp.num_classes, rp.ignore_index, 0.0});
+    }
     return -2;
   }
   return y;
@@ -307,7 +300,7 @@ template <typename T>
 __global__ void __launch_bounds__(kRowThreadsMax, 2)
     cross_entropy_forward_kernel(RowParams<T> rp, double* __restrict__ loss, double* __restrict__ row_weight,
                                  double* __restrict__ lse, opmath_t<T>* __restrict__ target_mass,
-                                 TargetErrorRecord* errors) {
+                                 KernelErrorSink errors) {
   using A = opmath_t<T>;
   const int64_t row = blockIdx.x;
   const int64_t y = row_class(rp, row, errors);
@@ -336,7 +329,7 @@ __global__ void __launch_bounds__(kRowThreadsMax, 2)
 template <typename T>
 __global__ void __launch_bounds__(kRowThreadsMax, 1)
     cross_entropy_forward_grad_kernel(RowParams<T> rp, const double* __restrict__ grad_scale, int64_t scale_stride,
-                                      double* __restrict__ loss, TargetErrorRecord* errors, T* grad) {
+                                      double* __restrict__ loss, KernelErrorSink errors, T* grad) {
   using A = opmath_t<T>;
   __shared__ double row_lse, row_mass;
   const int64_t row = blockIdx.x;
@@ -366,7 +359,7 @@ __global__ void __launch_bounds__(kRowThreadsMax, 2)
                                   T* grad) {
   const int64_t row = blockIdx.x;
   T* g = grad + row * rp.c;
-  const int64_t y = row_class(rp, row, nullptr);
+  const int64_t y = row_class(rp, row, KernelErrorSink{});
   if (y < 0) {
     fill_row(rp.c, y == -1, g);
     return;
@@ -449,9 +442,18 @@ struct PointwiseOp {
   double param;
   const T* grad_scalar;  // kGrad without a gradient tensor: the 0-dim upstream gradient, times `norm`
   double norm;
+  KernelErrorSink errors;  // binary_cross_entropy's forward: where an input outside [0, 1] is recorded
 
   template <typename V, typename... Rest>
   __device__ __forceinline__ V operator()(V x, V t, Rest... rest) const {
+    if constexpr (std::is_same_v<Loss, loss::Bce> && !kGrad) {
+      if (!(x >= V(0) && x <= V(1))) {  // NaN included, as torch's check
+        if (errors.record != nullptr) {
+          record_kernel_error(errors, {KernelErrorKind::BceInput, 0, 0, 0, 0, static_cast<double>(x)});
+        }
+        return V(NAN);
+      }
+    }
     const V extra[sizeof...(Rest) + 1] = {rest..., V(0)};
     const V w = kW ? extra[0] : V(1);
     const V pw = kPw ? extra[kW ? 1 : 0] : V(1);
@@ -485,7 +487,7 @@ void with_pointwise_op(const PointwiseLaunch& p, const T* grad, const T* grad_sc
       if constexpr (kW) in.p[k++] = w;
       if constexpr (kPw) in.p[k++] = pw;
       if constexpr (kG) in.p[k++] = grad;
-      run(PointwiseOp<L, T, kGrad, kW, kPw, kG>{l, p.param, grad_scalar, norm}, in);
+      run(PointwiseOp<L, T, kGrad, kW, kPw, kG>{l, p.param, grad_scalar, norm, p.errors}, in);
     };
     using Yes = std::true_type;
     using No = std::false_type;
@@ -508,40 +510,67 @@ void with_pointwise_op(const PointwiseLaunch& p, const T* grad, const T* grad_sc
 
 }  // namespace
 
-TargetErrorRecord* target_error_record() {
+namespace {
+
+KernelErrorRecord* kernel_error_record(int device) {
   // One record per device, in one allocation of mapped (and, with unified addressing, device-visible) pinned host
   // memory made on first use; never freed, as a kernel of any later moment may still write it.
-  static TargetErrorRecord* const records = [] {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count <= 0) return static_cast<TargetErrorRecord*>(nullptr);
+  static int count = 0;
+  static KernelErrorRecord* const records = [] {
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count <= 0) return static_cast<KernelErrorRecord*>(nullptr);
     void* host = nullptr;
-    if (cudaHostAlloc(&host, sizeof(TargetErrorRecord) * count, cudaHostAllocMapped | cudaHostAllocPortable) !=
+    if (cudaHostAlloc(&host, sizeof(KernelErrorRecord) * count, cudaHostAllocMapped | cudaHostAllocPortable) !=
         cudaSuccess) {
       cudaGetLastError();  // not sticky; leave no error for the caller's launch check
-      return static_cast<TargetErrorRecord*>(nullptr);
+      return static_cast<KernelErrorRecord*>(nullptr);
     }
-    std::memset(host, 0, sizeof(TargetErrorRecord) * count);
-    return static_cast<TargetErrorRecord*>(host);
+    std::memset(host, 0, sizeof(KernelErrorRecord) * count);
+    return static_cast<KernelErrorRecord*>(host);
   }();
-  if (records == nullptr) return nullptr;
-  int device = 0;
-  cudaGetDevice(&device);
-  return records + device;
+  return records != nullptr && device < count ? records + device : nullptr;
 }
 
-bool target_error_pending() {
-  const TargetErrorRecord* record = target_error_record();
+int current_device() {
+  int device = 0;
+  cudaGetDevice(&device);
+  return device;
+}
+
+}  // namespace
+
+KernelErrorSink kernel_error_sink() {
+  constexpr int kMaxDevices = 64;
+  // kernel_error_claims' address on each device, looked up once (the first lookup loads this module there).
+  static std::atomic<unsigned int*> claims[kMaxDevices] = {};
+  const int device = current_device();
+  KernelErrorRecord* record = kernel_error_record(device);
+  if (record == nullptr || device >= kMaxDevices) return {};
+  unsigned int* c = claims[device].load(std::memory_order_acquire);
+  if (c == nullptr) {
+    void* address = nullptr;
+    if (cudaGetSymbolAddress(&address, kernel_error_claims) != cudaSuccess) {
+      cudaGetLastError();
+      return {};
+    }
+    c = static_cast<unsigned int*>(address);
+    claims[device].store(c, std::memory_order_release);
+  }
+  return {record, c};
+}
+
+bool kernel_error_pending() {
+  const KernelErrorRecord* record = kernel_error_record(current_device());
   return record != nullptr && *reinterpret_cast<const volatile uint32_t*>(&record->posted) != record->consumed;
 }
 
-bool take_target_error(TargetError& error) {
-  TargetErrorRecord* record = target_error_record();
+bool take_kernel_error(KernelError& error) {
+  KernelErrorRecord* record = kernel_error_record(current_device());
   if (record == nullptr) return false;
   const uint32_t posted = *reinterpret_cast<volatile uint32_t*>(&record->posted);
   if (posted == record->consumed) return false;
   std::atomic_thread_fence(std::memory_order_acquire);  // the kernel wrote `error` before `posted`
-  const volatile TargetError& recorded = record->error;
-  error = {recorded.row, recorded.target, recorded.classes, recorded.ignore_index};
+  const volatile KernelError& recorded = record->error;
+  error = {recorded.kind, recorded.index, recorded.value, recorded.classes, recorded.ignore_index, recorded.real};
   *reinterpret_cast<volatile uint32_t*>(&record->consumed) = posted;
   return true;
 }
@@ -552,7 +581,7 @@ void cross_entropy_forward_cuda(const CrossEntropyLaunch& ce, cudaStream_t strea
     using T = std::remove_pointer_t<decltype(tag)>;
     const RowParams<T> rp = row_params<T>(ce, ce.logits);
     cross_entropy_forward_kernel<T><<<static_cast<unsigned>(ce.n), row_threads(ce.c, Pack16<T>::kSize), 0, stream>>>(
-        rp, ce.loss, ce.row_weight, ce.lse, static_cast<opmath_t<T>*>(ce.target_mass), ce.target_errors);
+        rp, ce.loss, ce.row_weight, ce.lse, static_cast<opmath_t<T>*>(ce.target_mass), ce.errors);
   });
 }
 
@@ -564,7 +593,7 @@ void cross_entropy_forward_grad_cuda(const CrossEntropyLaunch& ce, const double*
     const RowParams<T> rp = row_params<T>(ce, grad_logits);
     cross_entropy_forward_grad_kernel<T>
         <<<static_cast<unsigned>(ce.n), row_threads(ce.c, Pack16<T>::kSize), 0, stream>>>(
-            rp, grad_scale, scale_per_row ? 1 : 0, ce.loss, ce.target_errors, static_cast<T*>(grad_logits));
+            rp, grad_scale, scale_per_row ? 1 : 0, ce.loss, ce.errors, static_cast<T*>(grad_logits));
   });
 }
 

@@ -7,40 +7,10 @@
 #include <cstdint>
 
 #include "common/dtype.h"
+#include "losses/kernel_errors.h"
 #include "losses/loss_math.h"
 
 namespace fastops {
-
-// A class index out of range, as a cross-entropy kernel records it.
-struct TargetError {
-  int64_t row;
-  int64_t target;
-  int64_t classes;
-  int64_t ignore_index;
-};
-
-// Out-of-range class indices never stall the stream and never pass silently. The kernel gives every such row a NaN
-// loss (and, where it writes one, a NaN gradient row), so a loss that reaches the host is never plausible, and the
-// first such row a kernel meets is recorded here: in host memory mapped into the device's address space, written by
-// the kernel (a claim on a device counter picks one writer; __threadfence_system before `posted`). The host reads it
-// without a CUDA call or a wait, and the binding raises it as an IndexError naming the target at the next
-// cross-entropy call that starts after the GPU has run the bad one (the same call when the GPU is already done with
-// it, e.g. under CUDA_LAUNCH_BLOCKING=1). One record per device and process; each error is raised once.
-struct TargetErrorRecord {
-  TargetError error;
-  uint32_t posted;    // by the recording kernel: its claim's number (consumed + 1 when it claimed)
-  uint32_t consumed;  // by the host: the number of the last error it raised
-};
-
-// The current device's record (allocated on first use, mapped pinned host memory, never freed), or null when the
-// allocation failed.
-TargetErrorRecord* target_error_record();
-
-// Whether the current device's record holds an error not raised yet (a host memory read: no CUDA call, no sync).
-bool target_error_pending();
-
-// Takes the current device's pending error, if any: returns false when there is none.
-bool take_target_error(TargetError& error);
 
 // One cross-entropy call on contiguous [n, c] logits. `target` is int64 [n] class indices or [n, c] probabilities
 // of the logits' dtype; `weight` is [c] in the math type (float, double for float64 logits) or null.
@@ -62,14 +32,14 @@ struct CrossEntropyLaunch {
   double* lse;
   void* target_mass;
   // Forward with class indices only (else null): where a row whose class index is out of range is recorded.
-  TargetErrorRecord* target_errors;
+  KernelErrorSink errors;
 };
 
 void cross_entropy_forward_cuda(const CrossEntropyLaunch& ce, cudaStream_t stream);
 
 // The forward that also writes the gradient, scaled by u_i = grad_scale[i or 0]: ce.loss[i] = u_i * CE_i and
-// grad_logits = u_i * d CE_i / d logits_i (scale_per_row: one float64 per row, else one for all), ce.target_errors as
-// in the forward (null for probability targets). grad_logits may be ce.logits (in place). ce's row_weight / lse / target_mass
+// grad_logits = u_i * d CE_i / d logits_i (scale_per_row: one float64 per row, else one for all), ce.errors as in
+// the forward (null for probability targets). grad_logits may be ce.logits (in place). ce's row_weight / lse / target_mass
 // are unused.
 void cross_entropy_forward_grad_cuda(const CrossEntropyLaunch& ce, const double* grad_scale, bool scale_per_row,
                                      void* grad_logits, cudaStream_t stream);
@@ -95,6 +65,8 @@ struct PointwiseLaunch {
   const void* pos_weight;
   int64_t n;
   double param;
+  // binary_cross_entropy's forward (else null): where an input outside [0, 1] is recorded (its loss is NaN).
+  KernelErrorSink errors;
 };
 
 // How many float64 partial sums pointwise_loss_reduce_cuda needs as workspace for n elements.

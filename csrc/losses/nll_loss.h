@@ -1,7 +1,8 @@
 // Torch-side driver of the nll_loss row kernels, shared by the CPU and CUDA bindings: argument checks, the
 // [outer, C, inner] view (nll_loss_math.h) and allocation live here once; a Backend only runs kernels:
 //   Backend::nll_loss_forward(NllGeometry, const Tensor& input, const Tensor& target, const Tensor& weight,
-//                             int64_t ignore_index, Tensor& loss, Tensor& row_weight)   (raises for a bad target)
+//                             int64_t ignore_index, Tensor& loss, Tensor& row_weight)   (raises for a bad target;
+//                             CUDA without a host sync: kernel_errors.h)
 //   Backend::nll_loss_backward(NllGeometry, const Tensor& grad_rows, const Tensor& input, const Tensor& target,
 //                              const Tensor& weight, int64_t ignore_index, Tensor& grad_input)  (grad_input zeroed)
 // torch.nn.functional.nll_loss's argument rules live in the composite (cross_entropy_loss.cpp: fastops::nll_loss),

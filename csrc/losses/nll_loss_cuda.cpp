@@ -1,11 +1,11 @@
-// CUDA binding of the nll_loss kernels: device guard, current stream, launch check, and the out-of-range class
-// check (a device flag read back after the forward kernel, as for cross entropy in losses_cuda.cpp).
-#include <ATen/ops/full.h>
+// CUDA binding of the nll_loss kernels: device guard, current stream, launch check, and the out-of-range classes the
+// forward kernel records, raised without waiting for the GPU (kernel_errors.h, as for cross entropy).
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "losses/kernel_errors_binding.h"
 #include "losses/nll_loss.h"
 #include "losses/nll_loss_launch.h"
 
@@ -21,18 +21,11 @@ struct CudaBackend {
                                const at::Tensor& weight, int64_t ignore_index, at::Tensor& loss,
                                at::Tensor& row_weight) {
     const c10::cuda::CUDAGuard guard(input.device());
-    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    at::Tensor bad_row = at::full({1}, -1, input.options().dtype(at::kLong));
-    nll_loss_forward_cuda(to_dtype(input.scalar_type()), geo, input.const_data_ptr(), target.const_data_ptr<int64_t>(),
-                          weight_ptr(weight), ignore_index, loss.data_ptr<double>(), row_weight.data_ptr<double>(),
-                          bad_row.data_ptr<int64_t>(), stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    // While a CUDA graph is being captured nothing can be read back: a bad target then shows as a NaN loss.
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-    if (capture != cudaStreamCaptureStatusNone) return;
-    const int64_t bad = bad_row.item<int64_t>();
-    TORCH_CHECK_INDEX(bad < 0, "Target ", bad < 0 ? 0 : target[bad].item<int64_t>(), " is out of bounds.");
+    run_recording_errors("nll_loss", true, [&](cudaStream_t stream, KernelErrorSink sink) {
+      nll_loss_forward_cuda(to_dtype(input.scalar_type()), geo, input.const_data_ptr(),
+                            target.const_data_ptr<int64_t>(), weight_ptr(weight), ignore_index,
+                            loss.data_ptr<double>(), row_weight.data_ptr<double>(), sink, stream);
+    });
   }
 
   static void nll_loss_backward(NllGeometry geo, const at::Tensor& grad_rows, const at::Tensor& input,

@@ -1,7 +1,7 @@
 // CUDA nll_loss kernels (torch-free; see nll_loss_launch.h): one thread per row, grid-stride, int64 indices. The
 // forward gathers one element per row and writes the row's loss and weight in float64; the backward scatters one
-// element per row into the zero-filled gradient. A row whose class is out of range is flagged in *bad_row for the
-// binding to raise an IndexError (a device assert would kill the CUDA context).
+// element per row into the zero-filled gradient. A row whose class is out of range is recorded for the binding to
+// raise an IndexError without a host sync (kernel_errors.h; a device assert would kill the CUDA context).
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -23,7 +23,7 @@ __global__ void __launch_bounds__(kBlock) nll_forward_kernel(NllGeometry g, cons
                                                             const int64_t* __restrict__ target,
                                                             const double* __restrict__ weight, int64_t ignore_index,
                                                             double* __restrict__ loss, double* __restrict__ row_weight,
-                                                            int64_t* bad_row) {
+                                                            KernelErrorSink errors) {
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x; r < g.rows();
        r += static_cast<int64_t>(gridDim.x) * kBlock) {
     const int64_t c = target[r];
@@ -31,7 +31,7 @@ __global__ void __launch_bounds__(kBlock) nll_forward_kernel(NllGeometry g, cons
       loss[r] = 0.0;
       row_weight[r] = 0.0;
     } else if (c < 0 || c >= g.classes) {
-      *bad_row = r;
+      record_kernel_error(errors, {KernelErrorKind::NllTarget, r, c, g.classes, ignore_index, 0.0});
       loss[r] = NAN;
       row_weight[r] = 0.0;
     } else {
@@ -62,12 +62,12 @@ unsigned grid_for(int64_t rows) { return static_cast<unsigned>(std::min(cuda::ce
 }  // namespace
 
 void nll_loss_forward_cuda(DType dtype, NllGeometry g, const void* input, const int64_t* target, const double* weight,
-                           int64_t ignore_index, double* loss, double* row_weight, int64_t* bad_row,
+                           int64_t ignore_index, double* loss, double* row_weight, KernelErrorSink errors,
                            cudaStream_t stream) {
   cuda::dispatch_dtype(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     nll_forward_kernel<T><<<grid_for(g.rows()), kBlock, 0, stream>>>(g, static_cast<const T*>(input), target, weight,
-                                                                       ignore_index, loss, row_weight, bad_row);
+                                                                       ignore_index, loss, row_weight, errors);
   });
 }
 

@@ -345,13 +345,14 @@ def _pointwise_loss_rules(x, n_inputs: int, reduction: int, *, backward: bool) -
 
 
 @_register(fastops.mse_loss.default, fastops.l1_loss.default, fastops.smooth_l1_loss.default,
-           fastops.huber_loss.default)
+           fastops.huber_loss.default, fastops.kl_div.default)
 def _regression_loss(input, target, reduction=MEAN, param=None):
+    # param: smooth_l1's beta, huber's delta, kl_div's log_target (none of which changes how the loss splits)
     return _pointwise_loss_rules(input, 2, reduction, backward=False)
 
 
 @_register(fastops.mse_loss_backward.default, fastops.l1_loss_backward.default,
-           fastops.smooth_l1_loss_backward.default, fastops.huber_loss_backward.default)
+           fastops.smooth_l1_loss_backward.default, fastops.huber_loss_backward.default, fastops.kl_div_backward.default)
 def _regression_loss_backward(grad_output, input, target, reduction, param=None):
     return _pointwise_loss_rules(input, 3, reduction, backward=True)
 

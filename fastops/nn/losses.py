@@ -40,6 +40,13 @@ class L1Loss(nn.L1Loss):
         return F.l1_loss(input, target, reduction=self.reduction)
 
 
+class KLDivLoss(nn.KLDivLoss):
+    """Drop-in for :class:`torch.nn.KLDivLoss`."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
 class BCELoss(nn.BCELoss):
     """Drop-in for :class:`torch.nn.BCELoss`."""
 

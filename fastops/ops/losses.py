@@ -91,7 +91,15 @@ _LOSS_DTYPE = {
     "smooth_l1_loss": lambda input, target: torch.promote_types(input.dtype, target.dtype),
     "huber_loss": lambda input, target: input.dtype,
     "binary_cross_entropy_with_logits": lambda input, target: target.dtype,
+    "kl_div": lambda input, target: _kl_div_dtype(input, target),
 }
+
+
+def _kl_div_dtype(input, target) -> torch.dtype:
+    torch._check(not (input.dtype.is_complex or target.dtype.is_complex), lambda: "kl_div: Complex inputs not supported.")
+    torch._check(input.dtype.is_floating_point and target.dtype.is_floating_point,
+                 lambda: "kl_div: Integral inputs not supported.")
+    return torch.promote_types(input.dtype, target.dtype)
 
 
 def _pointwise_fake(name, input, target, weight=None, pos_weight=None, reduction=1):
@@ -125,7 +133,9 @@ def _register_pointwise(name: str) -> None:
         torch.library.register_autocast(f"fastops::{name}", device_type, torch.float32)
 
 
-for _name in ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss"):
+# kl_div's extra argument is log_target where the others' is beta / delta; torch runs kl_div in float32 under autocast
+# on both devices too.
+for _name in ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div"):
     _register_pointwise(_name)
 
 
@@ -140,8 +150,8 @@ def _bce_prob_backward_fake(grad_output, input, target, weight, reduction):
     return _pointwise_backward_fake("binary_cross_entropy", grad_output, input, target, weight, None, reduction)
 
 
-# torch's binary_cross_entropy runs in float32 under CPU autocast; CUDA autocast refuses it as unsafe (torch raises),
-# so only the CPU rule is registered.
+# torch's binary_cross_entropy runs in float32 under CPU autocast; CUDA autocast refuses it as unsafe with torch's
+# message (an AutocastCUDA kernel in csrc/losses/losses_autocast.cpp).
 torch.library.register_autocast("fastops::binary_cross_entropy", "cpu", torch.float32)
 
 
