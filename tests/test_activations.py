@@ -221,6 +221,12 @@ BAD_INPUTS = [
     (lambda: ops.swiglu(torch.zeros(2, dtype=torch.int64), torch.zeros(2, dtype=torch.int64)), r"gate must be float"),
     (lambda: ops.glu_packed_backward(torch.zeros(4, 4), torch.zeros(4, 6), "silu"),
      r"grad_output must have x's shape with the last dimension halved \[4, 3\], got \[4, 4\]"),
+    (lambda: ops.elu(torch.arange(3), 1.0), r"fastops\.elu: x must be float16/bfloat16/float32/float64, got Long"),
+    (lambda: ops.hardtanh_backward(torch.zeros(3), torch.zeros(4), -1.0, 1.0),
+     r"fastops\.hardtanh_backward: grad_output must have the shape of x \[4\], got \[3\]"),
+    (lambda: ops.glu_dim_backward(torch.zeros(4, 4), torch.zeros(4, 6), 0),
+     r"fastops\.glu_dim_backward: grad_output must have x's shape with dim halved \[2, 6\], got \[4, 4\]"),
+    (lambda: ops.glu(torch.zeros(())), r"glu does not support scalars because halving size must be even"),
 ]
 
 
