@@ -77,13 +77,20 @@ TORCH_LIBRARY(fastops, m) {
   // lse / target_mass.
   m.def("cross_entropy_backward(Tensor grad_rows, Tensor logits, Tensor target, Tensor? weight, Tensor lse, "
         "Tensor target_mass, int ignore_index, float label_smoothing) -> Tensor");
-  // The forward that also writes the gradient, so that the backward only scales it (scale_rows_): with u_i =
-  // grad_scale[i] (float64, one element or one per row, read on the device: 'mean' passes 1 / total weight without a
-  // host sync), loss_i = u_i * (the row's loss, float64) and grad_logits = d loss_i / d logits_i. Each row is read
-  // twice and its gradient written once.
-  m.def("cross_entropy_forward_grad(Tensor logits, Tensor target, Tensor? weight, int ignore_index, "
-        "float label_smoothing, Tensor grad_scale) -> (Tensor loss, Tensor grad_logits)");
-  // The same with the gradient written over the (contiguous) logits: fused linear + cross entropy's scratch chunk.
+  // cross_entropy_loss's kernel call: the rows' loss reduced in the kernel ('none': [N], 'mean' / 'sum': []) and
+  // rounded once to `dtype` from float64, per row the lse and target mass of cross_entropy_forward for the backward,
+  // and the float64 divisor of 'mean' (the summed weight of the rows not ignored; 1 for 'none' / 'sum').
+  m.def("cross_entropy_loss_forward(Tensor logits, Tensor target, Tensor? weight, int reduction, int ignore_index, "
+        "float label_smoothing, ScalarType dtype) -> (Tensor loss, Tensor lse, Tensor target_mass, Tensor divisor)");
+  // The same for 'mean' / 'sum' that also writes the gradient, so that the backward only scales it (scale_rows_):
+  // grad_logits = grad_scale * d loss / d logits with grad_scale (float64, []) 1 / divisor for 'mean' and 1 for 'sum',
+  // computed on the device (no host sync). Each row is read twice and its gradient written once.
+  m.def("cross_entropy_loss_forward_grad(Tensor logits, Tensor target, Tensor? weight, int reduction, "
+        "int ignore_index, float label_smoothing, ScalarType dtype) -> (Tensor loss, Tensor grad_logits, "
+        "Tensor grad_scale)");
+  // The row kernel of the forward with the gradient, written over the (contiguous) logits: with u_i = grad_scale[i]
+  // (float64, one element or one per row), returns loss_i = u_i * (the row's loss, float64) and overwrites the logits
+  // with d loss_i / d logits_i. Fused linear + cross entropy's scratch chunk.
   m.def("cross_entropy_forward_grad_(Tensor(a!) logits, Tensor target, Tensor? weight, int ignore_index, "
         "float label_smoothing, Tensor grad_scale) -> Tensor loss");
   // The gradient of a block of classes, in place: logits [N, Cb] holds classes class_start .. class_start + Cb - 1 of

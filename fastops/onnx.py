@@ -10,8 +10,8 @@ hardtanh / relu6 and glu included), bias_act, the gated units, softmax / log_sof
 linear_act, and the losses with every reduction and option: mse_loss, l1_loss, smooth_l1_loss, huber_loss,
 binary_cross_entropy (weight), binary_cross_entropy_with_logits (weight, pos_weight), kl_div (log_target), nll_loss
 (weight, ignore_index: its composite leaves nll_loss_forward in the graph) and cross_entropy (class indices or
-probabilities, weight, ignore_index, label_smoothing: its composite leaves cross_entropy_forward, or
-cross_entropy_forward_grad where the logits require grad, and ATen ops for the reduction). The loss lowerings compute
+probabilities, weight, ignore_index, label_smoothing: its composite leaves cross_entropy_loss_forward, or
+cross_entropy_loss_forward_grad where the logits require grad). The loss lowerings compute
 in the inputs' dtype; a class index out of range is the runtime's gather error, not fastops' message.
 """
 
@@ -236,12 +236,26 @@ def translation_table() -> dict:
         loss, row_weight, lse, mass, _ = cross_entropy_rows(logits, target, weight, ignore_index, label_smoothing)
         return as_double(loss), as_double(row_weight), as_double(lse), math_type(mass)
 
-    def cross_entropy_forward_grad(logits, target, weight, ignore_index: int, label_smoothing: float, grad_scale):
-        # (u * loss, u * (mass softmax - q)) per row, u = grad_scale (one element or one per row)
-        loss, _, _, mass, q = cross_entropy_rows(logits, target, weight, ignore_index, label_smoothing)
-        u = op.Reshape(op.CastLike(grad_scale, logits), ints(-1, 1))
-        grad = op.Mul(op.Sub(op.Mul(op.Unsqueeze(mass, ints(1)), op.Softmax(logits, axis=1)), q), u)
-        return op.Mul(as_double(loss), grad_scale), grad
+    def cross_entropy_loss_forward(logits, target, weight, reduction: int, ignore_index: int, label_smoothing: float,
+                                   dtype: int):
+        # (loss reduced and cast to dtype, lse, target mass, 'mean''s divisor: the summed row weight; 1 otherwise)
+        loss, row_weight, lse, mass, _ = cross_entropy_rows(logits, target, weight, ignore_index, label_smoothing)
+        loss = as_double(loss)
+        divisor = op.ReduceSum(as_double(row_weight), keepdims=0) if reduction == 1 else op.CastLike(1.0, loss)
+        if reduction != 0:
+            loss = op.Div(op.ReduceSum(loss, keepdims=0), divisor)
+        return op.Cast(loss, to=dtype), as_double(lse), math_type(mass), divisor
+
+    def cross_entropy_loss_forward_grad(logits, target, weight, reduction: int, ignore_index: int,
+                                        label_smoothing: float, dtype: int):
+        # (the reduced loss, its gradient d loss / d logits, and the gradient's scale: 1 / divisor for 'mean', else 1)
+        loss, row_weight, _, mass, q = cross_entropy_rows(logits, target, weight, ignore_index, label_smoothing)
+        total = op.ReduceSum(as_double(loss), keepdims=0)
+        one = op.CastLike(1.0, total)
+        scale = op.Div(one, op.ReduceSum(as_double(row_weight), keepdims=0)) if reduction == 1 else one
+        grad = op.Mul(op.Sub(op.Mul(op.Unsqueeze(mass, ints(1)), op.Softmax(logits, axis=1)), q),
+                      op.CastLike(scale, logits))
+        return op.Cast(op.Mul(total, scale), to=dtype), grad, scale
 
     fastops = torch.ops.fastops
     return {
@@ -277,7 +291,8 @@ def translation_table() -> dict:
         fastops.kl_div.default: kl_div,
         fastops.nll_loss_forward.default: nll_loss_forward,
         fastops.cross_entropy_forward.default: cross_entropy_forward,
-        fastops.cross_entropy_forward_grad.default: cross_entropy_forward_grad,
+        fastops.cross_entropy_loss_forward.default: cross_entropy_loss_forward,
+        fastops.cross_entropy_loss_forward_grad.default: cross_entropy_loss_forward_grad,
     }
 
 

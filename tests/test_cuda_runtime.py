@@ -62,11 +62,10 @@ RUNTIME_CASES = {
     "matmul": (lambda d: (_randn(200, 96, device=d, dtype=torch.bfloat16), _randn(96, 136, device=d,
                                                                                    dtype=torch.bfloat16)), ops.matmul),
     "linear": (lambda d: (_randn(200, 96, device=d), _randn(136, 96, device=d), _randn(136, device=d)), ops.linear),
-    "cross_entropy_forward_grad": (
-        lambda d: (_randn(64, 1000, device=d), torch.randint(0, 1000, (64,), device=d),
-                   torch.rand(64, device=d, dtype=torch.float64)),
-        lambda x, t, s: torch.cat([r.reshape(-1).double()
-                                   for r in ops.cross_entropy_forward_grad(x, t, None, -100, 0.1, s)])),
+    "cross_entropy_loss_forward_grad": (
+        lambda d: (_randn(64, 1000, device=d), torch.randint(0, 1000, (64,), device=d)),
+        lambda x, t: torch.cat([r.reshape(-1).double()
+                                for r in ops.cross_entropy_loss_forward_grad(x, t, None, 1, -100, 0.1, x.dtype)])),
     "scale_rows_": (lambda d: (_randn(64, 1000, device=d), torch.rand(64, device=d, dtype=torch.float64)),
                     _on_a_copy(ops.scale_rows_)),
     "linear_cross_entropy": (

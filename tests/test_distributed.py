@@ -266,8 +266,12 @@ def _op_samples(device):
     grad_rows = t(8, dtype=torch.float64)
     yield ops.cross_entropy_backward.default, (grad_rows, logits, target, cw, lse, mass, -100, 0.1)
     scale0, scale_rows = torch.tensor(0.25, dtype=torch.float64, device=device), t(8, dtype=torch.float64)
-    yield ops.cross_entropy_forward_grad.default, (logits, target, cw, -100, 0.1, scale0)
-    yield ops.cross_entropy_forward_grad.default, (logits, target, None, -100, 0.0, scale_rows)
+    for reduction in (0, 1, 2):
+        yield ops.cross_entropy_loss_forward.default, (logits, target, cw, reduction, -100, 0.1, torch.float32)
+        yield ops.cross_entropy_loss_forward.default, (logits, prob, None, reduction, -100, 0.0, torch.float32)
+    for reduction in (1, 2):
+        yield ops.cross_entropy_loss_forward_grad.default, (logits, target, cw, reduction, -100, 0.1, torch.float32)
+        yield ops.cross_entropy_loss_forward_grad.default, (logits, prob, None, reduction, -100, 0.0, torch.float32)
     yield ops.scale_rows_.default, (t(8, 12), scale_rows)
     yield ops.scale_rows_.default, (t(8, 12), scale0)
     a, y = t(4, 8), t(4, 8)

@@ -242,12 +242,13 @@ ONNX_LOSSES = {
     "cross_entropy probabilities none": (lambda x, t: FF.cross_entropy(x, t, reduction="none"), torch.randn(6, 5),
                                          torch.rand(6, 5).softmax(1)),
     # The forward that also writes the gradient, which cross_entropy's composite calls where the logits require grad
-    # (the exporter decomposes it without grad, so it is called here directly): its loss rows and its gradient.
-    **{f"cross_entropy_forward_grad {kind} {part}": (
-        lambda x, t, i=i: torch.ops.fastops.cross_entropy_forward_grad(
-            x, t, _W5, 2, 0.1, torch.tensor([0.5, 1.0, 2.0, 1.0, 0.25, 1.0], dtype=torch.float64))[i],
+    # (the exporter decomposes it without grad, so it is called here directly): its loss and its gradient.
+    **{f"cross_entropy_loss_forward_grad {kind} {reduction} {part}": (
+        lambda x, t, r=r, i=i: torch.ops.fastops.cross_entropy_loss_forward_grad(x, t, _W5, r, 2, 0.1,
+                                                                                 torch.float32)[i],
         torch.randn(6, 5), target)
        for kind, target in (("index", _IDX.clamp(min=0)), ("probabilities", torch.rand(6, 5).softmax(1)))
+       for reduction, r in (("mean", 1), ("sum", 2))
        for i, part in enumerate(("loss", "grad"))},
 }
 

@@ -122,6 +122,9 @@ def test_cross_entropy_opcheck(dtype, device):
             rows = torch.rand(6, device=device, dtype=torch.float64)
             check_opcheck(ops.cross_entropy_backward, Sample((rows, x.detach(), target, weight, lse, mass, -100, 0.1),
                                                              {}, ""))
+            for reduction in (0, 1, 2):
+                check_opcheck(ops.cross_entropy_loss_forward,
+                              Sample((x, target, weight, reduction, -100, 0.1, torch.float32), {}, ""))
 
 
 def test_cross_entropy_retained_graph_with_other_upstream_gradients():
@@ -138,21 +141,49 @@ def test_cross_entropy_retained_graph_with_other_upstream_gradients():
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("device", DEVICES)
-def test_cross_entropy_forward_grad_in_place_is_out_of_place(dtype, device):
+def test_cross_entropy_forward_grad_in_place(dtype, device):
     # 37 classes: rows start misaligned for 16-byte packs; per-row and single scales; ignored and smoothed rows.
     x = make_tensor((6, 37), dtype, device)
     t = torch.tensor([0, 36, -100, 5, 5, 1], device=device)
     w = torch.rand(37, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
     for scale in (torch.tensor(0.25, dtype=torch.float64, device=device),
                   torch.rand(6, dtype=torch.float64, device=device)):
-        loss, grad = ops.cross_entropy_forward_grad(x, t, w, -100, 0.1, scale)
         scratch = x.clone()
-        loss_in_place = ops.cross_entropy_forward_grad_(scratch, t, w, -100, 0.1, scale)
-        torch.testing.assert_close(loss_in_place, loss, rtol=0, atol=0)
-        torch.testing.assert_close(scratch, grad, rtol=0, atol=0)
-        # The scaled forward is the plain one times the scale, row by row.
-        plain, _, _, _ = ops.cross_entropy_forward(x, t, w, -100, 0.1)
+        loss = ops.cross_entropy_forward_grad_(scratch, t, w, -100, 0.1, scale)
+        # The scaled forward is the plain one times the scale, row by row, and the gradient the backward's.
+        plain, _, lse, mass = ops.cross_entropy_forward(x, t, w, -100, 0.1)
         torch.testing.assert_close(loss, plain * scale)
+        grad = ops.cross_entropy_backward(scale.expand(6).contiguous(), x, t, w, lse, mass, -100, 0.1)
+        torch.testing.assert_close(scratch, grad)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_loss_forward_reduces_the_rows(dtype, device):
+    # The reduced ops against the row ops they fuse: the loss is the float64 rows' sum (over the summed weight of the
+    # rows not ignored for 'mean'), rounded once; the forward_grad's gradient is the in-place kernel's, bit for bit.
+    x = make_tensor((6, 37), dtype, device)
+    w = torch.rand(37, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    index = torch.tensor([0, 36, -100, 5, 5, 1], device=device)
+    prob = torch.rand(6, 37, device=device).softmax(1).to(dtype)
+    # float64: the sums may add in another order than ATen's (one rounding of a double apart).
+    exact = {"rtol": 0, "atol": 0} if dtype != torch.float64 else {"rtol": 1e-15, "atol": 0}
+    for t in (index, prob):
+        rows, row_weight, lse, mass = ops.cross_entropy_forward(x, t, w, -100, 0.1)
+        for reduction, expected, divisor in ((0, rows, 1.0), (1, rows.sum() / row_weight.sum(), row_weight.sum()),
+                                             (2, rows.sum(), 1.0)):
+            loss, lse2, mass2, div = ops.cross_entropy_loss_forward(x, t, w, reduction, -100, 0.1, dtype)
+            torch.testing.assert_close(loss, expected.to(dtype), **exact)
+            torch.testing.assert_close(div.item(), float(divisor), rtol=1e-15, atol=0)
+            torch.testing.assert_close((lse2, mass2), (lse, mass), rtol=0, atol=0)
+            if reduction == 0:
+                continue
+            loss, grad, scale = ops.cross_entropy_loss_forward_grad(x, t, w, reduction, -100, 0.1, dtype)
+            torch.testing.assert_close(scale.item(), 1 / float(divisor), rtol=1e-15, atol=0)
+            scratch = x.clone()
+            scaled_rows = ops.cross_entropy_forward_grad_(scratch, t, w, -100, 0.1, scale)
+            torch.testing.assert_close(grad, scratch, rtol=0, atol=0)
+            torch.testing.assert_close(loss, scaled_rows.sum().to(dtype), **exact)
 
 
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
@@ -162,15 +193,16 @@ def test_cross_entropy_forward_grad_opcheck(dtype, device):
     index = torch.tensor([0, 12, -100, 5, 5, 1], device=device)
     prob = torch.rand(6, 13, device=device).softmax(1).to(dtype)
     for target in (index, prob):
-        for scale in (torch.tensor(0.5, dtype=torch.float64, device=device),
-                      torch.rand(6, dtype=torch.float64, device=device)):
+        for reduction in (1, 2):
             # Not the test_aot_dispatch checks: they return the gradient output from the compiled graph, which the
             # backward also scales in place, and AOTAutograd rejects a graph output mutated in its backward.
             # fastops.functional.cross_entropy never returns that output; its compiled path is
             # test_cross_entropy_compile_dynamic_backward.
-            torch.library.opcheck(ops.cross_entropy_forward_grad,
-                                  (x.clone().requires_grad_(), target, None, -100, 0.0, scale),
+            torch.library.opcheck(ops.cross_entropy_loss_forward_grad,
+                                  (x.clone().requires_grad_(), target, None, reduction, -100, 0.0, torch.float32),
                                   test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+        for scale in (torch.tensor(0.5, dtype=torch.float64, device=device),
+                      torch.rand(6, dtype=torch.float64, device=device)):
             check_opcheck(ops.cross_entropy_forward_grad_, Sample((x.clone(), target, None, -100, 0.0, scale), {}, ""))
 
 

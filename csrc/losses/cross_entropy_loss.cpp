@@ -1,5 +1,5 @@
 // fastops::cross_entropy_loss and fastops::nll_loss (at the end): torch.nn.functional.cross_entropy's whole contract as one CompositeImplicitAutograd
-// op over the row kernels (cross_entropy_forward / cross_entropy_forward_grad), so that the Python wrapper is a
+// op over the row kernels (cross_entropy_loss_forward / cross_entropy_loss_forward_grad), so that the Python wrapper is a
 // single call (per-call cost, TorchScript) and the rules live in one place. The rules are torch's own
 // (aten/src/ATen/native/LossNLL.cpp: cross_entropy_loss, nll_loss_nd and nll_loss's meta function), checked here in
 // the same order with the same exception types:
@@ -11,14 +11,11 @@
 //   - label_smoothing in (0, 1] smooths, <= 0 is ignored (torch checks only the upper bound);
 //   - under autocast the loss is float32 (cross entropy is on autocast's float32 list) without a float32 copy of the
 //     logits for class indices: the kernels read 16-bit logits and compute in float32 either way.
-// 'mean' / 'sum' with logits that require grad take the forward that also writes the gradient (losses_autograd.cpp).
+// The rows go to one kernel op that also reduces them (cross_entropy_loss_forward), or for 'mean' / 'sum' with logits
+// that require grad, the one that also writes the gradient (cross_entropy_loss_forward_grad; losses_autograd.cpp).
 #include <ATen/TensorOperators.h>
 #include <ATen/autocast_mode.h>
-#include <ATen/ops/full.h>
-#include <ATen/ops/ones.h>
-#include <ATen/ops/reciprocal.h>
 #include <ATen/ops/result_type.h>
-#include <ATen/ops/where.h>
 #include <c10/core/GradMode.h>
 #include <torch/library.h>
 
@@ -84,31 +81,29 @@ Tensor as_rows(const Tensor& t) {
   return t.movedim(1, -1).reshape_symint({-1, t.sym_size(1)});
 }
 
-// The loss of the rows: per row for 'none', else the sum or mean (float64 until the final rounding to out_dtype).
-Tensor reduce_rows(const Tensor& logits, const Tensor& target, const Tensor& weight, int64_t ignore_index,
-                   double smoothing, Reduction red, const Tensor& total_weight, at::ScalarType out_dtype,
+// The loss of the rows in one kernel op call, which also reduces them ('none': per row, reshaped to the batch shape;
+// 'mean' / 'sum': float64 until the final rounding to out_dtype): the ATen ops that did the reduction and the 'mean'
+// divisor here (3 sums, 2 conversions, a comparison, a division, and their autograd nodes) made a [2, 8] 'mean' cost
+// 2.4x torch's forward.
+Tensor reduce_rows(const Tensor& input, const Tensor& logits, const Tensor& target, const Tensor& weight,
+                   int64_t ignore_index, double smoothing, Reduction red, at::ScalarType out_dtype,
                    c10::SymIntArrayRef batch_shape) {
-  using ForwardOp =
-      std::tuple<Tensor, Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&, int64_t, double);
-  using ForwardGradOp =
-      std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&, int64_t, double, const Tensor&);
+  using LossForwardOp = std::tuple<Tensor, Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&,
+                                                                   int64_t, int64_t, double, at::ScalarType);
+  using LossForwardGradOp = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&,
+                                                               int64_t, int64_t, double, at::ScalarType);
   const OptTensor w = weight.defined() ? OptTensor(weight) : std::nullopt;
+  const auto reduction = static_cast<int64_t>(red);
   if (red != Reduction::None && c10::GradMode::is_enabled() && logits.requires_grad() && logits.sym_size(0) > 0 &&
       logits.scalar_type() != at::kDouble) {
-    // The rows come pre-scaled by 1 / total weight for 'mean', so the gradient the forward writes is final for an
-    // upstream gradient of 1. float64 (the dtype of gradchecks rather than of speed) keeps the recomputing backward,
-    // which rounds once for every upstream gradient.
-    const Tensor scale = red == Reduction::Mean ? at::reciprocal(total_weight)
-                                                : at::ones({}, logits.options().dtype(at::kDouble));
-    auto [loss, grad] = FASTOPS_OP("cross_entropy_forward_grad", "", ForwardGradOp)
-                            .call(logits, target, w, ignore_index, smoothing, scale);
-    return loss.sum().to(out_dtype);
+    // The forward writes the final gradient for an upstream gradient of 1. float64 (the dtype of gradchecks rather
+    // than of speed) keeps the recomputing backward, which rounds once for every upstream gradient.
+    return std::get<0>(FASTOPS_OP("cross_entropy_loss_forward_grad", "", LossForwardGradOp)
+                           .call(logits, target, w, reduction, ignore_index, smoothing, out_dtype));
   }
-  auto [loss, row_weight, lse, mass] =
-      FASTOPS_OP("cross_entropy_forward", "", ForwardOp).call(logits, target, w, ignore_index, smoothing);
-  if (red == Reduction::None) return loss.reshape_symint(batch_shape).to(out_dtype);
-  const Tensor total = loss.sum();
-  return (red == Reduction::Mean ? total / row_weight.sum() : total).to(out_dtype);
+  const Tensor loss = std::get<0>(FASTOPS_OP("cross_entropy_loss_forward", "", LossForwardOp)
+                                      .call(logits, target, w, reduction, ignore_index, smoothing, out_dtype));
+  return red == Reduction::None && input.dim() != 2 ? loss.reshape_symint(batch_shape) : loss;
 }
 
 Tensor cross_entropy_loss(const Tensor& input, const Tensor& target, const OptTensor& weight_opt, int64_t reduction,
@@ -138,8 +133,7 @@ Tensor cross_entropy_loss(const Tensor& input, const Tensor& target, const OptTe
     if (weight.defined() && !autocast) dtype = c10::promoteTypes(dtype, weight.scalar_type());
     const Tensor logits = as_rows(input.to(dtype)), probs = as_rows(target.to(dtype));
     if (weight.defined()) weight = weight.to(loss_math_type(dtype));
-    const Tensor total = at::full({}, c10::Scalar(logits.sym_size(0)), input.options().dtype(at::kDouble));
-    return reduce_rows(logits, probs, weight, ignore_index, label_smoothing > 0 ? label_smoothing : 0.0, red, total,
+    return reduce_rows(input, logits, probs, weight, ignore_index, label_smoothing > 0 ? label_smoothing : 0.0, red,
                        dtype, batch_shape);
   }
 
@@ -158,22 +152,11 @@ Tensor cross_entropy_loss(const Tensor& input, const Tensor& target, const OptTe
                 " targets (as torch's nll_loss_forward). This input cannot have requires_grad True.");
     weight = weight.to(loss_math_type(input.scalar_type()));
   }
-  const Tensor logits = as_rows(input);
-  const Tensor indices = target.reshape({-1}).to(at::kLong);
-  // 'mean' divides by the summed weight of the rows not ignored (N-length work; an out-of-range class counts as
-  // class 0 here, and the kernel raises for it).
-  const Tensor kept = indices != ignore_index;
-  Tensor total;
-  if (red == Reduction::Mean) {
-    if (weight.defined()) {
-      const Tensor safe = at::where(kept & (indices >= 0) & (indices < c10::Scalar(classes)), indices, 0);
-      total = at::where(kept, weight.to(at::kDouble).index_select(0, safe), 0.0).sum();
-    } else {
-      total = kept.sum(at::kDouble);
-    }
-  }
-  return reduce_rows(logits, indices, weight, ignore_index, label_smoothing > 0 ? label_smoothing : 0.0, red, total,
-                     out_dtype, batch_shape);
+  // [N] int64 targets (the usual case) go in as they are: no reshape or conversion op.
+  const Tensor indices =
+      target.dim() == 1 && target.scalar_type() == at::kLong ? target : target.reshape({-1}).to(at::kLong);
+  return reduce_rows(input, as_rows(input), indices, weight, ignore_index,
+                     label_smoothing > 0 ? label_smoothing : 0.0, red, out_dtype, batch_shape);
 }
 
 // torch.nn.functional.nll_loss (aten's nll_loss_nd): the rules of class-index cross entropy above, over the row op

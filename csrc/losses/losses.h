@@ -6,6 +6,13 @@
 //                                   logits may be a block of classes: ce.class_start, ce.num_classes)
 //   Backend::cross_entropy_forward_grad(const CrossEntropyTensors&, int64_t ignore_index, double label_smoothing,
 //                                       const Tensor& grad_scale, Tensor& grad_logits)   (grad may be ce.logits)
+//   Backend::cross_entropy_reduce(const Tensor& rows, const Tensor& row_weight, Tensor& loss, Tensor& divisor)
+//                                   (float64 rows -> loss: [N] each rounded to loss's dtype, or [] their sum,
+//                                   divided by the sum of row_weight when that is defined; a defined divisor gets
+//                                   that sum, or 1)
+//   Backend::cross_entropy_grad_scale(const CrossEntropyTensors&, int64_t ignore_index, Reduction, Tensor& scale)
+//                                   ([] float64: 1 / the summed row weight of the rows not ignored for 'mean', 1 for
+//                                   'sum')
 //   Backend::scale_rows(Tensor& x, const Tensor& scale)
 //   Backend::pointwise_forward(PointwiseLoss, const PointwiseTensors&, double param, Reduction, Tensor& out)
 //   Backend::pointwise_backward(PointwiseLoss, const Tensor& grad_output, const PointwiseTensors&, double param,
@@ -172,19 +179,56 @@ at::Tensor cross_entropy_forward_grad_into(CrossEntropyTensors& ce, int64_t igno
   return ce.loss;
 }
 
-// Returns (loss [N], grad_logits [N, C]): the forward and the gradient in one launch, for a caller that needs both.
+inline void check_loss_reduction(const char* op, int64_t reduction, at::ScalarType dtype, bool reduced_only) {
+  TORCH_CHECK(reduction >= 0 && reduction <= 2, "fastops.", op, ": reduction must be 0 (none), 1 (mean) or 2 (sum), got ",
+              reduction);
+  TORCH_CHECK(!reduced_only || reduction != static_cast<int64_t>(Reduction::None), "fastops.", op,
+              ": reduction must be 1 (mean) or 2 (sum), got 0 (none)");
+  TORCH_CHECK(is_supported_float(dtype), "fastops.", op, ": dtype must be float16/bfloat16/float32/float64, got ", dtype);
+}
+
+// cross_entropy_loss's forward in one call: the rows (loss, row weight, lse, target mass) and their reduction, which
+// the backend does in float64 in row order and rounds once to `dtype`. Returns (loss, lse, target_mass, divisor).
 template <typename Backend>
-std::tuple<at::Tensor, at::Tensor> cross_entropy_forward_grad(const at::Tensor& logits, const at::Tensor& target,
-                                                              const std::optional<at::Tensor>& weight,
-                                                              int64_t ignore_index, double label_smoothing,
-                                                              const at::Tensor& grad_scale) {
-  constexpr const char* op = "cross_entropy_forward_grad";
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_entropy_loss_forward(
+    const at::Tensor& logits, const at::Tensor& target, const std::optional<at::Tensor>& weight, int64_t reduction,
+    int64_t ignore_index, double label_smoothing, at::ScalarType dtype) {
+  constexpr const char* op = "cross_entropy_loss_forward";
   check_cross_entropy_inputs(op, logits, target, weight, label_smoothing);
-  check_grad_scale(op, grad_scale, logits);
+  check_loss_reduction(op, reduction, dtype, false);
+  const auto red = static_cast<Reduction>(reduction);
   CrossEntropyTensors ce = cross_entropy_operands(logits, target, weight);
+  const int64_t n = logits.size(0);
+  const auto doubles = logits.options().dtype(at::kDouble);
+  ce.loss = at::empty({n}, doubles);
+  ce.row_weight = at::empty({n}, doubles);
+  ce.lse = at::empty({n}, doubles);
+  ce.target_mass = at::empty({n}, logits.options().dtype(loss_math_type(logits.scalar_type())));
+  if (n > 0) Backend::cross_entropy_forward(ce, ignore_index, label_smoothing);
+  at::Tensor loss = red == Reduction::None ? at::empty({n}, logits.options().dtype(dtype))
+                                           : at::empty({}, logits.options().dtype(dtype));
+  at::Tensor divisor = at::empty({}, doubles);
+  Backend::cross_entropy_reduce(ce.loss, red == Reduction::Mean ? ce.row_weight : at::Tensor(), loss, divisor);
+  return {loss, ce.lse, ce.target_mass, divisor};
+}
+
+// The same for 'mean' / 'sum' with the gradient, d loss / d logits, written by the forward. Returns (loss, grad_logits,
+// grad_scale).
+template <typename Backend>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_loss_forward_grad(
+    const at::Tensor& logits, const at::Tensor& target, const std::optional<at::Tensor>& weight, int64_t reduction,
+    int64_t ignore_index, double label_smoothing, at::ScalarType dtype) {
+  constexpr const char* op = "cross_entropy_loss_forward_grad";
+  check_cross_entropy_inputs(op, logits, target, weight, label_smoothing);
+  check_loss_reduction(op, reduction, dtype, true);
+  CrossEntropyTensors ce = cross_entropy_operands(logits, target, weight);
+  at::Tensor grad_scale = at::empty({}, logits.options().dtype(at::kDouble));
+  Backend::cross_entropy_grad_scale(ce, ignore_index, static_cast<Reduction>(reduction), grad_scale);
   at::Tensor grad = at::empty_like(ce.logits);
-  at::Tensor loss = cross_entropy_forward_grad_into<Backend>(ce, ignore_index, label_smoothing, grad_scale, grad);
-  return {loss, grad};
+  const at::Tensor rows = cross_entropy_forward_grad_into<Backend>(ce, ignore_index, label_smoothing, grad_scale, grad);
+  at::Tensor loss = at::empty({}, logits.options().dtype(dtype)), no_divisor;
+  Backend::cross_entropy_reduce(rows, at::Tensor(), loss, no_divisor);  // the rows come scaled: a plain sum
+  return {loss, grad, grad_scale};
 }
 
 // The in-place form: the gradient overwrites the (contiguous) logits, whose values are not needed afterwards.
@@ -389,7 +433,8 @@ void register_loss_kernels(torch::Library& m) {
   using T = const at::Tensor&;
   m.impl("cross_entropy_forward", &cross_entropy_forward<Backend>);
   m.impl("cross_entropy_backward", &cross_entropy_backward<Backend>);
-  m.impl("cross_entropy_forward_grad", &cross_entropy_forward_grad<Backend>);
+  m.impl("cross_entropy_loss_forward", &cross_entropy_loss_forward<Backend>);
+  m.impl("cross_entropy_loss_forward_grad", &cross_entropy_loss_forward_grad<Backend>);
   m.impl("cross_entropy_forward_grad_", &cross_entropy_forward_grad_<Backend>);
   m.impl("cross_entropy_block_grad_", &cross_entropy_block_grad_<Backend>);
   m.impl("scale_rows_", &scale_rows_<Backend>);

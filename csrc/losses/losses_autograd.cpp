@@ -1,13 +1,12 @@
 // Autograd of the loss family (see common/autograd.h for why it is C++ and for the double-backward rule).
 //
-// Cross entropy has two forward ops. cross_entropy_forward saves the logits and per-row statistics, and its backward
-// recomputes the softmax (cross_entropy_backward). cross_entropy_forward_grad writes the gradient in the forward; its
-// backward only scales that gradient by the upstream one, in place (scale_rows_ skips rows whose factor is exactly 1,
-// so the usual loss.backward() writes nothing) unless the graph is kept for another backward (retain_graph=True):
-// then out of place, so that every backward sees the gradient the forward wrote, whatever the factors (0 included).
-// It also keeps a reference to the logits, which a differentiable backward (create_graph=True) and the gradients of
+// Cross entropy's forward ops come in two kinds. cross_entropy_forward (the rows) and cross_entropy_loss_forward (the
+// rows reduced) save the logits and per-row statistics, and their backward recomputes the softmax
+// (cross_entropy_backward). cross_entropy_loss_forward_grad writes the gradient in the forward; its backward only
+// scales that gradient by the upstream one (see CrossEntropyLossForwardGrad). It also keeps a reference to the logits, which a differentiable backward (create_graph=True) and the gradients of
 // probability targets need; the logits are usually alive anyway (the caller's output tensor), so this costs no
 // memory in the common case.
+#include <ATen/Dispatch.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/log_softmax.h>
@@ -45,7 +44,7 @@ OptTensor present(const OptTensor& t) { return t.has_value() && t->defined() ? t
 
 // ---- cross entropy ----
 
-// Gradients of sum_i u_i loss_i (u: per-row upstream factors, [N] or one element, any float dtype) with respect to
+// Gradients of sum_i u_i loss_i (u: per-row upstream factors, [N] or [], any float dtype) with respect to
 // the logits, a probability target and the class weight, as ATen expressions (differentiable to any order). For row
 // i with softmax p: d loss_i / d logits_i = mass_i p_i - q_i, where q_i is the weighted (smoothed) target
 // distribution and mass_i its total.
@@ -60,7 +59,7 @@ CrossEntropyGrads aten_cross_entropy_grads(const Tensor& logits, const Tensor& t
   const int64_t c = logits.size(1);
   const Tensor z = logits.to(math);
   const Tensor logp = at::log_softmax(z, 1);
-  const Tensor u = upstream.to(math).unsqueeze(1);  // [N] (the loss rows' shape)
+  const Tensor u = upstream.to(math).reshape({-1, 1});  // [N, 1] per row, or [1, 1] for every row
   CrossEntropyGrads out;
   if (target.is_floating_point()) {
     const Tensor q = target.to(math) * (1 - smoothing) + smoothing / c;
@@ -90,12 +89,44 @@ using CrossEntropyForwardOp =
     std::tuple<Tensor, Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&, int64_t, double);
 using CrossEntropyBackwardOp = Tensor(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const Tensor&,
                                       const Tensor&, int64_t, double);
-using CrossEntropyForwardGradOp =
-    std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&, int64_t, double, const Tensor&);
+using CrossEntropyLossForwardOp = std::tuple<Tensor, Tensor, Tensor, Tensor>(
+    const Tensor&, const Tensor&, const OptTensor&, int64_t, int64_t, double, at::ScalarType);
+using CrossEntropyLossForwardGradOp = std::tuple<Tensor, Tensor, Tensor>(
+    const Tensor&, const Tensor&, const OptTensor&, int64_t, int64_t, double, at::ScalarType);
 
-// The rows' upstream gradient as the kernels take it: float64, contiguous (autograd hands a sum's gradient as an
-// expanded vector).
-Tensor row_factors(const Tensor& grad) { return grad.to(at::kDouble).contiguous(); }
+// The gradients of sum_i u_i loss_i (upstream u: [N], or [] for every row) from the saved logits and the forward's
+// lse / target_mass: the logits' on the kernel (cross_entropy_backward recomputes the softmax), and where a
+// differentiable backward or a probability target's / class weight's gradient is wanted, as ATen expressions.
+// s: the saved variables (save_for_recompute). Returns {logits, target, weight} gradients.
+variable_list recomputed_grads(AutogradContext* ctx, const variable_list& s, const Tensor& upstream) {
+  const Tensor &logits = s[0], &target = s[1], &weight = s[2], &lse = s[3], &target_mass = s[4];
+  const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
+  const double smoothing = ctx->saved_data["smoothing"].toDouble();
+  const bool want_target = ctx->needs_input_grad(1), want_weight = weight.defined() && ctx->needs_input_grad(2);
+  auto kernel = [&] {
+    // The kernel takes float64 per-row factors, contiguous (autograd hands a sum's gradient as an expanded vector).
+    Tensor rows = upstream.to(at::kDouble);
+    if (rows.dim() == 0) rows = rows.expand({logits.size(0)});
+    return FASTOPS_OP("cross_entropy_backward", "", CrossEntropyBackwardOp)
+        .call(rows.contiguous(), logits, target, optional(weight), lse, target_mass, ignore_index, smoothing);
+  };
+  if (differentiable_backward() || want_target || want_weight) {
+    CrossEntropyGrads g =
+        aten_cross_entropy_grads(logits, target, weight, ignore_index, smoothing, upstream, want_target, want_weight);
+    if (!differentiable_backward() && ctx->needs_input_grad(0)) g.logits = kernel();  // the logits' on the kernel
+    return {g.logits, g.target, g.weight};
+  }
+  return {kernel(), Tensor(), Tensor()};
+}
+
+// Saves what recomputed_grads reads, and `divisor` after it.
+void save_for_recompute(AutogradContext* ctx, const Tensor& logits, const Tensor& target, const OptTensor& weight,
+                        const Tensor& lse, const Tensor& target_mass, int64_t ignore_index, double smoothing,
+                        const Tensor& divisor = Tensor()) {
+  ctx->save_for_backward({logits, target, weight.value_or(Tensor()), lse, target_mass, divisor});
+  ctx->saved_data["ignore_index"] = ignore_index;
+  ctx->saved_data["smoothing"] = smoothing;
+}
 
 struct CrossEntropyForward : torch::autograd::Function<CrossEntropyForward> {
   static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target, const OptTensor& weight,
@@ -105,32 +136,15 @@ struct CrossEntropyForward : torch::autograd::Function<CrossEntropyForward> {
           .call(logits, target, weight, ignore_index, smoothing);
     });
     ctx->mark_non_differentiable({row_weight, lse, target_mass});
-    ctx->save_for_backward({logits, target, weight.value_or(Tensor()), lse, target_mass});
-    ctx->saved_data["ignore_index"] = ignore_index;
-    ctx->saved_data["smoothing"] = smoothing;
+    ctx->set_materialize_grads(false);  // the statistics get no gradient: no zeros made for them
+    save_for_recompute(ctx, logits, target, weight, lse, target_mass, ignore_index, smoothing);
     return {loss, row_weight, lse, target_mass};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list s = ctx->get_saved_variables();
-    const Tensor &logits = s[0], &target = s[1], &weight = s[2], &lse = s[3], &target_mass = s[4];
-    const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
-    const double smoothing = ctx->saved_data["smoothing"].toDouble();
-    const bool want_target = ctx->needs_input_grad(1), want_weight = weight.defined() && ctx->needs_input_grad(2);
-    if (differentiable_backward() || want_target || want_weight) {
-      CrossEntropyGrads g = aten_cross_entropy_grads(logits, target, weight, ignore_index, smoothing, grads[0],
-                                                     want_target, want_weight);
-      if (!differentiable_backward() && ctx->needs_input_grad(0)) {  // the logits' gradient on the kernel
-        g.logits = FASTOPS_OP("cross_entropy_backward", "", CrossEntropyBackwardOp)
-                       .call(row_factors(grads[0]), logits, target, optional(weight), lse, target_mass, ignore_index,
-                             smoothing);
-      }
-      return {g.logits, g.target, g.weight, Tensor(), Tensor()};
-    }
-    return {FASTOPS_OP("cross_entropy_backward", "", CrossEntropyBackwardOp)
-                .call(row_factors(grads[0]), logits, target, optional(weight), lse, target_mass, ignore_index,
-                      smoothing),
-            Tensor(), Tensor(), Tensor(), Tensor()};
+    if (!grads[0].defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    const variable_list g = recomputed_grads(ctx, ctx->get_saved_variables(), grads[0]);
+    return {g[0], g[1], g[2], Tensor(), Tensor()};
   }
 };
 
@@ -148,61 +162,116 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> cross_entropy_forward_autograd(const 
   return {out[0], out[1], out[2], out[3]};
 }
 
-struct CrossEntropyForwardGrad : torch::autograd::Function<CrossEntropyForwardGrad> {
+// cross_entropy_loss_forward: the reduced loss; the backward hands the kernel u_i = upstream (per row for 'none',
+// over the divisor for 'mean').
+struct CrossEntropyLossForward : torch::autograd::Function<CrossEntropyLossForward> {
   static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target, const OptTensor& weight,
-                               int64_t ignore_index, double smoothing, const Tensor& grad_scale) {
-    auto [loss, grad] = below_autograd([&] {
-      return FASTOPS_OP("cross_entropy_forward_grad", "", CrossEntropyForwardGradOp)
-          .call(logits, target, weight, ignore_index, smoothing, grad_scale);
+                               int64_t reduction, int64_t ignore_index, double smoothing, at::ScalarType dtype) {
+    auto [loss, lse, target_mass, divisor] = below_autograd([&] {
+      return FASTOPS_OP("cross_entropy_loss_forward", "", CrossEntropyLossForwardOp)
+          .call(logits, target, weight, reduction, ignore_index, smoothing, dtype);
     });
-    ctx->mark_non_differentiable({grad});
-    ctx->save_for_backward({grad, logits, target, weight.value_or(Tensor()), grad_scale});
-    ctx->saved_data["ignore_index"] = ignore_index;
-    ctx->saved_data["smoothing"] = smoothing;
-    return {loss, grad};
+    ctx->mark_non_differentiable({lse, target_mass, divisor});
+    ctx->set_materialize_grads(false);
+    save_for_recompute(ctx, logits, target, weight, lse, target_mass, ignore_index, smoothing,
+                       reduction == static_cast<int64_t>(Reduction::Mean) ? divisor : Tensor());
+    return {loss, lse, target_mass, divisor};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list out(7);
+    if (!grads[0].defined()) return out;
+    const variable_list s = ctx->get_saved_variables();
+    const Tensor& divisor = s[5];
+    const variable_list g = recomputed_grads(ctx, s, divisor.defined() ? grads[0] / divisor : grads[0]);
+    std::copy(g.begin(), g.end(), out.begin());
+    return out;
+  }
+};
+
+// Whether t is a plain CPU tensor (not fake, functional or batched: its data are readable) holding the single value
+// 1, read on the host. The usual upstream gradient of a loss; skipping its float64 conversion and the scale_rows_
+// call that would skip the rows anyway took ~1 us off a [2, 8] backward.
+bool is_host_one(const Tensor& t) {
+  constexpr c10::DispatchKeySet kNotPlain({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot,
+                                           c10::DispatchKey::Functionalize, c10::DispatchKey::FuncTorchBatched,
+                                           c10::DispatchKey::FuncTorchGradWrapper, c10::DispatchKey::Conjugate,
+                                           c10::DispatchKey::Negative});
+  if (t.numel() != 1 || !t.is_cpu() || t.layout() != at::kStrided || t.key_set().has_any(kNotPlain)) return false;
+  bool one = false;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "fastops_is_host_one", [&] {
+    one = static_cast<double>(*t.const_data_ptr<scalar_t>()) == 1.0;
+  });
+  return one;
+}
+
+// cross_entropy_loss_forward_grad: the forward wrote the gradient for an upstream gradient of 1; the backward scales
+// it by the upstream gradient, in place (scale_rows_ skips a factor of exactly 1, so the usual loss.backward() writes
+// nothing) unless the graph is kept for another backward (retain_graph=True): then out of place, so that every
+// backward sees the gradient the forward wrote, whatever the factor (0 included).
+struct CrossEntropyLossForwardGrad : torch::autograd::Function<CrossEntropyLossForwardGrad> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target, const OptTensor& weight,
+                               int64_t reduction, int64_t ignore_index, double smoothing, at::ScalarType dtype) {
+    auto [loss, grad, grad_scale] = below_autograd([&] {
+      return FASTOPS_OP("cross_entropy_loss_forward_grad", "", CrossEntropyLossForwardGradOp)
+          .call(logits, target, weight, reduction, ignore_index, smoothing, dtype);
+    });
+    ctx->mark_non_differentiable({grad, grad_scale});
+    ctx->set_materialize_grads(false);  // no [N, C] zeros for the gradient output, which gets no gradient
+    ctx->save_for_backward({grad, logits, target, weight.value_or(Tensor()), grad_scale});
+    ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["smoothing"] = smoothing;
+    return {loss, grad, grad_scale};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list out(7);
+    if (!grads[0].defined()) return out;
     variable_list s = ctx->get_saved_variables();
     Tensor &grad = s[0], &logits = s[1], &target = s[2], &weight = s[3], &grad_scale = s[4];
-    // 'mean' derives grad_scale from the class weight: its gradient exists only where the weight's does.
-    if (ctx->needs_input_grad(weight.defined() ? 3 : 2)) not_differentiable("weight");
     const bool want_target = ctx->needs_input_grad(1), want_weight = weight.defined() && ctx->needs_input_grad(2);
-    Tensor grad_logits, grad_target, grad_weight;
     if (differentiable_backward() || want_target || want_weight) {
       CrossEntropyGrads g = aten_cross_entropy_grads(
           logits, target, weight, ctx->saved_data["ignore_index"].toInt(), ctx->saved_data["smoothing"].toDouble(),
           grads[0].to(at::kDouble) * grad_scale, want_target, want_weight);
-      grad_logits = g.logits;
-      grad_target = g.target;
-      grad_weight = g.weight;
+      out[0] = g.logits;
+      out[1] = g.target;
+      out[2] = g.weight;
     }
     if (!differentiable_backward() && ctx->needs_input_grad(0)) {
-      const Tensor factors = row_factors(grads[0]);
-      if (torch::autograd::get_current_graph_task_keep_graph()) {
-        grad_logits = grad * factors.unsqueeze(1).to(grad.scalar_type());
+      const bool keep_graph = torch::autograd::get_current_graph_task_keep_graph();
+      if (!keep_graph && is_host_one(grads[0])) {  // loss.backward(): the gradient is final as written
+        out[0] = grad;
+        return out;
+      }
+      const Tensor factor = grads[0].to(at::kDouble);
+      if (keep_graph) {
+        out[0] = grad * factor.to(grad.scalar_type());
       } else {  // this backward is the gradient's last reader
-        below_autograd([&] { FASTOPS_OP("scale_rows_", "", void(Tensor&, const Tensor&)).call(grad, factors); });
-        grad_logits = grad;
+        below_autograd([&] { FASTOPS_OP("scale_rows_", "", void(Tensor&, const Tensor&)).call(grad, factor); });
+        out[0] = grad;
       }
     }
-    return {grad_logits, grad_target, grad_weight, Tensor(), Tensor(), Tensor()};
+    return out;
   }
 };
 
-std::tuple<Tensor, Tensor> cross_entropy_forward_grad_autograd(const Tensor& logits, const Tensor& target,
-                                                               const OptTensor& weight, int64_t ignore_index,
-                                                               double smoothing, const Tensor& grad_scale) {
+template <typename Fn, typename Op>
+auto cross_entropy_loss_autograd(const Tensor& logits, const Tensor& target, const OptTensor& weight,
+                                 int64_t reduction, int64_t ignore_index, double smoothing, at::ScalarType dtype,
+                                 const Op& op) {
+  using Result = decltype(op.call(logits, target, weight, reduction, ignore_index, smoothing, dtype));
   const Tensor w = weight.has_value() ? *weight : Tensor();
-  if (!needs_graph({&logits, &target, &w, &grad_scale})) {
-    return below_autograd([&] {
-      return FASTOPS_OP("cross_entropy_forward_grad", "", CrossEntropyForwardGradOp)
-          .call(logits, target, weight, ignore_index, smoothing, grad_scale);
-    });
+  if (!needs_graph({&logits, &target, &w})) {
+    return below_autograd([&] { return op.call(logits, target, weight, reduction, ignore_index, smoothing, dtype); });
   }
-  const variable_list out =
-      CrossEntropyForwardGrad::apply(logits, target, present(weight), ignore_index, smoothing, grad_scale);
-  return {out[0], out[1]};
+  const variable_list out = Fn::apply(logits, target, present(weight), reduction, ignore_index, smoothing, dtype);
+  Result result;
+  std::apply([&](auto&... r) {
+    size_t i = 0;
+    ((r = out[i++]), ...);
+  }, result);
+  return result;
 }
 
 // ---- elementwise losses ----
@@ -381,7 +450,18 @@ Tensor pointwise_autograd(PointwiseLoss kind, const Tensor& x, const Tensor& t, 
 TORCH_LIBRARY_IMPL(fastops, Autograd, m) {
   using T = const Tensor&;
   m.impl("cross_entropy_forward", &cross_entropy_forward_autograd);
-  m.impl("cross_entropy_forward_grad", &cross_entropy_forward_grad_autograd);
+  m.impl("cross_entropy_loss_forward", [](T logits, T target, const OptTensor& weight, int64_t reduction,
+                                          int64_t ignore_index, double smoothing, at::ScalarType dtype) {
+    return cross_entropy_loss_autograd<CrossEntropyLossForward>(
+        logits, target, weight, reduction, ignore_index, smoothing, dtype,
+        FASTOPS_OP("cross_entropy_loss_forward", "", CrossEntropyLossForwardOp));
+  });
+  m.impl("cross_entropy_loss_forward_grad", [](T logits, T target, const OptTensor& weight, int64_t reduction,
+                                               int64_t ignore_index, double smoothing, at::ScalarType dtype) {
+    return cross_entropy_loss_autograd<CrossEntropyLossForwardGrad>(
+        logits, target, weight, reduction, ignore_index, smoothing, dtype,
+        FASTOPS_OP("cross_entropy_loss_forward_grad", "", CrossEntropyLossForwardGradOp));
+  });
   m.impl("mse_loss", [](T x, T t, int64_t red) {
     return pointwise_autograd(PointwiseLoss::Mse, x, t, std::nullopt, std::nullopt, red, 0.0);
   });

@@ -1,7 +1,10 @@
 // CUDA binding of the loss kernels: device guard, current stream, tensors -> launch structs, launch check, and the
 // bad data the kernels record (cross entropy's class indices, binary_cross_entropy's probabilities), raised without
 // waiting for the GPU (kernel_errors.h; raise_recorded_kernel_error, which nll_loss's binding shares, is here).
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/reciprocal.h>
+#include <ATen/ops/where.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -66,6 +69,43 @@ struct CudaBackend {
       cross_entropy_forward_grad_cuda(l, grad_scale.const_data_ptr<double>(), grad_scale.numel() > 1,
                                       grad_logits.data_ptr(), stream);
     });
+  }
+
+  // cross_entropy_loss's reduction and 'mean' scale as ATen ops on the device (a few launches, no host sync); the
+  // CPU backend does them in the kernel, where the ops' per-call cost mattered.
+  static void cross_entropy_reduce(const at::Tensor& rows, const at::Tensor& row_weight, at::Tensor& loss,
+                                   at::Tensor& divisor) {
+    const c10::cuda::CUDAGuard guard(rows.device());
+    if (loss.dim() == 1) {
+      loss.copy_(rows);
+    } else {
+      loss.copy_(row_weight.defined() ? rows.sum() / row_weight.sum() : rows.sum());
+    }
+    if (divisor.defined()) {
+      if (row_weight.defined()) {
+        divisor.copy_(row_weight.sum());
+      } else {
+        divisor.fill_(1.0);
+      }
+    }
+  }
+
+  static void cross_entropy_grad_scale(const CrossEntropyTensors& ce, int64_t ignore_index, Reduction red,
+                                       at::Tensor& scale) {
+    const c10::cuda::CUDAGuard guard(ce.logits.device());
+    if (red == Reduction::Sum) {
+      scale.fill_(1.0);
+    } else if (ce.probability_target()) {
+      scale.fill_(1.0 / static_cast<double>(ce.logits.size(0)));
+    } else {
+      // The weight the forward gives each row (w[y], 0 when ignored); an out-of-range class, which the kernel raises
+      // for, counts 0.
+      const at::Tensor counted = (ce.target != ignore_index) & (ce.target >= 0) & (ce.target < ce.num_classes);
+      const at::Tensor total = ce.weight.defined()
+          ? at::where(counted, ce.weight.to(at::kDouble).index_select(0, at::where(counted, ce.target, 0)), 0.0).sum()
+          : counted.sum(at::kDouble);
+      scale.copy_(at::reciprocal(total));
+    }
   }
 
   static void scale_rows(at::Tensor& x, const at::Tensor& scale) {

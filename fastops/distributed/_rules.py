@@ -279,11 +279,23 @@ def _grad_scale(grad_scale, rows_placement):
     return rows_placement if math.prod(grad_scale.shape) > 1 else R
 
 
-@_register(fastops.cross_entropy_forward_grad.default)
-def _cross_entropy_forward_grad(logits, target, weight, ignore_index, label_smoothing, grad_scale):
+@_register(fastops.cross_entropy_loss_forward.default)
+def _cross_entropy_loss_forward(logits, target, weight, reduction, ignore_index, label_smoothing, dtype):
     _refuse_split_classes(logits)
-    # (loss rows, gradient), rows split like the logits'; grad_scale is one factor or one per row.
-    return [([p, p], [p, p, _opt(weight, R), _grad_scale(grad_scale, p)]) for p in (R, Shard(0))]
+    # (loss, lse, target_mass, divisor). 'none': the rows split like the logits', the divisor 1. A reduced loss is
+    # rounded once from the float64 sum of all the rows: a Partial sum of the ranks' rounded sums would round again
+    # (and 'mean' divides by the weight of all the rows), so the rows gather: replicated only.
+    rules = [([R] * 4, [R, R, _opt(weight, R)])]
+    if reduction == 0:
+        rules.append(([Shard(0), Shard(0), Shard(0), R], [Shard(0), Shard(0), _opt(weight, R)]))
+    return rules
+
+
+@_register(fastops.cross_entropy_loss_forward_grad.default)
+def _cross_entropy_loss_forward_grad(logits, target, weight, reduction, ignore_index, label_smoothing, dtype):
+    _refuse_split_classes(logits)
+    # (loss, gradient, grad_scale): a reduced loss, replicated only (see cross_entropy_loss_forward).
+    return [([R] * 3, [R, R, _opt(weight, R)])]
 
 
 # cross_entropy_forward_grad_ (the gradient written over the logits, the loss rows returned) has no rule: DTensor

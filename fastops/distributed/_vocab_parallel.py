@@ -216,12 +216,30 @@ def _scaled_loss(rows: _Rows, u: torch.Tensor) -> torch.Tensor:
     return torch.where(rows.local_target == KERNEL_IGNORE, 0 * u, u * rows.loss)
 
 
-def _cross_entropy_forward_grad(op, args, kwargs):
-    logits, target, weight, ignore_index, eps, grad_scale = _bind(op, args, kwargs)
+def _divisor(rows: _Rows, reduction: int) -> torch.Tensor:
+    """'mean''s divisor (the summed weight of the rows not ignored), 1 for 'none' / 'sum'."""
+    return rows.row_weight.sum() if reduction == 1 else torch.ones((), dtype=torch.float64,
+                                                                    device=rows.row_weight.device)
+
+
+def _cross_entropy_loss_forward(op, args, kwargs):
+    logits, target, weight, reduction, ignore_index, eps, dtype = _bind(op, args, kwargs)
     vs = _logits_shard(logits)
-    z, u = logits.to_local(), _local(grad_scale)
+    z = logits.to_local()
     rows = _global_terms(z, _prepare(z, _local(target), _local(weight), ignore_index, eps, vs), eps, vs)
-    return vs.replicate(_scaled_loss(rows, u)), vs.like(_gradient(z, rows, u), logits._spec)
+    divisor = _divisor(rows, reduction)
+    loss = rows.loss if reduction == 0 else rows.loss.sum() / divisor
+    return tuple(vs.replicate(t) for t in (loss.to(dtype), rows.lse, rows.mass.to(math_dtype(z.dtype)), divisor))
+
+
+def _cross_entropy_loss_forward_grad(op, args, kwargs):
+    logits, target, weight, reduction, ignore_index, eps, dtype = _bind(op, args, kwargs)
+    vs = _logits_shard(logits)
+    z = logits.to_local()
+    rows = _global_terms(z, _prepare(z, _local(target), _local(weight), ignore_index, eps, vs), eps, vs)
+    u = 1 / _divisor(rows, reduction)
+    return (vs.replicate(_scaled_loss(rows, u).sum().to(dtype)), vs.like(_gradient(z, rows, u), logits._spec),
+            vs.replicate(u))
 
 
 def _cross_entropy_forward_grad_inplace(op, args, kwargs):
@@ -299,7 +317,8 @@ def _bind(op, args, kwargs):
 HANDLERS = {
     fastops.cross_entropy_forward.default: _cross_entropy_forward,
     fastops.cross_entropy_backward.default: _cross_entropy_backward,
-    fastops.cross_entropy_forward_grad.default: _cross_entropy_forward_grad,
+    fastops.cross_entropy_loss_forward.default: _cross_entropy_loss_forward,
+    fastops.cross_entropy_loss_forward_grad.default: _cross_entropy_loss_forward_grad,
     fastops.cross_entropy_forward_grad_.default: _cross_entropy_forward_grad_inplace,
     fastops.linear_cross_entropy.default: _linear_cross_entropy,
     fastops.linear_cross_entropy_rows.default: _linear_cross_entropy_rows,

@@ -37,9 +37,18 @@ def _cross_entropy_backward_fake(grad_rows, logits, target, weight, lse, target_
     return logits.new_empty(logits.shape)
 
 
-@torch.library.register_fake("fastops::cross_entropy_forward_grad")
-def _cross_entropy_forward_grad_fake(logits, target, weight, ignore_index, label_smoothing, grad_scale):
-    return logits.new_empty((logits.shape[0],), dtype=torch.float64), logits.new_empty(logits.shape)
+@torch.library.register_fake("fastops::cross_entropy_loss_forward")
+def _cross_entropy_loss_forward_fake(logits, target, weight, reduction, ignore_index, label_smoothing, dtype):
+    n = logits.shape[0]
+    loss = logits.new_empty((n,) if reduction == REDUCTIONS["none"] else (), dtype=dtype)
+    return (loss, logits.new_empty((n,), dtype=torch.float64), logits.new_empty((n,), dtype=math_dtype(logits.dtype)),
+            logits.new_empty((), dtype=torch.float64))
+
+
+@torch.library.register_fake("fastops::cross_entropy_loss_forward_grad")
+def _cross_entropy_loss_forward_grad_fake(logits, target, weight, reduction, ignore_index, label_smoothing, dtype):
+    return (logits.new_empty((), dtype=dtype), logits.new_empty(logits.shape),
+            logits.new_empty((), dtype=torch.float64))
 
 
 @torch.library.register_fake("fastops::cross_entropy_forward_grad_")
