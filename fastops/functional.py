@@ -400,8 +400,10 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
     flow to input, linear_weight, linear_bias, probability targets and (with probability targets) the class weights,
     to any order; bad arguments raise what torch raises.
 
-    The tokens run in chunks of at most ``fastops.ops.linear_cross_entropy.CHUNK_BYTES`` of logits (or
-    ``options.batch_chunk_size`` rows when torch's options say so): per chunk the fastops GEMM computes the logits
+    The tokens run in chunks of at most ``fastops.ops.linear_cross_entropy.CHUNK_BYTES`` of logits, or as torch's
+    ``options`` (a :class:`torch.nn.LinearCrossEntropyOptions`) say, with torch's rules: its batch_chunk_size or
+    chunking_method, its acc_dtype (16-bit operands computed in float32 where it resolves to float32), its errors,
+    and its warning where it ignores them (any other object with a ``batch_chunk_size`` sets the chunk rows): per chunk the fastops GEMM computes the logits
     and the cross-entropy kernel overwrites them with their gradient, which a GEMM turns into the input gradient;
     the weight gradient comes from one GEMM over all tokens per vocabulary block (see
     fastops/ops/linear_cross_entropy.py). So the forward computes every gradient and the backward only scales them.
@@ -413,6 +415,13 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
         dtype = torch.get_autocast_dtype(input.device.type)
         input, linear_weight = input.to(dtype), linear_weight.to(dtype)
         linear_bias = linear_bias.to(dtype) if linear_bias is not None else None
-    rows = getattr(options, "batch_chunk_size", None)
-    return _lce.linear_cross_entropy_loss(input, linear_weight, target, linear_bias, weight, reduction, ignore_index,
+    rows, acc_dtype = _lce.resolve_options(options, input, linear_weight, target, linear_bias, reduction,
+                                           ignore_index, label_smoothing)
+    dtype = input.dtype
+    if acc_dtype is not None:  # torch's chunked path keeps the 16-bit logits in float32: so do these
+        input, linear_weight = input.float(), linear_weight.float()
+        linear_bias = linear_bias.float() if linear_bias is not None else None
+        weight = weight.float() if weight is not None else None
+    loss = _lce.linear_cross_entropy_loss(input, linear_weight, target, linear_bias, weight, reduction, ignore_index,
                                           label_smoothing, rows, autocast)
+    return loss.to(dtype) if acc_dtype is not None else loss

@@ -170,12 +170,16 @@ def matmul_samples(device: str, dtype: torch.dtype, *, requires_grad: bool = Fal
 
 def to_reference(x):
     """float64 contiguous CPU copy of a floating tensor (the precision the oracle computes in); other tensors (class
-    indices) move to the CPU; other values pass through. Contiguous, so the reference takes torch's canonical
+    indices) move to the CPU; other values pass through (but for an accumulation dtype, see below). Contiguous, so the reference takes torch's canonical
     (vectorised) path whatever the sample's layout."""
     if isinstance(x, torch.Tensor) and x.is_floating_point():
         return x.detach().to(device="cpu", dtype=torch.float64).contiguous()
     if isinstance(x, torch.Tensor):
         return x.cpu()
+    if dataclasses.is_dataclass(x) and getattr(x, "acc_dtype", None) is not None:
+        # torch's LinearCrossEntropyOptions: acc_dtype is the precision of a 16-bit evaluation (float32), which the
+        # float64 reference replaces by float64 (torch refuses float32 accumulation for float64 inputs).
+        return dataclasses.replace(x, acc_dtype=None)
     return x
 
 

@@ -442,6 +442,44 @@ def test_convert_swaps_torchs_module():
     torch.testing.assert_close(model["head"](x, t), want)
 
 
+def _options_outcome(fn, dtype, options, **kwargs):
+    """What fn does with torch's options: (exception type, message) or (loss dtype, warnings); the values are torch's
+    OpInfo / ModuleInfo suites' to check (tests/test_torch_opinfo.py, tests/test_torch_modules.py)."""
+    torch.manual_seed(0)
+    x, w = torch.randn(8, 3, dtype=dtype), torch.randn(5, 3, dtype=dtype)
+    t = torch.randint(0, 5, (8,))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loss = fn(x, w, t, options=options, **kwargs)
+    except Exception as e:  # noqa: BLE001 - the outcome compared is the exception itself
+        return type(e), str(e)
+    return loss.dtype, [str(c.message) for c in caught]
+
+
+@pytest.mark.skipif(not hasattr(torch.nn, "LinearCrossEntropyOptions"), reason="torch < 2.13")
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16, torch.float16), ids=str)
+@pytest.mark.parametrize("case", ["default", "acc_float32", "acc_own", "acc_float64", "acc_other_16bit", "compact",
+                                  "chunks_conflict", "aspect_ratio", "label_smoothing", "none"])
+def test_options_follow_torchs_rules(case, dtype):
+    """torch's LinearCrossEntropyOptions as torch reads them: its acc_dtype rule (float32 only for 16-bit inputs; the
+    loss keeps the input's dtype), its chunk-size resolution and ValueError, its warning where it ignores them."""
+    O = torch.nn.LinearCrossEntropyOptions
+    other = torch.float16 if dtype == torch.bfloat16 else torch.bfloat16
+    options, kwargs = {
+        "default": (O(), {}), "acc_float32": (O(acc_dtype=torch.float32), {}), "acc_own": (O(acc_dtype=dtype), {}),
+        "acc_float64": (O(acc_dtype=torch.float64), {}), "acc_other_16bit": (O(acc_dtype=other), {}),
+        "compact": (O(acc_policy="compact", batch_chunk_size=3), {"reduction": "sum"}),
+        "chunks_conflict": (O(batch_chunk_size=3, chunking_method="aspect_ratio"), {}),
+        "aspect_ratio": (O(chunking_method="aspect_ratio:2"), {"reduction": "none"}),
+        "label_smoothing": (O(batch_chunk_size=2), {"label_smoothing": 0.1}),
+        "none": (O(batch_chunk_size=2), {"reduction": "none"}),
+    }[case]
+    ours = _options_outcome(FF.linear_cross_entropy, dtype, options, **kwargs)
+    theirs = _options_outcome(F.linear_cross_entropy, dtype, options, **kwargs)
+    assert ours == theirs
+
+
 @pytest.mark.skipif(not hasattr(torch.nn, "LinearCrossEntropyLoss"), reason="torch < 2.13")
 @pytest.mark.parametrize("kwargs", [{}, {"bias": True}, {"out_features": (4, 3)},
                                     {"reduction": "sum", "ignore_index": 1, "label_smoothing": 0.1}, "weight",

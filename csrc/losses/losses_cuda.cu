@@ -247,20 +247,28 @@ __device__ __forceinline__ int64_t row_class(const RowParams<T>& rp, int64_t row
 
 // Writes (b exp(z - lse) - q) * u over row `row` into g, y being the target's column (outside [0, c): no one-hot
 // term, a block of classes without the target). g may be the logits row itself: each element is read by the
-// thread that then writes it, and the target logit is not read again.
+// thread that then writes it, and the target logit is not read again. As on the CPU (losses_cpu.cpp, write_grad):
+// lse = hi + lo with hi in the math type, and b p_j u = exp(z_j - hi) f with the row factor f = b u exp(-lo) in
+// double and rounded once; the target element and, for smoothed or probability targets, the element with p > 1/2
+// are recomputed in double as b (p - 1) + (b - q), p - 1 = expm1(z - lse), where b p - q cancels.
 template <typename T>
-__device__ void write_row_grad(const RowParams<T>& rp, int64_t row, int64_t y, opmath_t<T> u, opmath_t<T> b,
-                               double lse_row, T* g) {
+__device__ void write_row_grad(const RowParams<T>& rp, int64_t row, int64_t y, double u, double b, double lse_row,
+                               T* g) {
   using A = opmath_t<T>;
   const int64_t c = rp.c;
-  // lse = hi + lo in two math-type numbers: (z - hi) - lo keeps a float64 lse's precision.
   const A hi = static_cast<A>(lse_row);
-  const A lo = static_cast<A>(lse_row - static_cast<double>(hi));
+  const A f = static_cast<A>(b * u * exp(-(lse_row - static_cast<double>(hi))));
+  const A ua = static_cast<A>(u);
   const A one_hot =
       rp.index && y >= 0 && y < c ? static_cast<A>(rp.keep * (rp.weight ? rp.weight[y] : 1.0)) : A(0);
   const T* t_row = rp.prob ? rp.prob + row * c : nullptr;
   const A keep = static_cast<A>(rp.keep), spread = static_cast<A>(rp.spread);
-  __shared__ A target_logit;
+  __shared__ A target_logit, peak_logit;
+  __shared__ int64_t peak_col;  // the column with p > 1/2 of a smoothed or probability target row, or -1
+  if (rp.smooth) {  // the same for every thread of the block
+    if (threadIdx.x == 0) peak_col = -1;
+    __syncthreads();
+  }
   auto grad_at = [&](int64_t j, A v) -> T {
     A q = A(0);
     if (rp.smooth) {
@@ -271,20 +279,31 @@ __device__ void write_row_grad(const RowParams<T>& rp, int64_t row, int64_t y, o
       q += one_hot;
       target_logit = v;  // for the exact target term below (in place, g[y] may be overwriting it)
     }
-    return from_opmath<T>(fma(grad_exp<T>((v - hi) - lo), b, -q) * u);
+    const A d = v - hi;
+    if (rp.smooth && d > A(-0.6931471805599453)) {  // p > 1/2: one element per row
+      peak_col = j;
+      peak_logit = v;
+    }
+    return from_opmath<T>(fma(grad_exp<T>(d), f, -q * ua));
   };
   for_each_in_row(rp, row, g, grad_at);
-  if (one_hot != A(0)) {  // the same for every thread of the block (one row)
-    // The target class again as B (p_y - 1) + (B - q_y), p_y - 1 = expm1(z_y - lse), in double and rounded once,
-    // as on the CPU (losses_cpu.cpp, write_grad): B p_y - q_y from exp cancels where p_y is near 1 (300 ulps of a
-    // 0.02 float64 gradient in torch's CrossEntropyLoss module test, on the CPU). Done by one thread after the row,
-    // so that the row loop keeps its registers (in the loop it cost the bf16 backward kernel 12 more spilled bytes).
+  if (one_hot != A(0) || rp.smooth) {  // the same for every thread of the block (one row)
+    // Done by one thread after the row, so that the row loop keeps its registers (in the loop the target term cost
+    // the bf16 backward kernel 12 more spilled bytes).
     __syncthreads();
     if (threadIdx.x == 0) {
-      const double w = rp.weight ? static_cast<double>(rp.weight[y]) : 1.0;
-      const double q_y = (rp.smooth ? rp.spread * w : 0.0) + rp.keep * w, bd = static_cast<double>(b);
-      g[y] = from_opmath<T>(static_cast<A>(fma(expm1(static_cast<double>(target_logit) - lse_row), bd, bd - q_y) *
-                                           static_cast<double>(u)));
+      if (rp.smooth && peak_col >= 0 && peak_col != y) {
+        const double q_p = rp.template q_at<double>(t_row, peak_col);
+        const double p_minus_1 = expm1(static_cast<double>(peak_logit) - lse_row);
+        g[peak_col] = from_opmath<T>(static_cast<A>(fma(p_minus_1, b, b - q_p) * u));
+      }
+      if (one_hot != A(0)) {
+        // The target class again as B (p_y - 1) + (B - q_y): B p_y - q_y from exp cancels where p_y is near 1 (300
+        // ulps of a 0.02 float64 gradient in torch's CrossEntropyLoss module test, on the CPU).
+        const double w = rp.weight ? static_cast<double>(rp.weight[y]) : 1.0;
+        const double q_y = (rp.smooth ? rp.spread * w : 0.0) + rp.keep * w;
+        g[y] = from_opmath<T>(static_cast<A>(fma(expm1(static_cast<double>(target_logit) - lse_row), b, b - q_y) * u));
+      }
     }
   }
 }
@@ -348,7 +367,7 @@ __global__ void __launch_bounds__(kRowThreadsMax, 1)
     row_mass = r.qsum;
   }
   __syncthreads();
-  write_row_grad(rp, row, y, static_cast<A>(u), static_cast<A>(row_mass), row_lse, g);
+  write_row_grad(rp, row, y, u, row_mass, row_lse, g);
 }
 
 // `grad` may be the logits (cross_entropy_block_grad_ works in place), so it is not __restrict__.
@@ -364,8 +383,7 @@ __global__ void __launch_bounds__(kRowThreadsMax, 2)
     fill_row(rp.c, y == -1, g);
     return;
   }
-  write_row_grad(rp, row, y - rp.class_start, static_cast<opmath_t<T>>(grad_rows[row]), target_mass[row], lse[row],
-                 g);
+  write_row_grad(rp, row, y - rp.class_start, grad_rows[row], static_cast<double>(target_mass[row]), lse[row], g);
 }
 
 // x[row, :] *= scale[row * scale_stride], skipping rows whose factor is exactly 1 (no write at all: the common

@@ -421,6 +421,45 @@ def _check_target(target: Tensor, batch: int, unbatched: bool) -> Tensor:
     return target.reshape(-1).long()
 
 
+def resolve_options(options, input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Tensor | None,
+                    reduction: str, ignore_index: int | None, label_smoothing: float):
+    """(rows per chunk or None, float32 or None) from torch's LinearCrossEntropyOptions, as
+    torch.nn.functional.linear_cross_entropy reads them (torch 2.13): ignored with torch's warning where its chunked
+    path does not apply, resolved by torch's own ``_adjust`` (chunk size, "auto" policies, its ValueErrors), and
+    refused as torch refuses an acc_dtype other than the input's or float32 with 16-bit inputs. float32 is returned
+    where acc_dtype differs from the input's dtype: torch then computes the logits and gradients in float32 and
+    rounds only its results (the loss keeps the input's dtype). Any other options object sets the chunk rows from its
+    batch_chunk_size. Operands that break torch's shape rules return (None, None): linear_cross_entropy_loss raises
+    torch's error for them, as torch does before it reads the options."""
+    if options is None:
+        return None, None
+    if not hasattr(options, "_adjust"):
+        return getattr(options, "batch_chunk_size", None), None
+    if (input.dim() < 1 or input.dim() > 2 or linear_weight.dim() < 2 or input.shape[-1] != linear_weight.shape[-1]
+            or (linear_bias is not None and linear_bias.shape != linear_weight.shape[:-1])
+            or (len(linear_weight.shape) > 2 and input.dim() == 1)
+            or (ignore_index is not None and target.shape == input.shape[:-1] + linear_weight.shape[:-1])):
+        return None, None
+    out_features = tuple(linear_weight.shape[1:-1])
+    if (out_features or reduction not in ("mean", "sum", "none") or label_smoothing != 0.0
+            or target.dtype != torch.int64 or torch.jit.is_tracing()):
+        warnings.warn(
+            "linear_cross_entropy: ``options`` ignored; chunked path needs reduction in {'mean','sum','none'}, "
+            "label_smoothing == 0, target.dtype == int64, out_features == (). Got "
+            f"reduction={reduction!r}, label_smoothing={label_smoothing}, target.dtype={target.dtype}, "
+            f"out_features={out_features}, tracing={torch.jit.is_tracing()}, linear_bias.shape="
+            f"{tuple(linear_bias.shape) if linear_bias is not None else None}.", stacklevel=3)
+        return None, None
+    dtype = input.dtype
+    resolved = options._adjust(num_batches=input.shape[0] if input.dim() == 2 else 1, in_features=input.shape[-1],
+                               num_classes=linear_weight.shape[0], dtype=dtype, device=input.device)
+    acc_dtype = resolved.acc_dtype
+    if dtype != acc_dtype and not (dtype in (torch.float16, torch.bfloat16) and acc_dtype == torch.float32):
+        raise RuntimeError("linear_cross_entropy supports float32 acc_dtype with float16/bfloat16 inputs, but got "
+                           f"{acc_dtype} acc_dtype and {dtype} inputs.")
+    return resolved.batch_chunk_size, (torch.float32 if acc_dtype != dtype else None)
+
+
 def linear_cross_entropy_loss(input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Tensor | None,
                               weight: Tensor | None, reduction: str, ignore_index: int | None,
                               label_smoothing: float, batch_chunk_size: int | None, autocast: bool) -> Tensor:
