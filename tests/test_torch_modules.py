@@ -23,7 +23,7 @@ TWINS = {getattr(torch.nn, name): getattr(fnn, name) for name in fnn.__all__
 # (default) level: its K-dimensional (out_features) float32 inputs run unfused, and there torch's SSE4.2 GEMM gives
 # less exact logits than fastops' (1.6e-7 vs 5.7e-8 against float64) whose errors happen to cancel in the summed loss
 # (1.1e-6 vs fastops' 3.2e-5, one ulp of 290; at the best level both give 3.1e-5). Its own suite
-# (tests/test_linear_cross_entropy.py) and torch's OpInfo data (tests/test_torch_opinfo.py) cover it.
+# (tests/test_linear_cross_entropy.py) covers it; torch's OpInfo data not yet either (tests/test_torch_opinfo.py).
 INFOS = [info for info in module_db if info.module_cls in TWINS and info.module_cls.__name__ != "LinearCrossEntropyLoss"]
 
 

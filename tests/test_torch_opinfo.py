@@ -35,7 +35,10 @@ TWINS = {
     "matmul": "matmul",
     "nn.functional.linear": "linear",
     "nn.functional.cross_entropy": "cross_entropy",
-    "nn.functional.linear_cross_entropy": "linear_cross_entropy",
+    # Not nn.functional.linear_cross_entropy yet. At the best CPU level every sample passes, but at the portable level
+    # (scripts/test_cpu_levels.sh) a float32 loss errs 4.46e-7 where torch's errs 3.1e-8 (bound 4.12e-7), and one
+    # chunked_none float32 sample's weight gradient errs 1.05e-6 where torch's chunked path errs 2.7e-7 (the exact
+    # gradient of the same float32 logits errs 6.9e-7). See also test_torch_modules.py's note.
     "nn.functional.nll_loss": "nll_loss",
     "nn.functional.mse_loss": "mse_loss",
     "nn.functional.l1_loss": "l1_loss",
@@ -70,21 +73,7 @@ def test_samples_match_torch(op, device, dtype):
         pytest.skip(f"torch's OpInfo does not list {dtype} for {_id(op)} on {device}")
     grad = dtype in op.supported_backward_dtypes(device)
     for s in op.sample_inputs(device, dtype, requires_grad=grad):
-        grad_checked = grad and s.input.requires_grad and not _torch_luckier_than_exact(op, dtype, s)
-        check_against_torch(_fast(op), op.op, _as_sample(s), grad=grad_checked)
-
-
-def _torch_luckier_than_exact(op, dtype, s) -> bool:
-    """The one sample whose gradients are left out (its forward is checked): float32 chunked reduction='none' with
-    class weights and a bias, 8 tokens x 8 features x 8 classes, in chunks of 2. Its weight gradient's error against
-    float64 comes from the float32 logits, which fastops and torch's chunked path compute bit-identically: the exact
-    gradient of those logits errs 6.9e-7, a correctly rounded one through a float32 GEMM 8.4e-7, fastops 1.05e-6,
-    torch's reference path (options=None) 6.9e-7, and torch's chunked path 2.7e-7, its own roundings cancelling the
-    logits' error on this draw. Over 300 random draws of this shape torch's chunked error ranged to 27x its reference
-    path's (median 1.0, 90th percentile 1.85x); fastops' to 1.9x (median 1.0, 90th percentile 1.01x)."""
-    return (_id(op) == "nn.functional.linear_cross_entropy.chunked_none" and dtype == torch.float32
-            and tuple(s.input.shape) == (8, 8) and tuple(s.args[0].shape) == (8, 8)
-            and "weight" in s.kwargs and "linear_bias" in s.kwargs and not s.args[1].is_floating_point())
+        check_against_torch(_fast(op), op.op, _as_sample(s), grad=grad and s.input.requires_grad)
 
 
 @pytest.mark.parametrize("op", [op for op in OPS if op.supports_gradgrad], ids=_id)
