@@ -67,7 +67,9 @@ def test_converted_model_runs_on_fastops():
         gemm = report[phase]["gemm"]
         assert (gemm["fastops_flops"], gemm["torch_flops"], gemm["fastops_share"]) == (flops, 0, 1.0)
         for kind in ("activation", "loss"):
-            assert report[phase][kind]["fastops_calls"] >= 1 and report[phase][kind]["torch_calls"] == 0
+            # cross_entropy writes its gradient in the forward: for an upstream gradient of 1 its backward runs no op
+            least = 0 if (phase, kind) == ("backward", "loss") else 1
+            assert report[phase][kind]["fastops_calls"] >= least and report[phase][kind]["torch_calls"] == 0
     assert report["in_torch"] == []
 
 

@@ -260,7 +260,10 @@ def test_book_classifier_trains_like_torch(loss):
                     what="loss curve")
     report = train_book_classifier.coverage_report(loss)
     for phase in ("forward", "backward"):
-        assert all(report[phase][kind]["fastops_share"] == 1.0 for kind in ("gemm", "activation", "loss"))
+        for kind in ("gemm", "activation", "loss"):
+            # cross_entropy writes its gradient in the forward: for an upstream gradient of 1 its backward runs no op
+            nothing_ran = (phase, kind) == ("backward", "loss") and report[phase][kind]["fastops_calls"] == 0
+            assert report[phase][kind]["torch_calls"] == 0 and (nothing_ran or report[phase][kind]["fastops_share"] == 1.0)
 
 
 def test_gpt_example_trains_like_torch():
