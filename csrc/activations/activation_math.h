@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 namespace fastops {
 
@@ -118,6 +119,17 @@ inline void dispatch_activation(Activation act, Fn&& fn) {
     FASTOPS_ACTIVATIONS(FASTOPS_ACTIVATION_CASE)
 #undef FASTOPS_ACTIVATION_CASE
   }
+}
+
+// Calls fn(std::integral_constant<Activation, A>{}) for every activation of the table (host code: registrations).
+template <typename Fn, size_t... I>
+inline void for_each_activation(Fn&& fn, std::index_sequence<I...>) {
+  (fn(std::integral_constant<Activation, static_cast<Activation>(I)>{}), ...);
+}
+
+template <typename Fn>
+inline void for_each_activation(Fn&& fn) {
+  for_each_activation(fn, std::make_index_sequence<act::kCount>{});
 }
 
 // dispatch_activation for the fused kernels (bias_act, the gated units): instantiated only for the activations the

@@ -59,12 +59,15 @@ inline Activation activation_named(const char* op, c10::string_view name) {
   return activation_named_in(op, name, fused_in_rows);
 }
 
-// The float parameters of an op call, in schema order.
-template <typename... Double>
-ActParams act_params(Double... values) {
-  const double v[] = {static_cast<double>(values)..., 0.0, 0.0, 0.0};
-  return {v[0], v[1], v[2]};
+// The float parameters of an op call, in schema order (at most 3, as ActParams holds).
+inline ActParams act_params(c10::ArrayRef<double> values) {
+  const auto value = [&](size_t i) { return i < values.size() ? values[i] : 0.0; };
+  return {value(0), value(1), value(2)};
 }
+
+// An op's float parameter, one per index of an index_sequence (a pack of `double`s as long as the schema's list).
+template <size_t>
+using FloatParam = double;
 
 template <typename Backend>
 at::Tensor activation_forward(const char* op, Activation act, const at::Tensor& x, const ActParams& params = {}) {
@@ -171,9 +174,9 @@ inline int64_t packed_half(const char* op, const at::Tensor& x) {
   return x.size(-1) / 2;
 }
 
-inline std::vector<int64_t> halved_shape(const at::Tensor& x, int64_t half) {
+inline std::vector<int64_t> halved_shape(const at::Tensor& x, int64_t dim) {
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = half;
+  shape[dim] /= 2;
   return shape;
 }
 
@@ -187,7 +190,7 @@ at::Tensor glu_packed_forward(const char* op, Activation a, const at::Tensor& x)
   check_float_operands(op, {{x, "x"}});
   const int64_t half = packed_half(op, x);
   const at::Tensor xc = x.contiguous();
-  at::Tensor y = at::empty(halved_shape(xc, half), xc.options());
+  at::Tensor y = at::empty(halved_shape(xc, xc.dim() - 1), xc.options());
   if (y.numel() > 0) {
     Backend::glu_forward(a, xc, glu_rows(xc, half, 2 * half), xc.const_data_ptr(), up_half(xc, half),
                          y.data_ptr());
@@ -221,9 +224,10 @@ at::Tensor glu_packed_backward(const at::Tensor& grad_output, const at::Tensor& 
   const Activation a = activation_named(op, act);
   check_float_operands(op, {{x, "x"}, {grad_output, "grad_output"}});
   const int64_t half = packed_half(op, x);
-  TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(halved_shape(x, half)), "fastops.", op,
-              ": grad_output must have x's shape with the last dimension halved ", c10::IntArrayRef(halved_shape(x, half)),
-              ", got ", grad_output.sizes());
+  const std::vector<int64_t> shape = halved_shape(x, x.dim() - 1);
+  TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(shape), "fastops.", op,
+              ": grad_output must have x's shape with the last dimension halved ", c10::IntArrayRef(shape), ", got ",
+              grad_output.sizes());
   const at::Tensor xc = x.contiguous(), goc = grad_output.contiguous();
   at::Tensor grad_x = at::empty(xc.sizes(), xc.options());
   if (xc.numel() > 0) {
@@ -243,7 +247,7 @@ struct GluSplit {
   int64_t half_offset;  // elements from a row's start to its b half
 };
 
-inline GluSplit glu_split(const char* op, const at::Tensor& x, int64_t dim) {
+inline GluSplit glu_split(const at::Tensor& x, int64_t dim) {
   // torch's messages (aten GatedLinearUnit.cpp), which its OpInfo error inputs match.
   TORCH_CHECK(x.dim() > 0, "glu does not support scalars because halving size must be even");
   const int64_t d = c10::maybe_wrap_dim(dim, x.dim());
@@ -262,11 +266,9 @@ inline const void* element_at(const at::Tensor& t, int64_t offset) {
 template <typename Backend>
 at::Tensor glu_dim_forward(const at::Tensor& x, int64_t dim) {
   check_float_operands("glu", {{x, "x"}});
-  const GluSplit g = glu_split("glu", x, dim);
+  const GluSplit g = glu_split(x, dim);
   const at::Tensor xc = x.contiguous();
-  std::vector<int64_t> shape(xc.sizes().begin(), xc.sizes().end());
-  shape[g.dim] /= 2;
-  at::Tensor y = at::empty(shape, xc.options());
+  at::Tensor y = at::empty(halved_shape(xc, g.dim), xc.options());
   if (y.numel() > 0) {
     Backend::glu_forward(Activation::Sigmoid, xc, g.rows, element_at(xc, g.half_offset), xc.const_data_ptr(),
                          y.data_ptr());
@@ -279,9 +281,8 @@ template <typename Backend>
 at::Tensor glu_dim_backward(const at::Tensor& grad_output, const at::Tensor& x, int64_t dim) {
   constexpr const char* op = "glu_dim_backward";
   check_float_operands(op, {{x, "x"}, {grad_output, "grad_output"}});
-  const GluSplit g = glu_split(op, x, dim);
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape[g.dim] /= 2;
+  const GluSplit g = glu_split(x, dim);
+  const std::vector<int64_t> shape = halved_shape(x, g.dim);
   TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(shape), "fastops.", op,
               ": grad_output must have x's shape with dim halved ", c10::IntArrayRef(shape), ", got ",
               grad_output.sizes());
@@ -297,30 +298,26 @@ at::Tensor glu_dim_backward(const at::Tensor& grad_output, const at::Tensor& x, 
 
 // The standalone ops of the table's activations with their own op: fastops::<name>(x, <float parameters>) and
 // <name>_backward(grad_output, x or result, <float parameters>), one kernel pair per activation.
-template <int>
-using FloatParam = double;
-
 template <typename Backend, Activation A, size_t... I>
 void register_activation_op(torch::Library& m, std::index_sequence<I...>) {
   static const std::string backward_name = std::string(activation_name(A)) + "_backward";
   m.impl(activation_name(A), +[](const at::Tensor& x, FloatParam<I>... params) {
-    return activation_forward<Backend>(activation_name(A), A, x, act_params(params...));
+    return activation_forward<Backend>(activation_name(A), A, x, act_params({params...}));
   });
   m.impl(backward_name.c_str(), +[](const at::Tensor& grad_output, const at::Tensor& saved, FloatParam<I>... params) {
     return activation_backward<Backend>(backward_name.c_str(), A, grad_output, saved,
-                                        backward_reads_output(A) ? "result" : "x", act_params(params...));
+                                        backward_reads_output(A) ? "result" : "x", act_params({params...}));
   });
 }
 
-template <typename Backend, size_t... I>
-void register_activation_ops(torch::Library& m, std::index_sequence<I...>) {
-  const auto one = [&](auto a) {
+template <typename Backend>
+void register_activation_ops(torch::Library& m) {
+  for_each_activation([&](auto a) {
     constexpr Activation A = decltype(a)::value;
     if constexpr (has_own_op(A)) {
       register_activation_op<Backend, A>(m, std::make_index_sequence<activation_param_count(A)>{});
     }
-  };
-  (one(std::integral_constant<Activation, static_cast<Activation>(I)>{}), ...);
+  });
 }
 
 // Every op of the family for one backend; the CPU and CUDA bindings differ only in their Backend.
@@ -348,7 +345,7 @@ struct ActivationOps {
   }
 
   static void register_kernels(torch::Library& m) {
-    register_activation_ops<Backend>(m, std::make_index_sequence<act::kCount>{});
+    register_activation_ops<Backend>(m);
     m.impl("gelu", &gelu);
     m.impl("gelu_backward", &gelu_backward);
     m.impl("bias_act", &bias_act_forward<Backend>);

@@ -49,9 +49,6 @@ Tensor unary_autograd(const Tensor& x, const typename Spec::Param& param) {
   return UnaryActivation<Spec>::apply(x, param);
 }
 
-template <int>
-using FloatParam = double;
-
 // The ops of a table activation with its own op (activation_math.h), called with its float parameters.
 template <Activation A>
 struct TableSpec {
@@ -83,13 +80,9 @@ struct TableSpec {
     return backward_op(g, saved, p, std::make_index_sequence<kParams>{});
   }
   static Tensor aten_backward(const Tensor& g, const Tensor& saved, const Param& p) {
-    return fastops::aten_backward(A, g, saved, params_of(p));
+    return fastops::aten_backward(A, g, saved, act_params(p));
   }
 
-  static ActParams params_of(const Param& p) {
-    const double v[] = {kParams > 0 ? p[0] : 0.0, kParams > 1 ? p[1] : 0.0, kParams > 2 ? p[2] : 0.0};
-    return {v[0], v[1], v[2]};
-  }
 };
 
 template <Activation A, size_t... I>
@@ -99,15 +92,13 @@ void register_activation_autograd(torch::Library& m, std::index_sequence<I...>) 
   });
 }
 
-template <size_t... I>
-void register_activations_autograd(torch::Library& m, std::index_sequence<I...>) {
-  const auto one = [&](auto a) {
+void register_activations_autograd(torch::Library& m) {
+  for_each_activation([&](auto a) {
     constexpr Activation A = decltype(a)::value;
     if constexpr (has_own_op(A)) {
       register_activation_autograd<A>(m, std::make_index_sequence<activation_param_count(A)>{});
     }
-  };
-  (one(std::integral_constant<Activation, static_cast<Activation>(I)>{}), ...);
+  });
 }
 
 struct GeluSpec {
@@ -267,7 +258,7 @@ Tensor glu_dim_autograd(const Tensor& x, int64_t dim) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastops, Autograd, m) {
-  register_activations_autograd(m, std::make_index_sequence<act::kCount>{});
+  register_activations_autograd(m);
   m.impl("gelu", [](const Tensor& x, c10::string_view approximate) {
     return unary_autograd<GeluSpec>(x, std::string(approximate));
   });
