@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+import fastops
+
 CSV_COLUMNS = ("op", "provider", "mode", "dtype", "shape", "ms", "metric", "value", "peak_gib", "device", "torch",
                "commit", "timestamp")
 MODES = ("fwd", "bwd", "full")
@@ -85,10 +87,24 @@ def device_slug(device: str) -> str:
     return "cpu"
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_label(device: str) -> str:
+    """The CSV's device column: the GPU's name, or the CPU's model with the kernel levels in use (fastops' and
+    ATen's: FASTOPS_CPU_CAPABILITY / ATEN_CPU_CAPABILITY choose them) and torch's thread count."""
     if device == "cuda":
         return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    return (f"{_cpu_model()} [fastops {fastops.cpu_capability()} / ATen "
+            f"{torch.backends.cpu.get_cpu_capability().lower()}] x{torch.get_num_threads()} threads")
 
 
 def git_commit() -> str:
