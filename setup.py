@@ -45,9 +45,12 @@ CSRC = "csrc"
 # The oldest CPython the wheel serves: the limited API of 3.10 (Py_LIMITED_API is set by torch's BuildExtension).
 PY_LIMITED_API = "cp310"
 
-# Per-level compiler flags; CPU_CAPABILITY names the level for ATen's vector headers (at::vec::Vectorized).
+# Per-level compiler flags; CPU_CAPABILITY names the level for ATen's vector headers (at::vec::Vectorized). The
+# portable level's vector math (csrc/common/cpu_vec_math.h) is per-lane code that GCC vectorizes only with
+# -fno-trapping-math: otherwise it may not evaluate both sides of a floating-point select and keeps them as branches
+# ("control flow in loop"). Results do not change (no reassociation); fastops never reads floating-point exception flags.
 X86_LEVELS = {
-    "default": ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"],
+    "default": ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT", "-fno-trapping-math"],
     "avx2": ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma", "-mf16c"],
     "avx512": ["-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512bw", "-mavx512vl",
                "-mavx512dq", "-mfma", "-mf16c"],
