@@ -25,6 +25,19 @@ using opmath_t = at::opmath_type<T>;
 template <typename T>
 inline constexpr bool is_reduced_float = std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>;
 
+// Lanewise mask ? if_true : if_false, for a mask of all-ones / all-zeros lanes (a comparison's result): V::blendv's
+// order of arguments, spelled out. At the portable level Vectorized<T>::blendv is a loop that branches on each lane's
+// mask, which random data mispredicts half the time (relu's backward on 2^24 float32 elements: 96 ms vs the forward's
+// 27 ms); a bitwise select there is branch-free: if_false ^ ((if_false ^ if_true) & mask).
+template <typename T>
+inline Vectorized<T> select(const Vectorized<T>& mask, const Vectorized<T>& if_true, const Vectorized<T>& if_false) {
+#if defined(CPU_CAPABILITY_DEFAULT)
+  return if_false ^ ((if_false ^ if_true) & mask);
+#else
+  return Vectorized<T>::blendv(if_false, if_true, mask);
+#endif
+}
+
 // One vector of opmath values (Vectorized<opmath_t<T>>::size() elements) read from T storage.
 template <typename T>
 inline Vectorized<opmath_t<T>> load_opmath(const T* p) {
