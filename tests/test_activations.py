@@ -85,6 +85,16 @@ def test_special_values_propagate_like_torch(name, device):
     torch.testing.assert_close(fast(x), native(x.double()).float(), equal_nan=True)
 
 
+@pytest.mark.parametrize("name", ("relu", "relu6", "hardtanh"))
+def test_signed_zeros_like_torch(name):
+    """torch's relu and hardtanh are clamps, so -0.0 stays -0.0 (relu6(-0.0) was 0.0 in fastops' vector lanes)."""
+    fast, native = ACTIVATIONS[name][:2]
+    x = torch.tensor([0.0, -0.0, float("nan"), 2.0, -2.0] * 9)  # 45 elements: whole vectors and a tail at every level
+    out, ref = fast(x), native(x)
+    torch.testing.assert_close(out, ref, equal_nan=True)
+    assert torch.equal(torch.signbit(out[x == 0]), torch.signbit(ref[x == 0]))
+
+
 @pytest.mark.parametrize("name", ACTIVATIONS)
 def test_gradcheck(name):
     fast = ACTIVATIONS[name].fast

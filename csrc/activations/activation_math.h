@@ -184,7 +184,7 @@ FASTOPS_HD T sigmoid(T x) { return T(1) / (T(1) + exp_(-x)); }
 template <Activation A, typename T>
 FASTOPS_HD T forward(T x, const ActParams& p) {
   if constexpr (A == Activation::ReLU) {
-    return x <= T(0) ? T(0) : x;  // false for NaN, so NaN passes through as in torch
+    return x < T(0) ? T(0) : x;  // torch's clamp_min(x, 0): -0 and NaN pass through
   } else if constexpr (A == Activation::GELU) {
     return x * T(0.5) * (T(1) + erf_(x * T(kSqrt1_2)));
   } else if constexpr (A == Activation::GELUTanh) {

@@ -32,7 +32,7 @@ C10_ALWAYS_INLINE V vec_forward(const V& x, const ActParams& p) {
   using S = typename V::value_type;
   const V one(S(1)), zero(S(0));
   if constexpr (A == Activation::ReLU) {
-    return at::vec::maximum(x, zero);  // propagates NaN like the scalar version
+    return at::vec::clamp_min(x, zero);  // torch's relu: -0 and NaN pass through, as in the scalar version
   } else if constexpr (A == Activation::GELU) {
     return x * V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2))));
   } else if constexpr (A == Activation::GELUTanh) {
@@ -60,7 +60,7 @@ C10_ALWAYS_INLINE V vec_forward(const V& x, const ActParams& p) {
     return at::vec::minimum(at::vec::maximum(x + V(S(3)), zero), V(S(6))) / V(S(6));
   } else {
     static_assert(A == Activation::Hardtanh);
-    return at::vec::minimum(at::vec::maximum(x, V(S(p.p0))), V(S(p.p1)));
+    return at::vec::clamp(x, V(S(p.p0)), V(S(p.p1)));  // torch's clamp: -0 and NaN pass through
   }
 }
 
