@@ -342,7 +342,7 @@ def check_against_torch(fast_fn: Callable, torch_fn: Callable, sample: Sample, *
     g_fast = torch.autograd.grad(out, inputs, upstream.to(out), allow_unused=True)
     g_native = torch.autograd.grad(native, inputs, upstream.to(native), allow_unused=True)
     g_second = (torch.autograd.grad(second, inputs, upstream.to(second), allow_unused=True) if second is not None
-              else [None] * len(inputs))
+                else [None] * len(inputs))
     # The reference sees the upstream gradient the ops saw (rounded to their output dtype), like every other input.
     g_ref = torch.autograd.grad(ref, [ref_args[i] for i in differentiable], upstream.to(out.dtype).double(),
                                 allow_unused=True)

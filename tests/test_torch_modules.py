@@ -165,9 +165,8 @@ def test_module_inputs_match_torch(info):
             upstream = upstream.to(out.dtype)
             params = [p for p in fast.parameters() if p.requires_grad]
             grads = torch.autograd.grad(out, inputs + params, upstream, allow_unused=True)
-            native_grads = torch.autograd.grad(expected, inputs + [p for p in native.parameters() if p.requires_grad],
-                                               upstream, allow_unused=True)
             native_params = [p for p in native.parameters() if p.requires_grad]
+            native_grads = torch.autograd.grad(expected, inputs + native_params, upstream, allow_unused=True)
             second_grads = (torch.autograd.grad(expected_second, inputs + native_params, upstream, allow_unused=True)
                             if second else [None] * len(native_grads))
             ref_inputs = [a for a in _tensors(ref_args) if a.requires_grad]

@@ -41,6 +41,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn import _reduction as _torch_reduction
 
 from .losses import math_dtype
 
@@ -508,8 +509,8 @@ def linear_cross_entropy_loss(input: Tensor, linear_weight: Tensor, target: Tens
                                 "then cross_entropy)")
         logits = fastops.linear(input, linear_weight.reshape(-1, in_features),
                                 None if linear_bias is None else linear_bias.reshape(-1)).reshape(logits_shape)
-        reduction_enum = 0 if reduction == "none" else (1 if reduction == "mean" else 2)  # torch's Reduction enum
-        return torch.ops.fastops.cross_entropy_loss(logits, target, weight, reduction_enum, index, label_smoothing)
+        return fastops.cross_entropy_loss(logits, target, weight, _torch_reduction.get_enum(reduction), index,
+                                          label_smoothing)
     if probabilities:
         if not target.is_floating_point():
             # torch's message (its cross_entropy's), for a target of the logits' shape
