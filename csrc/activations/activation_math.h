@@ -44,7 +44,7 @@ namespace fastops {
   /* 1 / (1 + exp(-x)) */                                                                                      \
   X(Sigmoid, "sigmoid", "", kOutput, kOwnOp, kRows)                                                            \
   X(Tanh, "tanh", "", kOutput, kOwnOp, kRows)                                                                  \
-  /* scale * x if x > 0 else scale * alpha * (exp(x * input_scale) - 1): aten::elu, which selu and celu are */ \
+  /* scale * x if x >= 0 else scale * alpha * expm1(x * input_scale): aten::elu, which selu and celu are */    \
   X(ELU, "elu", ", float alpha=1.0, float scale=1.0, float input_scale=1.0", kInput, kOwnOp, kNone)            \
   /* log(1 + exp(beta x)) / beta, or x where beta x > threshold */                                             \
   X(Softplus, "softplus", ", float beta=1.0, float threshold=20.0", kInput, kOwnOp, kNone)                     \
@@ -150,6 +150,8 @@ FASTOPS_HD float erf_(float x) { return ::erff(x); }
 FASTOPS_HD double erf_(double x) { return ::erf(x); }
 FASTOPS_HD float exp_(float x) { return ::expf(x); }
 FASTOPS_HD double exp_(double x) { return ::exp(x); }
+FASTOPS_HD float expm1_(float x) { return ::expm1f(x); }
+FASTOPS_HD double expm1_(double x) { return ::expm1(x); }
 FASTOPS_HD float log1p_(float x) { return ::log1pf(x); }
 FASTOPS_HD double log1p_(double x) { return ::log1p(x); }
 FASTOPS_HD float tanh_(float x) { return ::tanhf(x); }
@@ -200,9 +202,10 @@ FASTOPS_HD T forward(T x, const ActParams& p) {
   } else if constexpr (A == Activation::Tanh) {
     return tanh_(x);
   } else if constexpr (A == Activation::ELU) {
-    // exp(x) - 1 as torch writes it, not expm1: in float64 torch is the reference, to one ulp.
+    // torch's: expm1, not exp(x) - 1, which lost all digits near zero (elu(-1e-10) was 0, and 8e-8 relative off in
+    // float64); and a zero of either sign takes the linear branch, so elu(-0.0) = -0.0 whatever alpha is.
     const T scale = T(p.p1);
-    return x <= T(0) ? (exp_(x * T(p.p2)) - T(1)) * (T(p.p0) * scale) : x * scale;
+    return x < T(0) ? expm1_(x * T(p.p2)) * (T(p.p0) * scale) : x * scale;
   } else if constexpr (A == Activation::Softplus) {
     const T beta = T(p.p0);
     return x * beta > T(p.p1) ? x : log1p_(exp_(x * beta)) / beta;

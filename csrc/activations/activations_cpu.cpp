@@ -48,7 +48,7 @@ C10_ALWAYS_INLINE V vec_forward(const V& x, const ActParams& p) {
     return cpu::vmath::tanh(x);
   } else if constexpr (A == Activation::ELU) {
     const V scale(S(p.p1)), input_scale(S(p.p2)), negative_scale(S(p.p0) * S(p.p1));
-    return cpu::select(x > zero, x * scale, (cpu::vmath::exp(x * input_scale) - one) * negative_scale);
+    return cpu::select(x < zero, cpu::vmath::expm1(x * input_scale) * negative_scale, x * scale);
   } else if constexpr (A == Activation::Softplus) {
     const V beta(S(p.p0));
     return cpu::select(x * beta > V(S(p.p1)), x, cpu::vmath::exp(x * beta).log1p() / beta);

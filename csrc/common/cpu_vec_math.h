@@ -71,6 +71,27 @@ C10_ALWAYS_INLINE VF exp(VF x) {
   return pow2_scale(p, n);
 }
 
+// expm1(x) for float32 (torch's elu family uses expm1), from exp's pieces: x = n*ln2 + r, expm1(r) = r + r^2*P(r)
+// without exp's leading 1, so small |x| keeps all its digits. Then expm1(x) = 2^n*expm1(r) + (2^n - 1), one FMA:
+// 2^n - 1 is exact for |n| <= 24. Beyond, the answer is dominated by 2^n*exp(r) or by -1, and exp(x) - 1 loses
+// nothing: NaN, infinities, -1 below about -17 and overflow come out of that branch.
+C10_ALWAYS_INLINE VF expm1(VF x) {
+  const VF one(1.0f);
+  x = at::vec::clamp(x, VF(-104.0f), VF(89.0f));  // NaN passes, as in exp
+  const VF n = (x * VF(1.44269502e+00f)).round();
+  VF r = at::vec::fnmadd(n, VF(6.93147182e-01f), x);
+  r = at::vec::fnmadd(n, VF(-1.90465432e-09f), r);
+  VF p = at::vec::fmadd(VF(1.37514074e-03f), r, VF(8.36891588e-03f));
+  p = at::vec::fmadd(p, r, VF(4.16695327e-02f));
+  p = at::vec::fmadd(p, r, VF(1.66665182e-01f));
+  p = at::vec::fmadd(p, r, VF(4.99999881e-01f));
+  const VF expm1_r = at::vec::fmadd(p * r, r, r);
+  const VF two_n = pow2_scale(one, n);
+  const VF near = at::vec::fmadd(two_n, expm1_r, two_n - one);
+  const VF far = pow2_scale(expm1_r + one, n) - one;
+  return VF::blendv(far, near, n.abs() <= VF(24.0f));
+}
+
 // erf(x) for float32 with torch's own formula (Abramowitz & Stegun 7.1.26, as Vectorized<float>::erf and oneDNN's
 // gelu_erf use), so the error stays torch's (at most 1.5e-7 absolute): sign(x) * (1 - t*P(t)*e), e = exp(-x^2),
 // t = 1 / (1 + 0.3275911*|x|). Only the exp differs (the inline one above instead of Sleef's). A caller that already
@@ -188,6 +209,7 @@ inline Vectorized<float> exp(const Vectorized<float>& x) { return x.exp(); }
 inline Vectorized<float> tanh(const Vectorized<float>& x) {
   return portable::map(x, [](double v) { return portable::tanh(v); });
 }
+inline Vectorized<float> expm1(const Vectorized<float>& x) { return x.expm1(); }
 // erf stays std::erf's: torch's kernels use it at this level (their A&S formula is only in their AVX2/AVX-512
 // code), and the formula's 1.5e-7 absolute error made a float32 gelu gradient err 3.3e-7 where torch's erred 9.7e-8.
 inline Vectorized<float> erf(const Vectorized<float>& x) { return x.erf(); }
@@ -196,6 +218,7 @@ inline Vectorized<float> erf(const Vectorized<float>& x, const Vectorized<float>
 #endif
 
 inline Vectorized<double> exp(const Vectorized<double>& x) { return x.exp(); }
+inline Vectorized<double> expm1(const Vectorized<double>& x) { return x.expm1(); }
 inline Vectorized<double> erf(const Vectorized<double>& x) { return x.erf(); }
 inline Vectorized<double> erf(const Vectorized<double>& x, const Vectorized<double>&) { return x.erf(); }
 inline Vectorized<double> tanh(const Vectorized<double>& x) { return x.tanh(); }
