@@ -12,7 +12,7 @@
 // AVX-512 instructions, FMA included) and differs per level only in how 2^n is applied (pow2_scale). The two levels
 // give bitwise the same results. float64 keeps at::vec's (Sleef) functions: the double kernels are not the CPU target
 // and their accuracy rule is one double ulp. At the portable level (no FMA) tanh evaluates the same polynomials per
-// lane in double; exp and erf stay at::vec's (std::) functions there (see there).
+// lane in double, erf its own polynomials in double; exp and expm1 stay at::vec's (std::) functions (see there).
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 namespace fastops::cpu::vmath {
@@ -190,6 +191,33 @@ inline double tanh(double x) {
   return ax < 0.85 ? small : std::copysign(large, x);
 }
 
+// erf in double, for float inputs (x + x*A(x^2) below 1, 1 - B(|x| - 2.5) up to 4, where erf rounds to 1 in float):
+// least-squares polynomials at Chebyshev nodes, printed by scripts/fit_portable_erf.py (its docstring has the method).
+// Rounded to float, every float in [0, 4.5] comes out within 0.51 ulp of erf. A NaN takes the second branch: NaN.
+constexpr double kErfSmall[] = {0.12837916708228556, -0.37612638590433278, 0.1128378411186874, -0.026865517446023935,
+                                0.0052212614999454015, -0.00084872677938173358, 0.0001128817522497799,
+                                -9.7284097832985778e-06};
+constexpr double kErfcLarge[] = {0.00040695214177236748, -0.0021782785040530533, 0.0054457015064667486,
+                                 -0.0083502117743445119, 0.0086224843267866703, -0.0061165875598249899,
+                                 0.0027979812514598136, -0.0005445338303076315, -0.00025947491029375898,
+                                 0.00025342417790514139, -8.0394298819095339e-05, -7.756445348741788e-06,
+                                 1.5348351088599392e-05, -3.4626537157137585e-06, -7.886890126423446e-07,
+                                 3.5129914353911942e-07, -1.1272014878229776e-08};
+
+template <size_t N>
+inline double horner(const double (&coef)[N], double t) {
+  double p = coef[N - 1];
+  for (size_t i = N - 1; i-- > 0;) p = p * t + coef[i];
+  return p;
+}
+
+inline double erf(double x) {
+  const double ax = std::fabs(x);
+  const double small = x + x * horner(kErfSmall, x * x);
+  const double large = std::copysign(1.0 - horner(kErfcLarge, std::min(ax, 4.0) - 2.5), x);
+  return ax < 1.0 ? small : large;
+}
+
 // f applied to each lane (in double), rounded to float once.
 template <typename F>
 C10_ALWAYS_INLINE Vectorized<float> map(const Vectorized<float>& x, F f) {
@@ -210,10 +238,13 @@ inline Vectorized<float> tanh(const Vectorized<float>& x) {
   return portable::map(x, [](double v) { return portable::tanh(v); });
 }
 inline Vectorized<float> expm1(const Vectorized<float>& x) { return x.expm1(); }
-// erf stays std::erf's: torch's kernels use it at this level (their A&S formula is only in their AVX2/AVX-512
-// code), and the formula's 1.5e-7 absolute error made a float32 gelu gradient err 3.3e-7 where torch's erred 9.7e-8.
-inline Vectorized<float> erf(const Vectorized<float>& x) { return x.erf(); }
-inline Vectorized<float> erf(const Vectorized<float>& x, const Vectorized<float>&) { return x.erf(); }
+// erf per lane in double (portable::erf): as exact as std::erf, which torch's kernels use at this level (their A&S
+// formula, 1.5e-7 absolute error, is only in their AVX2/AVX-512 code and made a float32 gelu gradient err 3.3e-7
+// where torch's erred 9.7e-8), and vectorized where std::erf is a call per lane.
+inline Vectorized<float> erf(const Vectorized<float>& x) {
+  return portable::map(x, [](double v) { return portable::erf(v); });
+}
+inline Vectorized<float> erf(const Vectorized<float>& x, const Vectorized<float>&) { return erf(x); }
 
 #endif
 
