@@ -375,9 +375,12 @@ class FastopsMode(TorchFunctionMode):
     """The function mode behind :func:`enable`."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+        # Every torch call of the thread lands here (Tensor.shape included): the unrouted ones leave at once.
         route = _ACTIVE.get(func)
-        if route is not None and all(t in _PLAIN_TYPES for t in types):
+        if route is None:
+            return func(*args, **kwargs) if kwargs else func(*args)
+        kwargs = kwargs or {}
+        if all(t in _PLAIN_TYPES for t in types):
             fn, bind = route
             call = bind(*args, **kwargs)
             if call is not None:
