@@ -12,6 +12,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -36,6 +37,42 @@ inline Vectorized<T> select(const Vectorized<T>& mask, const Vectorized<T>& if_t
 #else
   return Vectorized<T>::blendv(if_false, if_true, mask);
 #endif
+}
+
+// Lanewise comparisons, as masks for select: a < b, a <= b, a > b, a >= b (false where either is NaN). At the portable
+// level Vectorized's comparison operators branch on each lane and memset it, which random signs mispredict; there
+// the lanes are compared into integer masks in a loop the compiler vectorizes.
+template <typename T, typename Compare>
+inline Vectorized<T> compare(const Vectorized<T>& a, const Vectorized<T>& b, Compare compare_lane) {
+#if defined(CPU_CAPABILITY_DEFAULT)
+  using Bits = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+  static_assert(sizeof(T) == sizeof(Bits));
+  constexpr int kSize = Vectorized<T>::size();
+  __at_align__ T lhs[kSize], rhs[kSize];
+  __at_align__ Bits mask[kSize];
+  a.store(lhs);
+  b.store(rhs);
+  for (int i = 0; i < kSize; ++i) mask[i] = compare_lane(lhs[i], rhs[i]) ? ~Bits(0) : Bits(0);
+  return Vectorized<T>::loadu(mask);
+#else
+  return compare_lane(a, b);
+#endif
+}
+template <typename T>
+inline Vectorized<T> lt(const Vectorized<T>& a, const Vectorized<T>& b) {
+  return compare(a, b, [](const auto& l, const auto& r) { return l < r; });
+}
+template <typename T>
+inline Vectorized<T> le(const Vectorized<T>& a, const Vectorized<T>& b) {
+  return compare(a, b, [](const auto& l, const auto& r) { return l <= r; });
+}
+template <typename T>
+inline Vectorized<T> gt(const Vectorized<T>& a, const Vectorized<T>& b) {
+  return compare(a, b, [](const auto& l, const auto& r) { return l > r; });
+}
+template <typename T>
+inline Vectorized<T> ge(const Vectorized<T>& a, const Vectorized<T>& b) {
+  return compare(a, b, [](const auto& l, const auto& r) { return l >= r; });
 }
 
 // One vector of opmath values (Vectorized<opmath_t<T>>::size() elements) read from T storage.
