@@ -80,7 +80,7 @@ def test_matches_torch_forward_and_backward(name, dtype, device):
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_special_values_propagate_like_torch(name, device):
+def test_special_values_matches_torch(name, device):
     fast, native = ACTIVATIONS[name][:2]
     x = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-30, -1e30], device=device)
     # Against torch's float64 math: torch's float32 CPU gelu goes through oneDNN, which returns NaN for +inf.
@@ -88,7 +88,7 @@ def test_special_values_propagate_like_torch(name, device):
 
 
 @pytest.mark.parametrize("name", ("relu", "relu6", "hardtanh", "elu", "selu", "celu"))
-def test_signed_zeros_like_torch(name):
+def test_signed_zeros_matches_torch(name):
     """torch's relu and hardtanh are clamps, so -0.0 stays -0.0 (relu6(-0.0) was 0.0 in fastops' vector lanes); its
     elu family maps a zero of either sign linearly (elu(-0.0) was 0.0)."""
     fast, native = ACTIVATIONS[name][:2]
@@ -100,7 +100,7 @@ def test_signed_zeros_like_torch(name):
 
 @pytest.mark.parametrize("name", ("elu", "selu", "celu"))
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float64), ids=str)
-def test_elu_family_keeps_small_values_like_torch(name, dtype):
+def test_elu_family_small_values_matches_torch(name, dtype):
     """torch's elu is expm1(x) near zero, so tiny negative inputs keep their digits; exp(x) - 1 gave elu(-1e-10) = 0
     in float32 and erred 8e-8 relative in float64, which the accuracy rule's absolute floor does not see. Here the
     rule is applied to relative errors: the largest over the normal outputs, at most twice torch's plus half an ulp.
