@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <type_traits>
 #include <vector>
 
@@ -60,19 +61,19 @@ inline Vectorized<T> compare(const Vectorized<T>& a, const Vectorized<T>& b, Com
 }
 template <typename T>
 inline Vectorized<T> lt(const Vectorized<T>& a, const Vectorized<T>& b) {
-  return compare(a, b, [](const auto& l, const auto& r) { return l < r; });
+  return compare(a, b, std::less<>());
 }
 template <typename T>
 inline Vectorized<T> le(const Vectorized<T>& a, const Vectorized<T>& b) {
-  return compare(a, b, [](const auto& l, const auto& r) { return l <= r; });
+  return compare(a, b, std::less_equal<>());
 }
 template <typename T>
 inline Vectorized<T> gt(const Vectorized<T>& a, const Vectorized<T>& b) {
-  return compare(a, b, [](const auto& l, const auto& r) { return l > r; });
+  return compare(a, b, std::greater<>());
 }
 template <typename T>
 inline Vectorized<T> ge(const Vectorized<T>& a, const Vectorized<T>& b) {
-  return compare(a, b, [](const auto& l, const auto& r) { return l >= r; });
+  return compare(a, b, std::greater_equal<>());
 }
 
 // One vector of opmath values (Vectorized<opmath_t<T>>::size() elements) read from T storage.

@@ -56,8 +56,12 @@ C10_ALWAYS_INLINE VF pow2_scale(const VF& p, const VF& n) {
 //
 // x = n*ln2 + r with |r| <= ln2/2 (Cody-Waite: n*ln2 subtracted in two FMAs so r is exact), exp(r) = 1 + r + r^2*P(r)
 // with P a degree-4 near-minimax fit of (exp(r)-1-r)/r^2 (Chebyshev-node least squares weighted for relative
-// error), and 2^n applied by pow2_scale.
-C10_ALWAYS_INLINE VF exp(VF x) {
+// error), and 2^n applied by pow2_scale. The reduction and P are shared with expm1 (ExpReduced: n, r, P(r)).
+struct ExpReduced {
+  VF n, r, p;
+};
+
+C10_ALWAYS_INLINE ExpReduced exp_reduce(VF x) {
   // Clamping keeps r meaningful for huge |x| (the answer there is 0 or inf anyway). The underlying max/min return
   // their second operand when either is NaN, and clamp passes x second, so a NaN x passes through.
   x = at::vec::clamp(x, VF(-104.0f), VF(89.0f));
@@ -68,29 +72,26 @@ C10_ALWAYS_INLINE VF exp(VF x) {
   p = at::vec::fmadd(p, r, VF(4.16695327e-02f));
   p = at::vec::fmadd(p, r, VF(1.66665182e-01f));
   p = at::vec::fmadd(p, r, VF(4.99999881e-01f));
-  p = at::vec::fmadd(p * r, r, r + VF(1.0f));
-  return pow2_scale(p, n);
+  return {n, r, p};
+}
+
+C10_ALWAYS_INLINE VF exp(const VF& x) {
+  const ExpReduced e = exp_reduce(x);
+  return pow2_scale(at::vec::fmadd(e.p * e.r, e.r, e.r + VF(1.0f)), e.n);
 }
 
 // expm1(x) for float32 (torch's elu family uses expm1), from exp's pieces: x = n*ln2 + r, expm1(r) = r + r^2*P(r)
 // without exp's leading 1, so small |x| keeps all its digits. Then expm1(x) = 2^n*expm1(r) + (2^n - 1), one FMA:
 // 2^n - 1 is exact for |n| <= 24. Beyond, the answer is dominated by 2^n*exp(r) or by -1, and exp(x) - 1 loses
 // nothing: NaN, infinities, -1 below about -17 and overflow come out of that branch.
-C10_ALWAYS_INLINE VF expm1(VF x) {
+C10_ALWAYS_INLINE VF expm1(const VF& x) {
   const VF one(1.0f);
-  x = at::vec::clamp(x, VF(-104.0f), VF(89.0f));  // NaN passes, as in exp
-  const VF n = (x * VF(1.44269502e+00f)).round();
-  VF r = at::vec::fnmadd(n, VF(6.93147182e-01f), x);
-  r = at::vec::fnmadd(n, VF(-1.90465432e-09f), r);
-  VF p = at::vec::fmadd(VF(1.37514074e-03f), r, VF(8.36891588e-03f));
-  p = at::vec::fmadd(p, r, VF(4.16695327e-02f));
-  p = at::vec::fmadd(p, r, VF(1.66665182e-01f));
-  p = at::vec::fmadd(p, r, VF(4.99999881e-01f));
-  const VF expm1_r = at::vec::fmadd(p * r, r, r);
-  const VF two_n = pow2_scale(one, n);
+  const ExpReduced e = exp_reduce(x);
+  const VF expm1_r = at::vec::fmadd(e.p * e.r, e.r, e.r);
+  const VF two_n = pow2_scale(one, e.n);
   const VF near = at::vec::fmadd(two_n, expm1_r, two_n - one);
-  const VF far = pow2_scale(expm1_r + one, n) - one;
-  return VF::blendv(far, near, n.abs() <= VF(24.0f)) | (x & VF(-0.0f));  // x's sign: expm1(-0) = -0
+  const VF far = pow2_scale(expm1_r + one, e.n) - one;
+  return VF::blendv(far, near, e.n.abs() <= VF(24.0f)) | (x & VF(-0.0f));  // x's sign: expm1(-0) = -0
 }
 
 // erf(x) for float32 with torch's own formula (Abramowitz & Stegun 7.1.26, as Vectorized<float>::erf and oneDNN's
