@@ -85,6 +85,11 @@ def test_matmul_long_k_split_matches_torch(dtype, device):
     check_against_torch(fastops.functional.linear, F.linear, Sample((x_long, w_long, b_long), {}, "long K, bias"))
     for sample in accumulate_samples(device, dtype, shapes=((5, 9000, 37),), layouts=(("mT", "contiguous"),)):
         check_accumulate_against_torch(sample)
+    if device == "cpu":
+        # The CPU kernel computes an output narrower than its tile (n = 7) transposed, C^T = B^T A^T: the same sums in
+        # the same order as the product of the transposed operands (n = 29), transposed back, which it must equal.
+        a, b = (make_tensor(shape, dtype, device, generator=gen) for shape in ((29, 12345), (12345, 7)))
+        assert torch.equal(ops.matmul(a, b), ops.matmul(b.mT, a.mT).mT)
 
 
 def test_cpu_one_row_product_is_correctly_rounded():

@@ -80,5 +80,9 @@ def cases(device: str, quick: bool) -> list[Case]:
     size = 256 if quick else 1024  # the CPU target: float32 at 1024^3 against torch's oneDNN/MKL
     linear_shape = (64, 128, 256) if quick else (256, 512, 1024)
     # bfloat16 as well: the CPU GEMM's AMX path against torch's (oneDNN, also AMX where the CPU has it).
+    # Long K, small M and N: a small layer's weight gradient over many tokens (the split-K path), as wide and as
+    # narrow as a tile.
+    long_k = 1 << (12 if quick else 18)
     return [_matmul_case(size, size, size, "float32"), _matmul_case(size, size, size, "bfloat16"),
+            _matmul_case(8, 64, long_k, "float32"), _matmul_case(64, 8, long_k, "float32"),
             _linear_gelu_case(*linear_shape)]
