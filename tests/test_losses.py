@@ -72,6 +72,25 @@ def test_cross_entropy_soft_target_row_sums_matches_torch(classes):
                                                                               f"{trial}-{smoothing}-{reduction}"))
 
 
+@pytest.mark.parametrize("classes", (2, 7, 9, 10, 15, 17, 33))
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+def test_cross_entropy_short_row_tails_matches_torch(classes, dtype):
+    """Rows of every length around the CPU vector widths (8 float lanes at avx2, 16 at avx512): the classes past
+    whole vectors go through one padded vector (all of a row shorter than a vector), whose padding must count in
+    neither the loss nor the gradient, with every kind of target, smoothing and class weights."""
+    gen = torch.Generator().manual_seed(classes)
+    logits = make_tensor((64, classes), dtype, "cpu", low=-20, high=20, requires_grad=True, generator=gen)
+    weight = make_tensor((classes,), dtype, "cpu", low=0.5, high=2, generator=gen)
+    soft = make_tensor((64, classes), dtype, "cpu", low=0, high=1, generator=gen)
+    index = torch.randint(0, classes, (64,), generator=gen)
+    for target, smoothing, class_weight in ((index, 0.0, None), (index, 0.1, weight), (soft, 0.0, weight),
+                                            (soft, 0.2, None)):
+        for reduction in ("mean", "none"):
+            kwargs = {"weight": class_weight, "reduction": reduction, "label_smoothing": smoothing}
+            check_against_torch(FF.cross_entropy, F.cross_entropy,
+                                Sample((logits, target), kwargs, f"{target.dtype}-{smoothing}-{reduction}"), grad=True)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_cross_entropy_float64_close_to_torch(device):
     for sample in classification_samples(device, torch.float64, requires_grad=True):

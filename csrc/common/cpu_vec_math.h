@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 
 namespace fastops::cpu::vmath {
 
@@ -147,6 +148,40 @@ C10_ALWAYS_INLINE VF tanh(const VF& x) {
   return magnitude | (x & sign);
 }
 
+using VD = Vectorized<double>;
+
+// p * 2^n for integral n in [-1022, 1023] (double lanes). AVX2 writes n + 1023 into the exponent field: n + 1.5 * 2^52
+// holds n in its low mantissa bits, and the shift drops everything above them.
+C10_ALWAYS_INLINE VD pow2_scale(const VD& p, const VD& n) {
+#if defined(CPU_CAPABILITY_AVX512)
+  return _mm512_scalef_pd(p, n);
+#else
+  const __m256i low = _mm256_castpd_si256(_mm256_add_pd(n, _mm256_set1_pd(6755399441055744.0)));
+  const __m256i two_n = _mm256_slli_epi64(_mm256_add_epi64(low, _mm256_set1_epi64x(1023)), 52);
+  return _mm256_mul_pd(p, _mm256_castsi256_pd(two_n));
+#endif
+}
+
+// exp(x) in double within about 2e-13 relative, inline: for float math that wants the exponential of a double (or
+// float) argument rounded once to float, as std::exp's float result is (ties closer than 2e-13 aside), or summed in
+// double. Sleef's out-of-line u10 function (what Vectorized<double>::exp calls) cost more than the rest of a short
+// cross-entropy row. x = n*ln2 + r (Cody-Waite, two FMAs), exp(r) by its Taylor polynomial of degree 10 (|r| <=
+// ln2/2: the first term left out is 2.2e-13 of the sum). x is clamped to [-708, 709], where 2^n is a normal double:
+// below, the result is about 1e-308 instead of 0, which no float rounding or float-sized sum sees; a NaN passes.
+C10_ALWAYS_INLINE VD exp_to_float(VD x) {
+  x = at::vec::clamp(x, VD(-708.0), VD(709.0));
+  const VD n = (x * VD(1.4426950408889634)).round();
+  VD r = at::vec::fnmadd(n, VD(0.6931471805599453), x);  // double(ln 2)
+  r = at::vec::fnmadd(n, VD(2.3190468138462996e-17), r);  // ln 2 - double(ln 2)
+  // 1/10!, 1/9!, ..., 1/2!, 1, 1.
+  constexpr double kInverseFactorials[] = {2.755731922398589e-07, 2.7557319223985893e-06, 2.48015873015873e-05,
+                                           1.984126984126984e-04, 1.388888888888889e-03, 8.333333333333333e-03,
+                                           4.1666666666666664e-02, 1.6666666666666666e-01, 0.5, 1.0, 1.0};
+  VD p(kInverseFactorials[0]);
+  for (size_t i = 1; i < std::size(kInverseFactorials); ++i) p = at::vec::fmadd(p, r, VD(kInverseFactorials[i]));
+  return pow2_scale(p, n);
+}
+
 #else  // the portable level
 
 // The portable x86-64 level has SSE2: no FMA and no vector 2^n. There Vectorized<float>::tanh is a loop over std::tanh,
@@ -268,6 +303,9 @@ inline Vectorized<float> erf(const Vectorized<float>& x) {
   return portable::map(x, [](double v) { return portable::erf(v); });
 }
 inline Vectorized<float> erf(const Vectorized<float>& x, const Vectorized<float>&) { return erf(x); }
+
+// At the portable level at::vec's double exp is std::exp per lane.
+inline Vectorized<double> exp_to_float(const Vectorized<double>& x) { return x.exp(); }
 
 #endif
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/cpu_elementwise.h"
+#include "common/cpu_vec_math.h"
 #include "losses/loss_math.h"
 #include "losses/losses.h"
 
@@ -64,10 +65,14 @@ struct CrossEntropyRows {
 
   // q_j without the one-hot term, for kW classes starting at j (math type) and for class j alone (double: the
   // per-row scalars are accumulated in double).
+  // A tail (j + kW > c) reads only classes j .. c - 1.
   V q_vec(const T* t, int64_t j) const {
-    V q = kProb ? cpu::load_opmath(t + j) * V(static_cast<A>(keep)) + V(static_cast<A>(spread))
-                : V(static_cast<A>(spread));
-    if constexpr (kWeighted) q = q * V::loadu(weight + j);
+    const bool tail = j + kW > c;
+    V q = V(static_cast<A>(spread));
+    if constexpr (kProb) {
+      q = (tail ? load_tail(t, j, A(0)) : cpu::load_opmath(t + j)) * V(static_cast<A>(keep)) + q;
+    }
+    if constexpr (kWeighted) q = q * V::loadu(weight + j, tail ? c - j : kW);
     return q;
   }
   double q_one(const T* t, int64_t j) const {
@@ -99,7 +104,10 @@ struct CrossEntropyRows {
                       ") is out of bounds for ", num_classes, " classes (ignore_index is ", ignore_index, ")");
   }
 
-  int64_t grain() const { return std::max<int64_t>(1, cpu::kElementwiseGrain / c); }
+  // Rows per thread at least. A class costs a few elementwise operations (two sweeps, an exponential) and a row
+  // some more (its reductions and logarithm): counted as one elementwise grain per thread, [4096, 8] ran on one
+  // thread, 55 us against torch's 24 on two.
+  int64_t grain() const { return std::max<int64_t>(1, cpu::kElementwiseGrain / (4 * c + 64)); }
 
   // qz = sum_j q_j (z_j - m) and qsum = sum_j q_j over the row without the one-hot term, in double: each term is
   // then exact but for one rounding (z_j - m is exact in double, q_j a product of at most three inputs), and the row's
@@ -135,49 +143,141 @@ struct CrossEntropyRows {
       tail_qz += q * d;
       tail_qsum += q;
     }
-    static void to_double(const V& v, double* out) {
-      __at_align__ A lanes[kW];
-      v.store(lanes);
-      for (int64_t l = 0; l < kW; ++l) out[l] = static_cast<double>(lanes[l]);
-    }
     static double total(const VD* parts, double tail) {
       for (int64_t h = 0; h < kParts; ++h) tail += reduce_sum(parts[h]);
       return tail;
     }
   };
 
-  // A row's loss terms: log s, qz and qsum of the file comment (one-hot term included), the row maximum m.
+  // A row's loss terms: log s, qz and qsum of the file comment (one-hot term included), the row maximum m. row_sums
+  // leaves s itself in log_s; the callers take the logarithms of a block of rows together (log_rows).
   struct RowTerms {
     double m, log_s, qz, qsum;
     double loss() const { return qsum * log_s - qz; }
     double lse() const { return m + log_s; }
   };
 
-  // Two sweeps over row i (maximum; then exponentials and target terms) for a row of class y (>= 0).
+  // Rows are taken in blocks of up to kBlockRows (and about kBlockElems elements: forward_grad reads them again to
+  // write their gradients), whose log s go through vector logarithms together: one std::log per row took a quarter of
+  // a [4096, 16] float32 forward's time. In double for every dtype (torch's own log_softmax takes the logarithm of
+  // its sum in the math type); float64 rows keep std::log, correctly rounded, for their float64 result.
+  static constexpr int64_t kBlockRows = 16, kBlockElems = 8192;
+  int64_t block_rows() const { return std::clamp<int64_t>(kBlockElems / std::max<int64_t>(c, 1), 1, kBlockRows); }
+
+  // The terms of rows i0 .. i0 + n - 1 into terms[] and their classes into y[] (-1: ignored, terms unset).
+  void block_terms(int64_t i0, int64_t n, RowTerms* terms, int64_t* y) {
+    __at_align__ double s[kBlockRows];
+    A m[kBlockRows];
+    std::fill_n(s, kBlockRows, 1.0);  // log 1 for ignored rows and past the block's last
+    // One sweep at a time over all rows of the block: a short row's sweep is a chain of dependent steps (load,
+    // maximum, horizontal maximum, exponentials, horizontal sum), and rows taken one after the other left the
+    // core waiting on each.
+    for (int64_t r = 0; r < n; ++r) {
+      y[r] = target_class(i0 + r);
+      if (y[r] >= 0) m[r] = row_max(logits + (i0 + r) * c);
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      if (y[r] < 0) continue;
+      terms[r] = row_sums(logits + (i0 + r) * c, kProb ? prob + (i0 + r) * c : nullptr, y[r], m[r]);
+      s[r] = terms[r].log_s;
+    }
+    if constexpr (std::is_same_v<A, double>) {
+      for (int64_t r = 0; r < n; ++r) s[r] = std::log(s[r]);
+    } else {
+      using VD = Vectorized<double>;
+      for (int64_t r = 0; r < n; r += VD::size()) VD::loadu(s + r).log().store(s + r);
+    }
+    for (int64_t r = 0; r < n; ++r) terms[r].log_s = s[r];
+  }
+
+  // A row of class y (>= 0): two sweeps, row_max and row_sums.
   RowTerms row_terms(const T* z, const T* t, int64_t y) const {
-    // Sweep 1: the row maximum (NaN propagates through maximum()).
+    RowTerms r = row_sums(z, t, y, row_max(z));
+    r.log_s = std::log(r.log_s);
+    return r;
+  }
+
+  // Sweep 1: the row maximum (NaN propagates through maximum()).
+  A row_max(const T* z) const {
     int64_t j = 0;
     V vmax(-std::numeric_limits<A>::infinity());
     for (; j + kW <= c; j += kW) vmax = at::vec::maximum(vmax, cpu::load_opmath(z + j));
-    A m = at::vec::vec_reduce_all<A>([](const V& a, const V& b) { return at::vec::maximum(a, b); }, vmax);
-    for (; j < c; ++j) {
-      const A zj = static_cast<A>(z[j]);
-      m = (zj > m || std::isnan(zj)) ? zj : m;
+    if (j < c) vmax = at::vec::maximum(vmax, load_tail(z, j, -std::numeric_limits<A>::infinity()));
+    return at::vec::vec_reduce_all<A>([](const V& a, const V& b) { return at::vec::maximum(a, b); }, vmax);
+  }
+
+  // Whether the classes j .. c - 1 left after whole vectors (fewer than kW) go through one more vector, padded, rather
+  // than scalar loops: in float math. The scalar loops' std::exp in double took a third of a [4096, 10] float32
+  // forward's time at the avx2 level (two of ten classes per row), most of it for a row of fewer classes than a
+  // vector holds. float64 keeps them: its exponentials stay correctly rounded.
+  static constexpr bool kVectorTail = !std::is_same_v<A, double>;
+  using VD = Vectorized<double>;
+
+  static void to_double(const V& v, double* out) {
+    __at_align__ A lanes[kW];
+    v.store(lanes);
+    for (int64_t l = 0; l < kW; ++l) out[l] = static_cast<double>(lanes[l]);
+  }
+
+  // Classes j .. c - 1 (fewer than kW) in the math type, the lanes past them set to fill.
+  V load_tail(const T* z, int64_t j, A fill) const {
+    const int64_t count = c - j;
+    if constexpr (std::is_same_v<T, A>) {
+      return V::set(V(fill), V::loadu(z + j, count), count);
+    } else {
+      __at_align__ A lanes[kW];
+      for (int64_t k = 0; k < kW; ++k) lanes[k] = k < count ? static_cast<A>(z[j + k]) : fill;
+      return V::loadu(lanes);
     }
-    // Sweep 2: s = sum exp(z - m) and the target sums (TargetSums). Vector lanes add at most kFlush vectors of
-    // exponentials in the math type before their total moves to double: long rows lose no accuracy to the sum.
+  }
+
+  // Stores lanes 0 .. c - j - 1 of v to g[j ..] (the classes past whole vectors).
+  void store_tail(T* g, int64_t j, const V& v) const {
+    const int64_t count = c - j;
+    if constexpr (std::is_same_v<T, A>) {
+      v.store(g + j, count);
+    } else {
+      __at_align__ A lanes[kW];
+      v.store(lanes);
+      for (int64_t k = 0; k < count; ++k) g[j + k] = static_cast<T>(lanes[k]);
+    }
+  }
+
+  // Sweep 2: s = sum exp(z - m) (left in log_s) and the target sums (TargetSums). Vector lanes add at most kFlush
+  // vectors of exponentials in the math type before their total moves to double: long rows lose no accuracy to the
+  // sum.
+  RowTerms row_sums(const T* z, const T* t, int64_t y, A m) const {
     const double md = static_cast<double>(m);
     double s = 0;
     TargetSums sums;
-    j = 0;
+    int64_t j = 0;
     while (j + kW <= c) {
       V vs(0);
       for (int64_t k = 0; k < kFlush && j + kW <= c; ++k, j += kW) {
         const V zj = cpu::load_opmath(z + j);
-        vs = vs + (zj - V(m)).exp();
+        vs = vs + cpu::vmath::exp(zj - V(m));
         if (smooth) sums.add_vector(*this, zj, t, j, md);
       }
       s += reduce_sum(vs);
+    }
+    if (kVectorTail && j < c) {
+      // exp(z_j - m) with z_j - m exact in double, as in the scalar loop. Padded with d = 0, whose exponentials are
+      // then zeroed: padding with -inf made float exponentials underflow through denormals, which AVX2 multiplies in
+      // microcode (half of a [4096, 10] forward's time).
+      __at_align__ double d[kW];
+      to_double(load_tail(z, j, m), d);
+      VD e_sum(0);
+      for (int64_t h = 0; h < c - j; h += VD::size()) {
+        const VD e = cpu::vmath::exp_to_float(VD::loadu(d + h) - VD(md));
+        e_sum = e_sum + VD::set(VD(0), e, c - j - h);
+      }
+      // Lane by lane: at::vec's reduction of an AVX-512 double vector goes through overlapping stack stores, whose
+      // forwarding stalls doubled a [4096, 17] forward's time.
+      __at_align__ double lanes[VD::size()];
+      e_sum.store(lanes);
+      for (const double e : lanes) s += e;
+      for (; smooth && j < c; ++j) sums.add(q_one(t, j), static_cast<double>(z[j]) - md);
+      j = c;
     }
     for (; j < c; ++j) {
       const double d = static_cast<double>(z[j]) - md;
@@ -192,7 +292,7 @@ struct CrossEntropyRows {
       qz += one_hot_weight(y) * (static_cast<double>(z[y]) - static_cast<double>(m));
       qsum += one_hot_weight(y);
     }
-    return {static_cast<double>(m), std::log(s), qz, qsum};
+    return {static_cast<double>(m), s, qz, qsum};
   }
 
   // g_j = (B exp(z_j - lse) - q_j) u for row z whose class is column y, rounded once (no one-hot term when y is
@@ -244,6 +344,30 @@ struct CrossEntropyRows {
         cpu::store_opmath(g + j, gj);
       }
     }
+    if (kVectorTail && j < c) {
+      // The scalar loop's arithmetic below, lane by lane: exp of the float d rounded once, q_j in double rounded once,
+      // one float FMA. Padded with d = 0.
+      const int64_t count = c - j;
+      __at_align__ A zs[kW], q[kW] = {};
+      const V zv = load_tail(z, j, hi);
+      zv.store(zs);  // read before g (maybe z) is written
+      const V d = zv - V(hi);
+      __at_align__ double wide[kW];
+      to_double(d, wide);
+      for (int64_t h = 0; h < count; h += VD::size()) cpu::vmath::exp_to_float(VD::loadu(wide + h)).store(wide + h);
+      __at_align__ A p[kW];
+      for (int64_t k = 0; k < kW; ++k) p[k] = static_cast<A>(wide[k]);
+      V gj = V::loadu(p) * V(f);
+      if (smooth) {
+        for (int64_t k = 0; k < count; ++k) q[k] = static_cast<A>(-q_one(t, j + k)) * ua;
+        gj = at::vec::fmadd(V::loadu(p), V(f), V::loadu(q));
+      }
+      store_tail(g, j, gj);
+      for (int64_t k = 0; smooth && k < count; ++k) {
+        if (zs[k] - hi > peak_above) peak(j + k, zs[k]);
+      }
+      j = c;
+    }
     for (; j < c; ++j) {
       const A d = static_cast<A>(z[j]) - hi;
       if (smooth && d > peak_above) {
@@ -275,17 +399,22 @@ struct CrossEntropyRows {
     double* lse = ce.lse.template data_ptr<double>();
     A* mass = ce.target_mass.template data_ptr<A>();
     at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t y = target_class(i);
-        if (y < 0) {  // ignored rows: no loss, no weight, no gradient
-          loss[i] = row_weight[i] = lse[i] = mass[i] = 0;
-          continue;
+      RowTerms terms[kBlockRows];
+      int64_t ys[kBlockRows];
+      for (int64_t i0 = begin; i0 < end; i0 += block_rows()) {
+        const int64_t n = std::min(block_rows(), end - i0);
+        block_terms(i0, n, terms, ys);
+        for (int64_t r = 0, i = i0; r < n; ++r, ++i) {
+          const int64_t y = ys[r];
+          if (y < 0) {  // ignored rows: no loss, no weight, no gradient
+            loss[i] = row_weight[i] = lse[i] = mass[i] = 0;
+            continue;
+          }
+          loss[i] = terms[r].loss();
+          row_weight[i] = kProb ? 1.0 : (kWeighted ? weight[y] : 1.0);
+          lse[i] = terms[r].lse();
+          mass[i] = static_cast<A>(terms[r].qsum);
         }
-        const RowTerms r = row_terms(logits + i * c, kProb ? prob + i * c : nullptr, y);
-        loss[i] = r.loss();
-        row_weight[i] = kProb ? 1.0 : (kWeighted ? weight[y] : 1.0);
-        lse[i] = r.lse();
-        mass[i] = static_cast<A>(r.qsum);
       }
     });
     raise_if_bad_target();
@@ -298,20 +427,25 @@ struct CrossEntropyRows {
     const double* scale = grad_scale.template const_data_ptr<double>();
     const bool per_row = grad_scale.numel() > 1;
     at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const T* z = logits + i * c;
-        const T* t = kProb ? prob + i * c : nullptr;
-        T* g = grad + i * c;
-        const int64_t y = target_class(i);
-        const double u = scale[per_row ? i : 0];
-        if (y < 0) {
-          loss[i] = 0 * u;  // NaN when u is 1 / 0: 'mean' over only ignored rows, as torch
-          std::fill(g, g + c, T(0));
-          continue;
+      RowTerms terms[kBlockRows];
+      int64_t ys[kBlockRows];
+      for (int64_t i0 = begin; i0 < end; i0 += block_rows()) {
+        const int64_t n = std::min(block_rows(), end - i0);
+        block_terms(i0, n, terms, ys);
+        for (int64_t r = 0, i = i0; r < n; ++r, ++i) {
+          const T* z = logits + i * c;
+          const T* t = kProb ? prob + i * c : nullptr;
+          T* g = grad + i * c;
+          const int64_t y = ys[r];
+          const double u = scale[per_row ? i : 0];
+          if (y < 0) {
+            loss[i] = 0 * u;  // NaN when u is 1 / 0: 'mean' over only ignored rows, as torch
+            std::fill(g, g + c, T(0));
+            continue;
+          }
+          loss[i] = u * terms[r].loss();
+          write_grad(z, t, y, terms[r].m, terms[r].log_s, terms[r].qsum, u, g);
         }
-        const RowTerms r = row_terms(z, t, y);
-        loss[i] = u * r.loss();
-        write_grad(z, t, y, r.m, r.log_s, r.qsum, u, g);
       }
     });
     raise_if_bad_target();
