@@ -393,29 +393,35 @@ struct CrossEntropyRows {
     }
   }
 
-  void forward() {
-    double* loss = ce.loss.template data_ptr<double>();
-    double* row_weight = ce.row_weight.template data_ptr<double>();
-    double* lse = ce.lse.template data_ptr<double>();
-    A* mass = ce.target_mass.template data_ptr<A>();
+  // Calls row(i, y, terms) for every row i of class y (y < 0: ignored, terms unset), in parallel, the terms taken a
+  // block of rows at a time (block_terms).
+  template <typename Row>
+  void for_each_row(const Row& row) {
     at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
       RowTerms terms[kBlockRows];
       int64_t ys[kBlockRows];
       for (int64_t i0 = begin; i0 < end; i0 += block_rows()) {
         const int64_t n = std::min(block_rows(), end - i0);
         block_terms(i0, n, terms, ys);
-        for (int64_t r = 0, i = i0; r < n; ++r, ++i) {
-          const int64_t y = ys[r];
-          if (y < 0) {  // ignored rows: no loss, no weight, no gradient
-            loss[i] = row_weight[i] = lse[i] = mass[i] = 0;
-            continue;
-          }
-          loss[i] = terms[r].loss();
-          row_weight[i] = kProb ? 1.0 : (kWeighted ? weight[y] : 1.0);
-          lse[i] = terms[r].lse();
-          mass[i] = static_cast<A>(terms[r].qsum);
-        }
+        for (int64_t r = 0; r < n; ++r) row(i0 + r, ys[r], terms[r]);
       }
+    });
+  }
+
+  void forward() {
+    double* loss = ce.loss.template data_ptr<double>();
+    double* row_weight = ce.row_weight.template data_ptr<double>();
+    double* lse = ce.lse.template data_ptr<double>();
+    A* mass = ce.target_mass.template data_ptr<A>();
+    for_each_row([&](int64_t i, int64_t y, const RowTerms& terms) {
+      if (y < 0) {  // ignored rows: no loss, no weight, no gradient
+        loss[i] = row_weight[i] = lse[i] = mass[i] = 0;
+        return;
+      }
+      loss[i] = terms.loss();
+      row_weight[i] = kProb ? 1.0 : (kWeighted ? weight[y] : 1.0);
+      lse[i] = terms.lse();
+      mass[i] = static_cast<A>(terms.qsum);
     });
     raise_if_bad_target();
   }
@@ -426,27 +432,18 @@ struct CrossEntropyRows {
     double* loss = ce.loss.template data_ptr<double>();
     const double* scale = grad_scale.template const_data_ptr<double>();
     const bool per_row = grad_scale.numel() > 1;
-    at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
-      RowTerms terms[kBlockRows];
-      int64_t ys[kBlockRows];
-      for (int64_t i0 = begin; i0 < end; i0 += block_rows()) {
-        const int64_t n = std::min(block_rows(), end - i0);
-        block_terms(i0, n, terms, ys);
-        for (int64_t r = 0, i = i0; r < n; ++r, ++i) {
-          const T* z = logits + i * c;
-          const T* t = kProb ? prob + i * c : nullptr;
-          T* g = grad + i * c;
-          const int64_t y = ys[r];
-          const double u = scale[per_row ? i : 0];
-          if (y < 0) {
-            loss[i] = 0 * u;  // NaN when u is 1 / 0: 'mean' over only ignored rows, as torch
-            std::fill(g, g + c, T(0));
-            continue;
-          }
-          loss[i] = u * terms[r].loss();
-          write_grad(z, t, y, terms[r].m, terms[r].log_s, terms[r].qsum, u, g);
-        }
+    for_each_row([&](int64_t i, int64_t y, const RowTerms& terms) {
+      const T* z = logits + i * c;
+      const T* t = kProb ? prob + i * c : nullptr;
+      T* g = grad + i * c;
+      const double u = scale[per_row ? i : 0];
+      if (y < 0) {
+        loss[i] = 0 * u;  // NaN when u is 1 / 0: 'mean' over only ignored rows, as torch
+        std::fill(g, g + c, T(0));
+        return;
       }
+      loss[i] = u * terms.loss();
+      write_grad(z, t, y, terms.m, terms.log_s, terms.qsum, u, g);
     });
     raise_if_bad_target();
   }
