@@ -44,6 +44,7 @@ struct CrossEntropyRows {
   using Scalar = T;
   using A = opmath_t<T>;
   using V = Vectorized<A>;
+  using VD = Vectorized<double>;
   static constexpr int64_t kW = V::size();
   static constexpr int64_t kFlush = 16;
 
@@ -117,7 +118,6 @@ struct CrossEntropyRows {
   // per lane (a plain double loop over the row, which converted every bfloat16 target one at a time, made a smoothed
   // [1024, 32000] bfloat16 forward 2x slower).
   struct TargetSums {
-    using VD = Vectorized<double>;
     static constexpr int64_t kParts = kW / VD::size();  // double vectors per vector of the math type
     VD qz[kParts], qsum[kParts];
     double tail_qz = 0, tail_qsum = 0;
@@ -150,7 +150,7 @@ struct CrossEntropyRows {
   };
 
   // A row's loss terms: log s, qz and qsum of the file comment (one-hot term included), the row maximum m. row_sums
-  // leaves s itself in log_s; the callers take the logarithms of a block of rows together (log_rows).
+  // leaves s itself in log_s; block_terms takes the logarithms of a block of rows together.
   struct RowTerms {
     double m, log_s, qz, qsum;
     double loss() const { return qsum * log_s - qz; }
@@ -184,7 +184,6 @@ struct CrossEntropyRows {
     if constexpr (std::is_same_v<A, double>) {
       for (int64_t r = 0; r < n; ++r) s[r] = std::log(s[r]);
     } else {
-      using VD = Vectorized<double>;
       for (int64_t r = 0; r < n; r += VD::size()) VD::loadu(s + r).log().store(s + r);
     }
     for (int64_t r = 0; r < n; ++r) terms[r].log_s = s[r];
@@ -211,12 +210,16 @@ struct CrossEntropyRows {
   // forward's time at the avx2 level (two of ten classes per row), most of it for a row of fewer classes than a
   // vector holds. float64 keeps them: its exponentials stay correctly rounded.
   static constexpr bool kVectorTail = !std::is_same_v<A, double>;
-  using VD = Vectorized<double>;
 
   static void to_double(const V& v, double* out) {
     __at_align__ A lanes[kW];
     v.store(lanes);
     for (int64_t l = 0; l < kW; ++l) out[l] = static_cast<double>(lanes[l]);
+  }
+
+  // x[k] = exp(x[k]) for k < count (and up to the end of the last double vector), by cpu::vmath::exp_to_float.
+  static void exp_lanes(double* x, int64_t count) {
+    for (int64_t h = 0; h < count; h += VD::size()) cpu::vmath::exp_to_float(VD::loadu(x + h)).store(x + h);
   }
 
   // Classes j .. c - 1 (fewer than kW) in the math type, the lanes past them set to fill.
@@ -264,13 +267,13 @@ struct CrossEntropyRows {
       // exp(z_j - m) with z_j - m exact in double, as in the scalar loop. Padded with d = 0, whose exponentials are
       // then zeroed: padding with -inf made float exponentials underflow through denormals, which AVX2 multiplies in
       // microcode (half of a [4096, 10] forward's time).
-      __at_align__ double d[kW];
-      to_double(load_tail(z, j, m), d);
+      const int64_t count = c - j;
+      __at_align__ double e[kW];
+      to_double(load_tail(z, j, m), e);
+      for (int64_t k = 0; k < kW; ++k) e[k] -= md;
+      exp_lanes(e, count);
       VD e_sum(0);
-      for (int64_t h = 0; h < c - j; h += VD::size()) {
-        const VD e = cpu::vmath::exp_to_float(VD::loadu(d + h) - VD(md));
-        e_sum = e_sum + VD::set(VD(0), e, c - j - h);
-      }
+      for (int64_t h = 0; h < count; h += VD::size()) e_sum = e_sum + VD::set(VD(0), VD::loadu(e + h), count - h);
       // Lane by lane: at::vec's reduction of an AVX-512 double vector goes through overlapping stack stores, whose
       // forwarding stalls doubled a [4096, 17] forward's time.
       __at_align__ double lanes[VD::size()];
@@ -354,7 +357,7 @@ struct CrossEntropyRows {
       const V d = zv - V(hi);
       __at_align__ double wide[kW];
       to_double(d, wide);
-      for (int64_t h = 0; h < count; h += VD::size()) cpu::vmath::exp_to_float(VD::loadu(wide + h)).store(wide + h);
+      exp_lanes(wide, count);
       __at_align__ A p[kW];
       for (int64_t k = 0; k < kW; ++k) p[k] = static_cast<A>(wide[k]);
       V gj = V::loadu(p) * V(f);
