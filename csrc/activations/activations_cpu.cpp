@@ -213,6 +213,14 @@ struct CpuBackend {
             const scalar_t* xr = xp + r * cols;
             scalar_t* yr = yp + r * cols;
             int64_t j = 0;
+            // Two independent vectors per step, stored together, as cpu::map_elementwise does. One vector a step
+            // (bfloat16 stored a half-width vector at a time) left bfloat16 bias_gelu's forward behind torch's two
+            // passes, x + b then gelu: [2048, 2048] on one AVX-512 thread took 2.04 ms, now 1.79 (torch 1.9-2.1).
+            for (; j + 2 * kWidth <= cols; j += 2 * kWidth) {
+              const V y0 = vec_forward<A>(load_opmath(xr + j) + load_opmath(bp + j), ActParams{});
+              const V y1 = vec_forward<A>(load_opmath(xr + j + kWidth) + load_opmath(bp + j + kWidth), ActParams{});
+              cpu::store_opmath2(yr + j, y0, y1);
+            }
             for (; j + kWidth <= cols; j += kWidth) {
               store_opmath(yr + j, vec_forward<A>(load_opmath(xr + j) + load_opmath(bp + j), ActParams{}));
             }
