@@ -29,6 +29,24 @@ def _stop(signum, frame):
     raise KeyboardInterrupt
 
 
+# glibc's malloc hands every freed block of 32 MiB or more back to the kernel and maps fresh pages for the next one, so
+# a large output costs a page fault per 4 KiB on its first writes: the same for every provider (each allocates its
+# output), and on the 2-core VMs of the README's CPU tables 1 to 7 us a fault, more than the kernels themselves
+# (gelu on 2^24 float32 elements: 21 ms a call with the faults, 3.5 ms without). It also made the rows swing with
+# which provider's blocks glibc happened to reuse: swiglu's float32 forward+backward measured 0.51x torch with the
+# faults, 2.38x without. So the bench runs with freed memory kept for reuse, as glibc's tunables allow, and times the
+# ops. Set MALLOC_MMAP_THRESHOLD_ yourself (33554432 is glibc's ceiling) to time them with the faults.
+REUSE_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 36)}
+
+
+def _rerun_reusing_freed_memory() -> None:
+    """Runs this command again with REUSE_FREED_MEMORY in its environment (glibc reads it only at start-up)."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    env = {**os.environ, **REUSE_FREED_MEMORY}
+    os.execve(sys.executable, [sys.executable, "-m", "fastops.bench", *sys.argv[1:]], env)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastops.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,7 +123,7 @@ def main(argv=None) -> int:
         print(f"\nstopped after {len(results)} of {len(jobs)} timings", file=sys.stderr)
 
     print(f"\n{device_label(args.device)}, torch {torch.__version__}; measured copy ceiling "
-          f"{ceilings['GB/s']:.0f} GB/s\n")
+          f"{ceilings['GB/s']:.0f} GB/s; glibc MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}\n")
     print(table(results, ceilings))
     if not args.no_csv:
         print(f"\nrows appended to {os.path.relpath(path)}")
@@ -116,4 +134,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    _rerun_reusing_freed_memory()
     sys.exit(main())
