@@ -98,6 +98,22 @@ def test_signed_zeros_matches_torch(name):
     assert torch.equal(torch.signbit(out[x == 0]), torch.signbit(ref[x == 0]))
 
 
+@pytest.mark.parametrize("name", ("relu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "leaky_relu"))
+def test_piecewise_backward_special_values_matches_torch(name):
+    """The piecewise gradients at NaN, the infinities and the kinks, bitwise torch's: relu's passes the gradient at
+    a NaN input, hardtanh's and hardsigmoid's give 0 there, hardswish's NaN. 64 elements are whole vectors at every
+    level, for fastops and for torch, whose scalar tails treat a NaN differently from their vector bodies."""
+    fast, native = ACTIVATIONS[name][:2]
+    values = [float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1.0, -1.0, 3.0, -3.0, 6.0, 2.5, -2.5, 7.0, -7.0]
+    x = torch.tensor((values * 5)[:64])
+    grad = torch.randn(64)
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    (out_grad,) = torch.autograd.grad(fast(xs[0]), xs[0], grad)
+    (ref_grad,) = torch.autograd.grad(native(xs[1]), xs[1], grad)
+    assert torch.equal(out_grad.isnan(), ref_grad.isnan())
+    assert torch.equal(torch.nan_to_num(out_grad), torch.nan_to_num(ref_grad))
+
+
 @pytest.mark.parametrize("name", ("elu", "selu", "celu"))
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float64), ids=str)
 def test_elu_family_small_values_matches_torch(name, dtype):
