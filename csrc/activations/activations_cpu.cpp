@@ -138,9 +138,17 @@ C10_ALWAYS_INLINE V vec_backward_from_output(const V& g, const V& y) {
   }
 }
 
+// Whether act's vector bodies are only comparisons, selects and products (memory-bound): map_elementwise does not
+// prefetch for them (see kPrefetchElements there).
+constexpr bool is_piecewise(Activation a) {
+  return a == Activation::ReLU || a == Activation::LeakyReLU || a == Activation::Hardswish ||
+         a == Activation::Hardsigmoid || a == Activation::Hardtanh;
+}
+
 // One callable for map_elementwise: the scalar functor for tails, the vector body for the rest.
 template <typename T, Activation A>
 struct ForwardOp : act::Forward<A> {
+  static constexpr bool kPrefetchInputs = !is_piecewise(A);
   using V = Vectorized<opmath_t<T>>;
   using act::Forward<A>::operator();
   V operator()(const V& x) const { return vec_forward<A>(x, this->params); }
@@ -148,6 +156,7 @@ struct ForwardOp : act::Forward<A> {
 
 template <typename T, Activation A>
 struct BackwardOp : act::Backward<A> {
+  static constexpr bool kPrefetchInputs = !is_piecewise(A);
   using V = Vectorized<opmath_t<T>>;
   using act::Backward<A>::operator();
   V operator()(const V& g, const V& saved) const {
@@ -162,6 +171,7 @@ struct BackwardOp : act::Backward<A> {
 // grad * act'(x) from the input x: bias_act's backward without a bias.
 template <typename T, Activation A>
 struct BackwardFromInputOp {
+  static constexpr bool kPrefetchInputs = !is_piecewise(A);
   using M = opmath_t<T>;
   using V = Vectorized<M>;
   V operator()(const V& g, const V& x) const { return vec_backward_from_input<A>(g, x, ActParams{}); }

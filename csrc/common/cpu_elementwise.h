@@ -134,7 +134,9 @@ constexpr int64_t kElementwiseGrain = 32768;
 // input stream in flight: bfloat16 gelu at 2^24 elements went from 32.1 ms to 17.9 ms (torch 20.3 ms), silu from
 // 27.7 to 15.9 ms (torch 17.9), float32 gelu from 31.8 to 29.6 ms (torch 31.1); relu unchanged (one thread,
 // torch.utils.benchmark min of 3 medians; /tmp bench script in the cpu-gelu report). Distances of 2 and 8 KiB
-// measured the same.
+// measured the same. A memory-bound body (a few comparisons) does not prefetch (Op::kPrefetchInputs false): there the
+// extra prefetches cost more than they hide; hardtanh's backward on 2^24 float32 elements with its output memory
+// reused (no faults), one AMD EPYC thread, took 6.6 ms with them and 5.6-6.2 without (torch 5.6-6.0).
 template <typename T>
 inline constexpr int64_t kPrefetchElements = 4096 / sizeof(T);
 
@@ -151,7 +153,9 @@ void map_elementwise(int64_t n, T* out, const Op& op, const In*... in) {
     int64_t i = begin;
     // Two independent vectors per iteration: long dependency chains (erf/exp polynomials) of one overlap the other.
     for (; i + kStep <= end; i += kStep) {
-      (__builtin_prefetch(in + i + kPrefetchElements<T>), ...);  // never faults, even past the end
+      if constexpr (Op::kPrefetchInputs) {
+        (__builtin_prefetch(in + i + kPrefetchElements<T>), ...);  // never faults, even past the end
+      }
       const auto r0 = op(load_opmath(in + i)...);
       const auto r1 = op(load_opmath(in + i + kWidth)...);
       store_opmath2(out + i, r0, r1);
