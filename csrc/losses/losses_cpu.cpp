@@ -559,21 +559,55 @@ double sum_buffer(const A* buf, int64_t len) {
   return s;
 }
 
+// A block of len elements of src in math type A: src itself when it already is (float32 in float math, float64),
+// else widened into scratch. Copying float32 operands into float buffers and the result back out (memmove, two
+// thirds of the copies of a block) made a float32 mse_loss forward+backward 0.66x torch's at the avx2 level.
+template <typename T, typename A>
+const A* block_operand(const T* src, int64_t len, A* scratch) {
+  if constexpr (std::is_same_v<T, A>) {
+    return src;
+  } else {
+    widen_to(src, len, scratch);
+    return scratch;
+  }
+}
+
+// Where a block's results in math type A go before they are stored to dst: dst itself when T is A, else scratch
+// (then narrowed into dst by store_block).
+template <typename T, typename A>
+A* block_result(T* dst, A* scratch) {
+  if constexpr (std::is_same_v<T, A>) {
+    return dst;
+  } else {
+    return scratch;
+  }
+}
+
+template <typename T, typename A>
+void store_block(const A* result, int64_t len, T* dst) {
+  if constexpr (!std::is_same_v<T, A>) narrow_from(result, len, dst);
+}
+
 // Evaluates, for one block starting at flat index `start`, out[k] = weight * Loss::value or ::grad into `buf`, in
 // math type A.
 template <typename T, typename Loss, bool kGrad, typename A>
 void loss_block(const Loss& loss, const PointwiseTensors& p, int64_t start, int64_t len, A param, A* buf) {
-  A x[kBlock], t[kBlock], w[kBlock], pw[kBlock];
-  widen_to(p.input.const_data_ptr<T>() + start, len, x);
-  widen_to(p.target.const_data_ptr<T>() + start, len, t);
-  const bool has_w = p.weight.defined(), has_pw = p.pos_weight.defined();
-  if (has_pw) widen_to(p.pos_weight.const_data_ptr<T>() + start, len, pw);
-  else std::fill(pw, pw + len, A(1));
-  for (int64_t k = 0; k < len; ++k) {
-    buf[k] = kGrad ? loss.grad(x[k], t[k], pw[k], param) : loss.value(x[k], t[k], pw[k], param);
+  A x_scratch[kBlock], t_scratch[kBlock], w_scratch[kBlock], pw_scratch[kBlock];
+  const A* x = block_operand(p.input.const_data_ptr<T>() + start, len, x_scratch);
+  const A* t = block_operand(p.target.const_data_ptr<T>() + start, len, t_scratch);
+  auto eval = [&](const auto& pos_weight) {  // pos_weight(k): the operand, or 1 without one
+    for (int64_t k = 0; k < len; ++k) {
+      buf[k] = kGrad ? loss.grad(x[k], t[k], pos_weight(k), param) : loss.value(x[k], t[k], pos_weight(k), param);
+    }
+  };
+  if (p.pos_weight.defined()) {
+    const A* pw = block_operand(p.pos_weight.const_data_ptr<T>() + start, len, pw_scratch);
+    eval([pw](int64_t k) { return pw[k]; });
+  } else {
+    eval([](int64_t) { return A(1); });
   }
-  if (has_w) {
-    widen_to(p.weight.const_data_ptr<T>() + start, len, w);
+  if (p.weight.defined()) {
+    const A* w = block_operand(p.weight.const_data_ptr<T>() + start, len, w_scratch);
     for (int64_t k = 0; k < len; ++k) buf[k] *= w[k];
   }
 }
@@ -588,11 +622,12 @@ void pointwise_forward_typed(const Loss& loss, const PointwiseTensors& p, double
   if (red == Reduction::None) {
     T* y = out.data_ptr<T>();
     at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-      A buf[kBlock];
+      A scratch[kBlock];
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+        A* buf = block_result(y + start, scratch);
         loss_block<T, Loss, false>(loss, p, start, len, static_cast<A>(param), buf);
-        narrow(buf, len, y + start);
+        store_block(buf, len, y + start);
       }
     });
     return;
@@ -637,17 +672,18 @@ void pointwise_backward_typed(const Loss& loss, const at::Tensor& grad_output, c
   const T* go = per_element ? grad_output.const_data_ptr<T>() : nullptr;
   T* gi = grad_input.data_ptr<T>();
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-    A buf[kBlock], gbuf[kBlock];
+    A scratch[kBlock], g_scratch[kBlock];
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t start = b * kBlock, len = std::min(kBlock, n - start);
+      A* buf = block_result(gi + start, scratch);
       loss_block<T, Loss, true>(loss, p, start, len, static_cast<A>(param), buf);
       if (per_element) {
-        widen_to(go + start, len, gbuf);
-        for (int64_t k = 0; k < len; ++k) buf[k] *= gbuf[k];
+        const A* g = block_operand(go + start, len, g_scratch);
+        for (int64_t k = 0; k < len; ++k) buf[k] *= g[k];
       } else {
         for (int64_t k = 0; k < len; ++k) buf[k] *= upstream;
       }
-      narrow_from(buf, len, gi + start);
+      store_block(buf, len, gi + start);
     }
   });
 }
