@@ -595,16 +595,13 @@ void loss_block(const Loss& loss, const PointwiseTensors& p, int64_t start, int6
   A x_scratch[kBlock], t_scratch[kBlock], w_scratch[kBlock], pw_scratch[kBlock];
   const A* x = block_operand(p.input.const_data_ptr<T>() + start, len, x_scratch);
   const A* t = block_operand(p.target.const_data_ptr<T>() + start, len, t_scratch);
-  auto eval = [&](const auto& pos_weight) {  // pos_weight(k): the operand, or 1 without one
-    for (int64_t k = 0; k < len; ++k) {
-      buf[k] = kGrad ? loss.grad(x[k], t[k], pos_weight(k), param) : loss.value(x[k], t[k], pos_weight(k), param);
-    }
-  };
-  if (p.pos_weight.defined()) {
-    const A* pw = block_operand(p.pos_weight.const_data_ptr<T>() + start, len, pw_scratch);
-    eval([pw](int64_t k) { return pw[k]; });
-  } else {
-    eval([](int64_t) { return A(1); });
+  // Without pos_weight a block of ones, read like the operand: a constant 1 let the compiler fold and contract
+  // binary_cross_entropy_with_logits' formula differently from torch's (float64 at avx2: 3.3e-16 off, bound 2.8e-16).
+  const A* pw = pw_scratch;
+  if (p.pos_weight.defined()) pw = block_operand(p.pos_weight.const_data_ptr<T>() + start, len, pw_scratch);
+  else std::fill(pw_scratch, pw_scratch + len, A(1));
+  for (int64_t k = 0; k < len; ++k) {
+    buf[k] = kGrad ? loss.grad(x[k], t[k], pw[k], param) : loss.value(x[k], t[k], pw[k], param);
   }
   if (p.weight.defined()) {
     const A* w = block_operand(p.weight.const_data_ptr<T>() + start, len, w_scratch);
