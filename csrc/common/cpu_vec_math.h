@@ -272,6 +272,39 @@ inline double erf(double x) {
   return ax < 1.0 ? small : large;
 }
 
+// exp(x) for one float lane in float arithmetic without FMA, branch-free so that the compiler vectorizes it four
+// lanes to an SSE2 register: x = n ln2 + r with ln2 split Cody-Waite style into 0.693359375 (9 bits, so n times it
+// is exact and so is x minus that) and the rest, exp(r) = 1 + r + r^2 P(r) with the AVX-512/AVX2 version's P, and 2^n
+// applied in two halves as there (the zeros, denormals and infinities of the result come out right). Within 1 ulp.
+inline float exp_lane(float x) {
+  constexpr float kShifter = 12582912.0f;  // 1.5 * 2^23: x + kShifter - kShifter rounds x to an integer
+  x = std::min(std::max(x, -104.0f), 89.0f);  // NaN passes (std::max/min return their first operand then)
+  const float t = x * 1.44269502e+00f + kShifter;  // n = round(x / ln 2) sits in t's low mantissa bits
+  const float n = t - kShifter;
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-04f;
+  float p = 1.37514074e-03f * r + 8.36891588e-03f;
+  p = p * r + 4.16695327e-02f;
+  p = p * r + 1.66665182e-01f;
+  p = p * r + 4.99999881e-01f;
+  const float q = (p * r * r + r) + 1.0f;
+  const int32_t ni = c10::bit_cast<int32_t>(t) - c10::bit_cast<int32_t>(kShifter);  // n in [-150, 128]
+  const int32_t n1 = ni >> 1, n2 = ni - n1;
+  const float s1 = c10::bit_cast<float>(static_cast<int32_t>((n1 + 127) << 23));
+  const float s2 = c10::bit_cast<float>(static_cast<int32_t>((n2 + 127) << 23));
+  return q * s1 * s2;
+}
+
+// f applied to each lane (in float): the compiler vectorizes the loop when f is branch-free.
+template <typename F>
+C10_ALWAYS_INLINE Vectorized<float> map_float(const Vectorized<float>& x, F f) {
+  constexpr int kSize = Vectorized<float>::size();
+  __at_align__ float in[kSize];
+  __at_align__ float out[kSize];
+  x.store(in);
+  for (int i = 0; i < kSize; ++i) out[i] = f(in[i]);
+  return Vectorized<float>::loadu(out);
+}
+
 // f applied to each lane (in double), rounded to float once.
 template <typename F>
 C10_ALWAYS_INLINE Vectorized<float> map(const Vectorized<float>& x, F f) {
@@ -285,9 +318,10 @@ C10_ALWAYS_INLINE Vectorized<float> map(const Vectorized<float>& x, F f) {
 
 }  // namespace portable
 
-// exp stays std::exp's (glibc's expf: as fast as this and correctly rounded in practice; silu measured 7.4 ms per
-// 2^22 float32 elements with it, 11.3 ms with portable::exp).
-inline Vectorized<float> exp(const Vectorized<float>& x) { return x.exp(); }
+// exp in float lanes (portable::exp_lane): glibc's expf, a call per lane, with its spills around each call, made
+// float32 silu's forward 0.76x torch's and its backward 0.70x (2^24 elements, 2 threads; torch's kernels call expf
+// too, with less around it); exp in double lanes (portable::exp) was slower than expf.
+inline Vectorized<float> exp(const Vectorized<float>& x) { return portable::map_float(x, portable::exp_lane); }
 inline Vectorized<float> tanh(const Vectorized<float>& x) {
   return portable::map(x, [](double v) { return portable::tanh(v); });
 }
