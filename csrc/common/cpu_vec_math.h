@@ -12,7 +12,8 @@
 // AVX-512 instructions, FMA included) and differs per level only in how 2^n is applied (pow2_scale). The two levels
 // give bitwise the same results. float64 keeps at::vec's (Sleef) functions: the double kernels are not the CPU target
 // and their accuracy rule is one double ulp. At the portable level (no FMA) tanh evaluates the same polynomials per
-// lane in double, erf and expm1 their own in double; exp stays at::vec's (std::) function (see there).
+// lane in double, erf and expm1 their own in double; exp is an SSE2 version of
+// the float one (elsewhere std::exp per lane).
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
@@ -24,6 +25,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace fastops::cpu::vmath {
 
@@ -272,38 +277,34 @@ inline double erf(double x) {
   return ax < 1.0 ? small : large;
 }
 
-// exp(x) for one float lane in float arithmetic without FMA, branch-free so that the compiler vectorizes it four
-// lanes to an SSE2 register: x = n ln2 + r with ln2 split Cody-Waite style into 0.693359375 (9 bits, so n times it
-// is exact and so is x minus that) and the rest, exp(r) = 1 + r + r^2 P(r) with the AVX-512/AVX2 version's P, and 2^n
-// applied in two halves as there (the zeros, denormals and infinities of the result come out right). Within 1 ulp.
-inline float exp_lane(float x) {
-  constexpr float kShifter = 12582912.0f;  // 1.5 * 2^23: x + kShifter - kShifter rounds x to an integer
-  x = std::min(std::max(x, -104.0f), 89.0f);  // NaN passes (std::max/min return their first operand then)
-  const float t = x * 1.44269502e+00f + kShifter;  // n = round(x / ln 2) sits in t's low mantissa bits
-  const float n = t - kShifter;
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-04f;
-  float p = 1.37514074e-03f * r + 8.36891588e-03f;
-  p = p * r + 4.16695327e-02f;
-  p = p * r + 1.66665182e-01f;
-  p = p * r + 4.99999881e-01f;
-  const float q = (p * r * r + r) + 1.0f;
-  const int32_t ni = c10::bit_cast<int32_t>(t) - c10::bit_cast<int32_t>(kShifter);  // n in [-150, 128]
-  const int32_t n1 = ni >> 1, n2 = ni - n1;
-  const float s1 = c10::bit_cast<float>(static_cast<int32_t>((n1 + 127) << 23));
-  const float s2 = c10::bit_cast<float>(static_cast<int32_t>((n2 + 127) << 23));
-  return q * s1 * s2;
+#if defined(__SSE2__)
+// exp(x) for four float lanes in SSE2 (every x86-64 CPU has it): x = n ln2 + r with ln2 split Cody-Waite style into
+// 0.693359375 (9 bits, so n times it is exact and so is x minus that) and the rest, exp(r) = 1 + r + r^2 P(r) with
+// the AVX levels' P, and 2^n applied in two halves as there (the zeros, denormals and infinities of the result come
+// out right). Within 1 ulp; no FMA. Intrinsics, not a lane loop left to the compiler: GCC vectorized that in silu's
+// loop but not in the gated units' or cross entropy's (float32 swiglu forward 10.0 -> 15.4 ms instead of faster).
+C10_ALWAYS_INLINE __m128 exp_sse2(__m128 x) {
+  const __m128 shifter = _mm_set1_ps(12582912.0f);  // 1.5 * 2^23: x + shifter - shifter rounds x to an integer
+  // max/min return their second operand when either is NaN: x second, so a NaN passes.
+  x = _mm_min_ps(_mm_set1_ps(89.0f), _mm_max_ps(_mm_set1_ps(-104.0f), x));
+  const __m128 t = _mm_add_ps(_mm_mul_ps(x, _mm_set1_ps(1.44269502e+00f)), shifter);  // n in t's low mantissa bits
+  const __m128 n = _mm_sub_ps(t, shifter);
+  const __m128 r = _mm_add_ps(_mm_sub_ps(x, _mm_mul_ps(n, _mm_set1_ps(0.693359375f))),
+                              _mm_mul_ps(n, _mm_set1_ps(2.12194440e-04f)));
+  __m128 p = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(1.37514074e-03f), r), _mm_set1_ps(8.36891588e-03f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(4.16695327e-02f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(1.66665182e-01f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(4.99999881e-01f));
+  const __m128 q = _mm_add_ps(_mm_add_ps(_mm_mul_ps(_mm_mul_ps(p, r), r), r), _mm_set1_ps(1.0f));
+  const __m128i ni = _mm_sub_epi32(_mm_castps_si128(t), _mm_castps_si128(shifter));  // n in [-150, 128]
+  const __m128i n1 = _mm_srai_epi32(ni, 1);
+  const __m128i n2 = _mm_sub_epi32(ni, n1);
+  const __m128i bias = _mm_set1_epi32(127);
+  const __m128 s1 = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(n1, bias), 23));
+  const __m128 s2 = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(n2, bias), 23));
+  return _mm_mul_ps(_mm_mul_ps(q, s1), s2);
 }
-
-// f applied to each lane (in float): the compiler vectorizes the loop when f is branch-free.
-template <typename F>
-C10_ALWAYS_INLINE Vectorized<float> map_float(const Vectorized<float>& x, F f) {
-  constexpr int kSize = Vectorized<float>::size();
-  __at_align__ float in[kSize];
-  __at_align__ float out[kSize];
-  x.store(in);
-  for (int i = 0; i < kSize; ++i) out[i] = f(in[i]);
-  return Vectorized<float>::loadu(out);
-}
+#endif
 
 // f applied to each lane (in double), rounded to float once.
 template <typename F>
@@ -318,10 +319,21 @@ C10_ALWAYS_INLINE Vectorized<float> map(const Vectorized<float>& x, F f) {
 
 }  // namespace portable
 
-// exp in float lanes (portable::exp_lane): glibc's expf, a call per lane, with its spills around each call, made
+#if defined(__SSE2__)
+// exp four lanes at a time (portable::exp_sse2): glibc's expf, a call per lane with spills around each call, made
 // float32 silu's forward 0.76x torch's and its backward 0.70x (2^24 elements, 2 threads; torch's kernels call expf
-// too, with less around it); exp in double lanes (portable::exp) was slower than expf.
-inline Vectorized<float> exp(const Vectorized<float>& x) { return portable::map_float(x, portable::exp_lane); }
+// too, with less around them); exp in double lanes (portable::exp) was slower than expf.
+inline Vectorized<float> exp(const Vectorized<float>& x) {
+  constexpr int kSize = Vectorized<float>::size();
+  static_assert(kSize % 4 == 0);
+  __at_align__ float lanes[kSize];
+  x.store(lanes);
+  for (int i = 0; i < kSize; i += 4) _mm_store_ps(lanes + i, portable::exp_sse2(_mm_load_ps(lanes + i)));
+  return Vectorized<float>::loadu(lanes);
+}
+#else
+inline Vectorized<float> exp(const Vectorized<float>& x) { return x.exp(); }  // std::exp per lane
+#endif
 inline Vectorized<float> tanh(const Vectorized<float>& x) {
   return portable::map(x, [](double v) { return portable::tanh(v); });
 }
