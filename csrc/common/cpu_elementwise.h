@@ -41,10 +41,9 @@ inline Vectorized<T> select(const Vectorized<T>& mask, const Vectorized<T>& if_t
 }
 
 // v where mask is set (a comparison's all-ones lanes), +0 elsewhere (a NaN comparison gives 0): v & mask. Written as
-// select(mask, v, 0), GCC
-// made the AVX-512 kernels load v with a zero-masking load, which cannot issue before the comparison that gives its
-// mask has its own operand from memory: hardtanh's backward on 2^24 float32 elements, one thread, took 7.9 ms against
-// torch's 6.2 (a multiply, which reads as much, 6.0).
+// select(mask, v, 0), GCC made the AVX-512 kernels load v with a zero-masking load, which cannot issue before the
+// comparison that gives its mask has its own operand from memory: hardtanh's backward on 2^24 float32 elements, one
+// thread, took 7.9 ms against torch's 6.2 (a multiply, which reads as much, 6.0).
 template <typename T>
 inline Vectorized<T> keep_where(const Vectorized<T>& mask, const Vectorized<T>& v) {
   return v & mask;

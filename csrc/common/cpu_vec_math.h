@@ -12,8 +12,8 @@
 // AVX-512 instructions, FMA included) and differs per level only in how 2^n is applied (pow2_scale). The two levels
 // give bitwise the same results. float64 keeps at::vec's (Sleef) functions: the double kernels are not the CPU target
 // and their accuracy rule is one double ulp. At the portable level (no FMA) tanh evaluates the same polynomials per
-// lane in double, erf and expm1 their own in double; exp is an SSE2 version of
-// the float one (elsewhere std::exp per lane).
+// lane in double, erf and expm1 their own in double; exp is an SSE2 version of the float one (std::exp per lane on
+// non-x86 portable builds).
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
