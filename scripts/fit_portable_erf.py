@@ -1,11 +1,13 @@
-"""Fits the polynomials of the portable level's erf (csrc/common/cpu_vec_math.h, portable::erf) and prints them.
+"""Fits the polynomials of the float erf (csrc/common/cpu_vec_math.h: kErfSmall, kErfcLarge; erf and erf_sse2) and prints
+them as float literals.
 
-erf(x) for float32 x is evaluated in double and rounded once:
-  |x| < 1:      x + x * A(x^2),        A(s) ~ erf(sqrt(s)) / sqrt(s) - 1   (degree 7)
-  1 <= |x| < 4: 1 - B(|x| - 2.5),      B(u) ~ erfc(u + 2.5)                (degree 16; erf rounds to 1 beyond 3.92)
-Each is a least-squares fit at Chebyshev nodes against mpmath (30 digits), near-minimax; |x| - 2.5 is exact in
-float for |x| in [1, 4]. Checked over every float in [0, 4.5] against glibc's double erf (x86-64, no FMA): within
-0.51 ulp, and equal to the correctly rounded float for all but 218k of 854M inputs (each 1 ulp off).
+erf(x) for four float32 lanes in SSE2 (no FMA), e = exp(-x^2) given:
+  |x| < 1:  x + x * A(x^2),          A(s) ~ erf(sqrt(s)) / sqrt(s) - 1                  (degree 6)
+  |x| >= 1: 1 - e * R(1 / (1 + |x|/2)),  R ~ erfc(x) * exp(x^2) as a function of t = 1 / (1 + x/2)  (degree 7)
+Each is a least-squares fit of the relative error at Chebyshev nodes against mpmath (30 digits), near-minimax: A's
+relative error (as a fit of erf(x)/x) 1.4e-9, R's 4.0e-10, so the float evaluation's roundings make the whole error.
+Beyond 4, erfc is below half an ulp of 1 and e below 1.2e-7, so the extrapolated R still rounds erf to 1. Written as
+x + x*A rather than x*(1 + A): the small branch's roundings then scale with A (at most 0.16) instead of erf.
   python scripts/fit_portable_erf.py
 """
 
@@ -20,21 +22,24 @@ def chebyshev_nodes(lo: float, hi: float, n: int) -> np.ndarray:
     return (lo + hi) / 2 - (hi - lo) / 2 * np.cos(np.pi * (k + 0.5) / n)
 
 
-def least_squares(t: np.ndarray, f: np.ndarray, degree: int) -> np.ndarray:
-    """Monomial coefficients (lowest first) of the degree-`degree` least-squares fit of f at t, solved in t scaled to
-    [-1, 1] for conditioning."""
+def relative_least_squares(t: np.ndarray, f: np.ndarray, degree: int) -> np.ndarray:
+    """Monomial coefficients (lowest first) of the degree-`degree` fit of f at t minimizing the squared relative
+    error, solved in t scaled to [-1, 1] for conditioning."""
     scale = np.abs(t).max()
-    coef = np.linalg.lstsq(np.vander(t / scale, degree + 1, increasing=True), f, rcond=None)[0]
+    coef = np.linalg.lstsq(np.vander(t / scale, degree + 1, increasing=True) / f[:, None], np.ones_like(f),
+                           rcond=None)[0]
     return coef / scale ** np.arange(degree + 1)
 
 
 def main() -> None:
-    a = chebyshev_nodes(0.0, 1.0, 500)
-    small = least_squares(a * a, np.array([float(mpmath.erf(v) / mpmath.mpf(v) - 1) for v in a]), 7)
-    a = chebyshev_nodes(1.0, 4.0, 800)
-    large = least_squares(a - 2.5, np.array([float(mpmath.erfc(v)) for v in a]), 16)
+    x = chebyshev_nodes(0.0, 1.0, 600)
+    small = relative_least_squares(x * x, np.array([float(mpmath.erf(v) / mpmath.mpf(v)) for v in x]), 6)
+    small[0] -= 1.0  # A = erf(x)/x - 1
+    x = chebyshev_nodes(1.0, 4.0, 1000)
+    large = relative_least_squares(1 / (1 + x / 2), np.array([float(mpmath.erfc(v) * mpmath.exp(mpmath.mpf(v) ** 2))
+                                                              for v in x]), 7)
     for name, coef in (("kErfSmall", small), ("kErfcLarge", large)):
-        print(f"constexpr double {name}[] = {{" + ", ".join(f"{c:.17g}" for c in coef) + "};")
+        print(f"constexpr float {name}[] = {{" + ", ".join(f"{c:.9g}f" for c in coef) + "};")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,20 @@ using cpu::Vectorized;
 // line, and every vector register is caller-saved, so the loop spilled its state around each call: float32 gelu
 // backward at 2^20 elements, one thread, took 7.3 ms at the AVX2 level and 3.9 ms at AVX-512 (torch: 3.1, 2.7).
 
-// act(x) on a vector, with the activation's parameters p (activation_math.h's table).
-template <Activation A, typename V>
+// erf for gelu, by the precision of the result: one stored in 16 bits needs far less than float's (see
+// cpu::vmath::erf_coarse).
+template <typename T, typename V, typename... E>
+C10_ALWAYS_INLINE V gelu_erf(const V& z, const E&... exp_minus_z_squared) {
+  if constexpr (cpu::is_reduced_float<T>) {
+    return cpu::vmath::erf_coarse(z, exp_minus_z_squared...);
+  } else {
+    return cpu::vmath::erf(z, exp_minus_z_squared...);
+  }
+}
+
+// act(x) on a vector of opmath values for results stored as T, with the activation's parameters p (activation_math.h's
+// table).
+template <Activation A, typename T, typename V>
 C10_ALWAYS_INLINE V vec_forward(const V& x, const ActParams& p) {
   using S = typename V::value_type;
   const V one(S(1)), zero(S(0));
@@ -36,7 +48,7 @@ C10_ALWAYS_INLINE V vec_forward(const V& x, const ActParams& p) {
     // portable level's at::vec::clamp_min branches per lane (2^24 float32 elements: 65 ms, now 24).
     return cpu::select(cpu::lt(x, zero), zero, x);
   } else if constexpr (A == Activation::GELU) {
-    return x * V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2))));
+    return x * V(S(0.5)) * (one + gelu_erf<T>(x * V(S(act::kSqrt1_2))));
   } else if constexpr (A == Activation::GELUTanh) {
     const V x_cube = x * x * x;
     return V(S(0.5)) * x * (one + cpu::vmath::tanh(V(S(act::kSqrt2OverPi)) * (x + V(S(act::kGeluTanhKappa)) * x_cube)));
@@ -66,8 +78,8 @@ C10_ALWAYS_INLINE V vec_forward(const V& x, const ActParams& p) {
   }
 }
 
-// grad * act'(x) from the input x.
-template <Activation A, typename V>
+// grad * act'(x) from the input x, for results stored as T.
+template <Activation A, typename T, typename V>
 C10_ALWAYS_INLINE V vec_backward_from_input(const V& g, const V& x, const ActParams& p) {
   using S = typename V::value_type;
   const V one(S(1)), zero(S(0));
@@ -78,7 +90,7 @@ C10_ALWAYS_INLINE V vec_backward_from_input(const V& g, const V& x, const ActPar
     // float32 gelu backward (2^20 elements, one thread) from 0.80x to 1.17x torch's speed at the AVX2 level (1.41x at
     // AVX-512).
     const V e = cpu::vmath::exp(x * x * V(S(-0.5)));
-    const V cdf = V(S(0.5)) * (one + cpu::vmath::erf(x * V(S(act::kSqrt1_2)), e));
+    const V cdf = V(S(0.5)) * (one + gelu_erf<T>(x * V(S(act::kSqrt1_2)), e));
     const V pdf = V(S(act::kGeluPdfScale)) * e;
     return g * (cdf + x * pdf);
   } else if constexpr (A == Activation::GELUTanh) {
@@ -151,7 +163,7 @@ struct ForwardOp : act::Forward<A> {
   static constexpr bool kPrefetchInputs = !is_piecewise(A);
   using V = Vectorized<opmath_t<T>>;
   using act::Forward<A>::operator();
-  V operator()(const V& x) const { return vec_forward<A>(x, this->params); }
+  V operator()(const V& x) const { return vec_forward<A, T>(x, this->params); }
 };
 
 template <typename T, Activation A>
@@ -163,7 +175,7 @@ struct BackwardOp : act::Backward<A> {
     if constexpr (backward_reads_output(A)) {
       return vec_backward_from_output<A>(g, saved);
     } else {
-      return vec_backward_from_input<A>(g, saved, this->params);
+      return vec_backward_from_input<A, T>(g, saved, this->params);
     }
   }
 };
@@ -174,7 +186,7 @@ struct BackwardFromInputOp {
   static constexpr bool kPrefetchInputs = !is_piecewise(A);
   using M = opmath_t<T>;
   using V = Vectorized<M>;
-  V operator()(const V& g, const V& x) const { return vec_backward_from_input<A>(g, x, ActParams{}); }
+  V operator()(const V& g, const V& x) const { return vec_backward_from_input<A, T>(g, x, ActParams{}); }
   M operator()(M g, M x) const { return act::backward_from_input<A>(g, x, ActParams{}); }
 };
 
@@ -227,12 +239,13 @@ struct CpuBackend {
             // (bfloat16 stored a half-width vector at a time) left bfloat16 bias_gelu's forward behind torch's two
             // passes, x + b then gelu: [2048, 2048] on one AVX-512 thread took 2.04 ms, now 1.79 (torch 1.9-2.1).
             for (; j + 2 * kWidth <= cols; j += 2 * kWidth) {
-              const V y0 = vec_forward<A>(load_opmath(xr + j) + load_opmath(bp + j), ActParams{});
-              const V y1 = vec_forward<A>(load_opmath(xr + j + kWidth) + load_opmath(bp + j + kWidth), ActParams{});
+              const V y0 = vec_forward<A, scalar_t>(load_opmath(xr + j) + load_opmath(bp + j), ActParams{});
+              const V y1 =
+                  vec_forward<A, scalar_t>(load_opmath(xr + j + kWidth) + load_opmath(bp + j + kWidth), ActParams{});
               cpu::store_opmath2(yr + j, y0, y1);
             }
             for (; j + kWidth <= cols; j += kWidth) {
-              store_opmath(yr + j, vec_forward<A>(load_opmath(xr + j) + load_opmath(bp + j), ActParams{}));
+              store_opmath(yr + j, vec_forward<A, scalar_t>(load_opmath(xr + j) + load_opmath(bp + j), ActParams{}));
             }
             for (; j < cols; ++j) yr[j] = static_cast<scalar_t>(act::forward<A>(M(xr[j]) + M(bp[j]), ActParams{}));
           }
@@ -277,7 +290,7 @@ struct CpuBackend {
             const int64_t o = r * cols;
             int64_t j = 0;
             for (; j + kWidth <= cols; j += kWidth) {
-              const V gx = vec_backward_from_input<A>(load_opmath(gp + o + j),
+              const V gx = vec_backward_from_input<A, scalar_t>(load_opmath(gp + o + j),
                                                       load_opmath(xp + o + j) + load_opmath(bp + j), ActParams{});
               store_opmath(gxp + o + j, gx);
               gx.store(row.data() + j);
@@ -311,7 +324,8 @@ struct CpuBackend {
             const int64_t i = r * g.in_stride, o = r * g.cols;
             int64_t j = 0;
             for (; j + kWidth <= g.cols; j += kWidth) {
-              store_opmath(yp + o + j, vec_forward<A>(load_opmath(gp + i + j), ActParams{}) * load_opmath(up_p + i + j));
+              store_opmath(yp + o + j,
+                           vec_forward<A, scalar_t>(load_opmath(gp + i + j), ActParams{}) * load_opmath(up_p + i + j));
             }
             for (; j < g.cols; ++j) {
               yp[o + j] = static_cast<scalar_t>(act::forward<A>(M(gp[i + j]), ActParams{}) * M(up_p[i + j]));
@@ -342,8 +356,8 @@ struct CpuBackend {
             int64_t j = 0;
             for (; j + kWidth <= g.cols; j += kWidth) {
               const V d = load_opmath(dp + o + j), x = load_opmath(gp + i + j), u = load_opmath(up_p + i + j);
-              store_opmath(ggp + i + j, vec_backward_from_input<A>(d * u, x, ActParams{}));
-              store_opmath(gup + i + j, d * vec_forward<A>(x, ActParams{}));
+              store_opmath(ggp + i + j, vec_backward_from_input<A, scalar_t>(d * u, x, ActParams{}));
+              store_opmath(gup + i + j, d * vec_forward<A, scalar_t>(x, ActParams{}));
             }
             for (; j < g.cols; ++j) {
               const M d = M(dp[o + j]), x = M(gp[i + j]), u = M(up_p[i + j]);

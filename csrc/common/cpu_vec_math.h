@@ -11,9 +11,9 @@
 // One implementation serves both levels: it is written on Vectorized<float> (whose operators are single AVX2 or
 // AVX-512 instructions, FMA included) and differs per level only in how 2^n is applied (pow2_scale). The two levels
 // give bitwise the same results. float64 keeps at::vec's (Sleef) functions: the double kernels are not the CPU target
-// and their accuracy rule is one double ulp. At the portable level (no FMA) tanh evaluates the same polynomials per
-// lane in double, erf and expm1 their own in double; exp is an SSE2 version of the float one (std::exp per lane on
-// non-x86 portable builds).
+// and their accuracy rule is one double ulp. At the portable level (SSE2, no FMA) exp and tanh are SSE2 versions of the
+// float ones, erf has its own SSE2 polynomials, and expm1 evaluates in double per lane (non-x86 portable builds keep
+// at::vec's std:: functions for exp, tanh and erf).
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
@@ -34,9 +34,36 @@ namespace fastops::cpu::vmath {
 
 using at::vec::Vectorized;
 
+// Polynomial coefficients shared by every level's float math, lowest degree first.
+// exp(r) = 1 + r + r^2 * P(r) for |r| <= ln2/2: P a degree-4 near-minimax fit of (exp(r)-1-r)/r^2 (Chebyshev-node
+// least squares weighted for relative error; 3.8e-9 relative, below float's half ulp).
+constexpr float kExpPoly[] = {4.99999881e-01f, 1.66665182e-01f, 4.16695327e-02f, 8.36891588e-03f, 1.37514074e-03f};
+// tanh(x) = x + x^3 * P(x^2) for |x| < kTanhSplit: P of degree 6, a near-minimax fit of (tanh(x)-x)/x^3 weighted for
+// relative error (3.5e-9 with float coefficients). Above the split tanh is 1 - 2e/(1+e), e = exp(-2|x|) <= 0.19.
+constexpr float kTanhPoly[] = {-3.333332837e-01f, 1.333314329e-01f, -5.394442752e-02f, 2.172728814e-02f,
+                               -8.399761282e-03f, 2.723197220e-03f, -5.123661831e-04f};
+constexpr float kTanhSplit = 0.85f;
+// erf(x) = x + x * A(x^2) for |x| < 1 (kErfSmall: A), 1 - exp(-x^2) * R(1 / (1 + |x|/2)) from 1 on (kErfcLarge: R,
+// erfc(x) * exp(x^2) as a function of t = 1 / (1 + x/2)): relative least-squares fits at Chebyshev nodes printed by
+// scripts/fit_portable_erf.py, 1.4e-9 and 4.0e-10 relative, so the float evaluation's roundings make the whole error.
+constexpr float kErfSmall[] = {0.128379167f,   -0.376126288f,    0.112836124f,  -0.0268548085f,
+                               0.00519005358f, -0.000802435413f, 7.89821021e-05f};
+constexpr float kErfcLarge[] = {-0.000154544047f, 0.284917017f, 0.259666681f, 0.347843742f,
+                                -0.103617971f,    0.56316711f,  -0.471049925f, 0.11928063f};
+// Abramowitz & Stegun 7.1.26's coefficients (erf_coarse): erf(x) = 1 - t*P(t)*exp(-x^2), t = 1 / (1 + 0.3275911x).
+constexpr float kErfAbramowitzStegun[] = {0.254829592f, -0.284496736f, 1.421413741f, -1.453152027f, 1.061405429f};
+
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 
 using VF = Vectorized<float>;
+
+// coef[0] + t*coef[1] + ... + t^(N-1)*coef[N-1], one FMA a step.
+template <size_t N>
+C10_ALWAYS_INLINE VF horner(const float (&coef)[N], const VF& t) {
+  VF p(coef[N - 1]);
+  for (size_t i = N - 1; i-- > 0;) p = at::vec::fmadd(p, t, VF(coef[i]));
+  return p;
+}
 
 // p * 2^n for integral n in [-150, 128] (float lanes), rounded once: the zeros, denormals and infinities of the
 // result come out right. AVX-512 has it as one instruction. AVX2 builds 2^n from two halves, n = n1 + n2 with
@@ -56,13 +83,12 @@ C10_ALWAYS_INLINE VF pow2_scale(const VF& p, const VF& n) {
 #endif
 }
 
-// exp(x) for float32, within about 1 ulp (the polynomial's own error is 3.8e-9 relative, below float's half ulp),
+// exp(x) for float32, within 1.01 ulp (the polynomial's own error is 3.8e-9 relative, below float's half ulp),
 // with IEEE behaviour at the edges: +inf above ln(FLT_MAX), 0 below the smallest denormal, gradual underflow in
 // between, NaN propagated.
 //
 // x = n*ln2 + r with |r| <= ln2/2 (Cody-Waite: n*ln2 subtracted in two FMAs so r is exact), exp(r) = 1 + r + r^2*P(r)
-// with P a degree-4 near-minimax fit of (exp(r)-1-r)/r^2 (Chebyshev-node least squares weighted for relative
-// error), and 2^n applied by pow2_scale. The reduction and P are shared with expm1 (ExpReduced: n, r, P(r)).
+// (P: kExpPoly), and 2^n applied by pow2_scale. The reduction and P are shared with expm1 (ExpReduced: n, r, P(r)).
 struct ExpReduced {
   VF n, r, p;
 };
@@ -74,16 +100,14 @@ C10_ALWAYS_INLINE ExpReduced exp_reduce(VF x) {
   const VF n = (x * VF(1.44269502e+00f)).round();
   VF r = at::vec::fnmadd(n, VF(6.93147182e-01f), x);   // float(ln 2)
   r = at::vec::fnmadd(n, VF(-1.90465432e-09f), r);     // ln 2 - float(ln 2)
-  VF p = at::vec::fmadd(VF(1.37514074e-03f), r, VF(8.36891588e-03f));
-  p = at::vec::fmadd(p, r, VF(4.16695327e-02f));
-  p = at::vec::fmadd(p, r, VF(1.66665182e-01f));
-  p = at::vec::fmadd(p, r, VF(4.99999881e-01f));
-  return {n, r, p};
+  return {n, r, horner(kExpPoly, r)};
 }
 
 C10_ALWAYS_INLINE VF exp(const VF& x) {
   const ExpReduced e = exp_reduce(x);
-  return pow2_scale(at::vec::fmadd(e.p * e.r, e.r, e.r + VF(1.0f)), e.n);
+  // 1 + (r + r^2 P(r)), not (1 + r) + r^2 P(r): rounding 1 + r first lost half an ulp of r's digits, and the worst
+  // error over all floats went from 1.25 to 1.01 ulp (3.5% -> 0.8% of results not correctly rounded).
+  return pow2_scale(at::vec::fmadd(e.p * e.r, e.r, e.r) + VF(1.0f), e.n);
 }
 
 // expm1(x) for float32 (torch's elu family uses expm1), from exp's pieces: x = n*ln2 + r, expm1(r) = r + r^2*P(r)
@@ -100,28 +124,40 @@ C10_ALWAYS_INLINE VF expm1(const VF& x) {
   return VF::blendv(far, near, e.n.abs() <= VF(24.0f)) | (x & VF(-0.0f));  // x's sign: expm1(-0) = -0
 }
 
-// erf(x) for float32 with torch's own formula (Abramowitz & Stegun 7.1.26, as Vectorized<float>::erf and oneDNN's
-// gelu_erf use), so the error stays torch's (at most 1.5e-7 absolute): sign(x) * (1 - t*P(t)*e), e = exp(-x^2),
-// t = 1 / (1 + 0.3275911*|x|). Only the exp differs (the inline one above instead of Sleef's). A caller that already
-// has e (gelu's backward: it is the normal pdf's exponential too) passes it and saves one exp.
+// erf(x) for float32 (kErfSmall below 1, 1 - e * R(t) with kErfcLarge from 1 on), e = exp(-x^2) given: a caller
+// that already has it (gelu's backward: it is the normal pdf's exponential too) saves one exp. Within about one ulp
+// of 1 in absolute terms (erf only feeds 1 + erf here). This replaced torch's vectorized formula (Abramowitz & Stegun
+// 7.1.26, 1.5e-7 absolute): torch runs that only on contiguous inputs, std::erf per element on strided ones, where
+// fastops' float32 gelu gradient then erred 1.6e-7 against torch's 3.8e-8 (a transposed 5x3 input at avx2), past the
+// accuracy rule. A NaN takes the second branch (e is NaN); infinities give e = 0 and so +-1.
 C10_ALWAYS_INLINE VF erf(const VF& x, const VF& e) {
   const VF one(1.0f);
-  const VF sign(-0.0f);
-  const VF t = one / at::vec::fmadd(VF(0.3275911f), x.abs(), one);
-  VF poly = at::vec::fmadd(VF(1.061405429f), t, VF(-1.453152027f));
-  poly = at::vec::fmadd(poly, t, VF(1.421413741f));
-  poly = at::vec::fmadd(poly, t, VF(-0.284496736f));
-  poly = at::vec::fmadd(poly, t, VF(0.254829592f));
-  const VF magnitude = at::vec::fnmadd(e * t, poly, one);
-  return magnitude | (x & sign);  // copysign(magnitude, x)
+  const VF ax = x.abs();
+  const VF small = at::vec::fmadd(x, horner(kErfSmall, x * x), x);
+  const VF t = one / at::vec::fmadd(ax, VF(0.5f), one);
+  const VF large = at::vec::fnmadd(e, horner(kErfcLarge, t), one) | (x & VF(-0.0f));  // x's sign
+  return VF::blendv(large, small, ax < one);
 }
 
 C10_ALWAYS_INLINE VF erf(const VF& x) { return erf(x, exp(at::vec::fnmadd(x, x, VF(0.0f)))); }
 
-// tanh(x) for float32, within about 1 ulp. Near zero an odd polynomial, x + x^3*P(x^2) for |x| < 0.85 (P of degree
-// 6, a near-minimax fit of (tanh(x)-x)/x^3 weighted for relative error: 3.5e-9 with float coefficients); elsewhere
-// 1 - 2e/(1+e) with e = exp(-2|x|) <= 0.19, free of cancellation, with x's sign put back. Both are computed and
-// blended, which is still well under the work of Sleef_tanhf16_u10 (what Vectorized<float>::tanh calls out of line).
+// erf(x) for results rounded to 16 bits (bfloat16, float16), e = exp(-x^2) given: Abramowitz & Stegun 7.1.26,
+// sign(x) * (1 - t*P(t)*e) with t = 1 / (1 + 0.3275911*|x|), torch's and oneDNN's vector formula. Its 1.5e-7 absolute
+// error is far below a 16-bit half ulp (2^-12 at 1.0 for float16) and it takes half of erf's work: bfloat16 gelu
+// forward at AVX-512 (2^24 elements, 2 threads) was 6.1-6.4 ms with erf above, 5.3-5.6 ms with this.
+C10_ALWAYS_INLINE VF erf_coarse(const VF& x, const VF& e) {
+  const VF one(1.0f);
+  const VF t = one / at::vec::fmadd(VF(0.3275911f), x.abs(), one);
+  const VF poly = horner(kErfAbramowitzStegun, t);
+  return at::vec::fnmadd(e * t, poly, one) | (x & VF(-0.0f));  // x's sign
+}
+
+C10_ALWAYS_INLINE VF erf_coarse(const VF& x) { return erf_coarse(x, exp(at::vec::fnmadd(x, x, VF(0.0f)))); }
+
+// tanh(x) for float32, within about 1 ulp. Near zero an odd polynomial, x + x^3*P(x^2) for |x| < 0.85
+// (kTanhPoly); elsewhere 1 - 2e/(1+e) with e = exp(-2|x|) <= 0.19, free of cancellation, with x's sign put back.
+// Both are computed and blended, which is still well under the work of Sleef_tanhf16_u10 (what
+// Vectorized<float>::tanh calls out of line).
 // The split point trades polynomial degree against the quotient's rounding: at 0.55 (degree 4) the worst error was
 // 1.4 ulp just above the split, at 0.85 it is 0.9 ulp.
 C10_ALWAYS_INLINE VF tanh(const VF& x) {
@@ -129,13 +165,7 @@ C10_ALWAYS_INLINE VF tanh(const VF& x) {
   const VF sign(-0.0f);
   const VF ax = x.abs();
   const VF x2 = x * x;
-  VF p = at::vec::fmadd(VF(-5.123661831e-04f), x2, VF(2.723197220e-03f));
-  p = at::vec::fmadd(p, x2, VF(-8.399761282e-03f));
-  p = at::vec::fmadd(p, x2, VF(2.172728814e-02f));
-  p = at::vec::fmadd(p, x2, VF(-5.394442752e-02f));
-  p = at::vec::fmadd(p, x2, VF(1.333314329e-01f));
-  p = at::vec::fmadd(p, x2, VF(-3.333332837e-01f));
-  const VF small = at::vec::fmadd(p * x2, x, x);
+  const VF small = at::vec::fmadd(horner(kTanhPoly, x2) * x2, x, x);
   const VF e = exp(ax * VF(-2.0f));
   // 1 - 2e/(1+e) with a single final rounding: d = 1 + e is rounded, but its rounding error d_err is exact (Fast2Sum,
   // 1 >= e), and one Newton step against the exact 1 + e = d + d_err turns 1/d into 1/(1+e) to ~2^-46; the result
@@ -149,7 +179,7 @@ C10_ALWAYS_INLINE VF tanh(const VF& x) {
   const VF large = at::vec::fnmadd(e + e, r, one);
   // NaN compares false, so a NaN takes the `large` branch, which is NaN too. `small` already carries x's sign;
   // OR-ing it in afterwards gives `large` its sign and keeps tanh(-0) = -0.
-  const VF magnitude = VF::blendv(large, small, ax < VF(0.85f));
+  const VF magnitude = VF::blendv(large, small, ax < VF(kTanhSplit));
   return magnitude | (x & sign);
 }
 
@@ -189,122 +219,30 @@ C10_ALWAYS_INLINE VD exp_to_float(VD x) {
 
 #else  // the portable level
 
-// The portable x86-64 level has SSE2: no FMA and no vector 2^n. There Vectorized<float>::tanh is a loop over std::tanh,
-// which made float32 tanh 5.8x slower than torch's (MKL's vector math at SSE4.2; 2^22 elements: 38.3 vs 6.6 ms). Here
-// each lane is evaluated in double by branch-free code the compiler vectorizes (SSE2 has double arithmetic,
-// float<->double conversion and 64-bit integer adds and shifts; see -fno-trapping-math in setup.py) and rounded to
-// float once: the float inputs' products are exact in double, so the vector version's polynomials need no FMA, and
-// the result is within about half an ulp plus the polynomials' own error (below 4e-9 relative). Now 11.6 ms.
+// The portable x86-64 level has SSE2: no FMA, no vector 2^n, and at::vec's float exp/erf/tanh are loops over std::
+// functions (Vectorized<float> is eight lanes in memory here). exp, erf and tanh are written in SSE2 intrinsics on
+// four float lanes (every x86-64 CPU has SSE2); non-x86 portable builds keep at::vec's. expm1 evaluates each lane in
+// double by branch-free code GCC vectorizes (SSE2 has double arithmetic, float<->double conversion and 64-bit integer
+// adds and shifts; see -fno-trapping-math in setup.py), rounded to float once.
 namespace portable {
 
 constexpr double kShifter = 0x1.8p52;  // x + kShifter - kShifter rounds x to an integer (|x| < 2^51)
 
-// exp(x) = 2^n * (1 + expm1(r)) in double, x = n*ln2 + r, for x clamped to float's range [-104, 89] (the
-// exponential of exp and expm1 below).
-struct ExpParts {
-  double scale;     // 2^n
-  double expm1_r;   // expm1(r), |r| <= ln2/2, within 4e-9 relative (the vector version's polynomial)
-};
-
-inline ExpParts exp_parts(double x) {
-  x = std::min(std::max(x, -104.0), 89.0);  // NaN passes (std::max/min return their first operand then)
-  const double t = x * 1.4426950408889634 + kShifter;  // n = round(x / ln 2) sits in t's low mantissa bits
-  const double n = t - kShifter;
-  const double r = x - n * 0.6931471805599453;  // its error far below float's
-  double p = 1.37514074e-03 * r + 8.36891588e-03;
-  p = p * r + 4.16695327e-02;
-  p = p * r + 1.66665182e-01;
-  p = p * r + 4.99999881e-01;
-  // 2^n from t's bits: n + 1023 in the exponent field (n in [-151, 129], a normal double).
-  const uint64_t scale = (c10::bit_cast<uint64_t>(t) - c10::bit_cast<uint64_t>(kShifter) + 1023) << 52;
-  return {c10::bit_cast<double>(scale), p * r * r + r};
-}
-
-// tanh's e = exp(-2|x|).
-inline double exp(double x) {
-  const ExpParts e = exp_parts(x);
-  return e.scale * (e.expm1_r + 1.0);
-}
-
-// expm1(x) as the vector version builds it, 2^n * expm1(r) + (2^n - 1) (both terms exact in double), so small |x|
-// keeps its digits; x's sign put back makes expm1(-0) = -0.
+// expm1(x) in double for x clamped to float's range [-104, 89], rounded to float by the caller: x = n*ln2 + r,
+// expm1(r) = r + r^2 * P(r) (the vector version's kExpPoly, within 4e-9 relative), then 2^n * expm1(r) + (2^n - 1)
+// (both terms exact in double), so small |x| keeps its digits; x's sign put back makes expm1(-0) = -0.
 inline double expm1(double x) {
-  const ExpParts e = exp_parts(x);
-  return std::copysign(e.scale * e.expm1_r + (e.scale - 1.0), x);
+  const double clamped = std::min(std::max(x, -104.0), 89.0);  // a NaN passes: std::max/min return their first operand
+  const double t = clamped * 1.4426950408889634 + kShifter;  // n = round(x / ln 2) sits in t's low mantissa bits
+  const double n = t - kShifter;
+  const double r = clamped - n * 0.6931471805599453;  // its error far below float's
+  double p = kExpPoly[std::size(kExpPoly) - 1];
+  for (size_t i = std::size(kExpPoly) - 1; i-- > 0;) p = p * r + kExpPoly[i];
+  // 2^n from t's bits: n + 1023 in the exponent field (n in [-151, 129], a normal double).
+  const uint64_t scale_bits = (c10::bit_cast<uint64_t>(t) - c10::bit_cast<uint64_t>(kShifter) + 1023) << 52;
+  const double scale = c10::bit_cast<double>(scale_bits);
+  return std::copysign(scale * (p * r * r + r) + (scale - 1.0), x);
 }
-
-// The vector version's split (|x| < 0.85: x + x^3 P(x^2); else 1 - 2e/(1+e), e = exp(-2|x|)); double needs no
-// compensation in the quotient. A NaN takes the second branch, which is NaN.
-inline double tanh(double x) {
-  const double ax = std::fabs(x);
-  const double x2 = x * x;
-  double p = -5.123661831e-04 * x2 + 2.723197220e-03;
-  p = p * x2 - 8.399761282e-03;
-  p = p * x2 + 2.172728814e-02;
-  p = p * x2 - 5.394442752e-02;
-  p = p * x2 + 1.333314329e-01;
-  p = p * x2 - 3.333332837e-01;
-  const double small = p * x2 * x + x;
-  const double e = exp(-2.0 * ax);
-  const double large = 1.0 - 2.0 * e / (1.0 + e);
-  return ax < 0.85 ? small : std::copysign(large, x);
-}
-
-// erf in double, for float inputs (x + x*A(x^2) below 1, 1 - B(|x| - 2.5) up to 4, where erf rounds to 1 in float):
-// least-squares polynomials at Chebyshev nodes, printed by scripts/fit_portable_erf.py (its docstring has the method).
-// Rounded to float, every float in [0, 4.5] comes out within 0.51 ulp of erf. A NaN takes the second branch: NaN.
-constexpr double kErfSmall[] = {0.12837916708228556, -0.37612638590433278, 0.1128378411186874, -0.026865517446023935,
-                                0.0052212614999454015, -0.00084872677938173358, 0.0001128817522497799,
-                                -9.7284097832985778e-06};
-constexpr double kErfcLarge[] = {0.00040695214177236748, -0.0021782785040530533, 0.0054457015064667486,
-                                 -0.0083502117743445119, 0.0086224843267866703, -0.0061165875598249899,
-                                 0.0027979812514598136, -0.0005445338303076315, -0.00025947491029375898,
-                                 0.00025342417790514139, -8.0394298819095339e-05, -7.756445348741788e-06,
-                                 1.5348351088599392e-05, -3.4626537157137585e-06, -7.886890126423446e-07,
-                                 3.5129914353911942e-07, -1.1272014878229776e-08};
-
-template <size_t N>
-inline double horner(const double (&coef)[N], double t) {
-  double p = coef[N - 1];
-  for (size_t i = N - 1; i-- > 0;) p = p * t + coef[i];
-  return p;
-}
-
-inline double erf(double x) {
-  const double ax = std::fabs(x);
-  const double small = x + x * horner(kErfSmall, x * x);
-  const double large = std::copysign(1.0 - horner(kErfcLarge, std::min(ax, 4.0) - 2.5), x);
-  return ax < 1.0 ? small : large;
-}
-
-#if defined(__SSE2__)
-// exp(x) for four float lanes in SSE2 (every x86-64 CPU has it): x = n ln2 + r with ln2 split Cody-Waite style into
-// 0.693359375 (9 bits, so n times it is exact and so is x minus that) and the rest, exp(r) = 1 + r + r^2 P(r) with
-// the AVX levels' P, and 2^n applied in two halves as there (the zeros, denormals and infinities of the result come
-// out right). Within 1 ulp; no FMA. Intrinsics, not a lane loop left to the compiler: GCC vectorized that in silu's
-// loop but not in the gated units' or cross entropy's (float32 swiglu forward 10.0 -> 15.4 ms instead of faster).
-C10_ALWAYS_INLINE __m128 exp_sse2(__m128 x) {
-  const __m128 shifter = _mm_set1_ps(12582912.0f);  // 1.5 * 2^23: x + shifter - shifter rounds x to an integer
-  // max/min return their second operand when either is NaN: x second, so a NaN passes.
-  x = _mm_min_ps(_mm_set1_ps(89.0f), _mm_max_ps(_mm_set1_ps(-104.0f), x));
-  const __m128 t = _mm_add_ps(_mm_mul_ps(x, _mm_set1_ps(1.44269502e+00f)), shifter);  // n in t's low mantissa bits
-  const __m128 n = _mm_sub_ps(t, shifter);
-  const __m128 r = _mm_add_ps(_mm_sub_ps(x, _mm_mul_ps(n, _mm_set1_ps(0.693359375f))),
-                              _mm_mul_ps(n, _mm_set1_ps(2.12194440e-04f)));
-  __m128 p = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(1.37514074e-03f), r), _mm_set1_ps(8.36891588e-03f));
-  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(4.16695327e-02f));
-  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(1.66665182e-01f));
-  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(4.99999881e-01f));
-  const __m128 q = _mm_add_ps(_mm_add_ps(_mm_mul_ps(_mm_mul_ps(p, r), r), r), _mm_set1_ps(1.0f));
-  const __m128i ni = _mm_sub_epi32(_mm_castps_si128(t), _mm_castps_si128(shifter));  // n in [-150, 128]
-  const __m128i n1 = _mm_srai_epi32(ni, 1);
-  const __m128i n2 = _mm_sub_epi32(ni, n1);
-  const __m128i bias = _mm_set1_epi32(127);
-  const __m128 s1 = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(n1, bias), 23));
-  const __m128 s2 = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(n2, bias), 23));
-  return _mm_mul_ps(_mm_mul_ps(q, s1), s2);
-}
-#endif
 
 // f applied to each lane (in double), rounded to float once.
 template <typename F>
@@ -317,38 +255,143 @@ C10_ALWAYS_INLINE Vectorized<float> map(const Vectorized<float>& x, F f) {
   return Vectorized<float>::loadu(out);
 }
 
-}  // namespace portable
-
 #if defined(__SSE2__)
-// exp four lanes at a time (portable::exp_sse2): glibc's expf, a call per lane with spills around each call, made
-// float32 silu's forward 0.76x torch's and its backward 0.70x (2^24 elements, 2 threads; torch's kernels call expf
-// too, with less around them); exp in double lanes (portable::exp) was slower than expf.
-inline Vectorized<float> exp(const Vectorized<float>& x) {
+// coef[0] + t*coef[1] + ... + t^(N-1)*coef[N-1] on four float lanes, a multiply and an add a step.
+template <size_t N>
+C10_ALWAYS_INLINE __m128 horner_sse2(const float (&coef)[N], __m128 t) {
+  __m128 p = _mm_set1_ps(coef[N - 1]);
+  for (size_t i = N - 1; i-- > 0;) p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(coef[i]));
+  return p;
+}
+
+// blend: where mask is set, a; elsewhere b.
+C10_ALWAYS_INLINE __m128 select_sse2(__m128 mask, __m128 a, __m128 b) {
+  return _mm_or_ps(_mm_and_ps(mask, a), _mm_andnot_ps(mask, b));
+}
+
+// exp(x) for four float lanes: x = n ln2 + r with ln2 split Cody-Waite style into 0.693359375 (9 bits, so n times it
+// is exact and so is x minus that) and the rest, exp(r) = 1 + r + r^2 P(r) (kExpPoly), and 2^n applied in two halves
+// as AVX2's pow2_scale does (the zeros, denormals and infinities of the result come out right). Within 1 ulp; no FMA.
+// Intrinsics, not a lane loop left to the compiler: GCC vectorized that in silu's loop but not in the gated units' or
+// cross entropy's (float32 swiglu forward 10.0 -> 15.4 ms instead of faster).
+C10_ALWAYS_INLINE __m128 exp_sse2(__m128 x) {
+  const __m128 shifter = _mm_set1_ps(12582912.0f);  // 1.5 * 2^23: x + shifter - shifter rounds x to an integer
+  // max/min return their second operand when either is NaN: x second, so a NaN passes.
+  x = _mm_min_ps(_mm_set1_ps(89.0f), _mm_max_ps(_mm_set1_ps(-104.0f), x));
+  const __m128 t = _mm_add_ps(_mm_mul_ps(x, _mm_set1_ps(1.44269502e+00f)), shifter);  // n in t's low mantissa bits
+  const __m128 n = _mm_sub_ps(t, shifter);
+  const __m128 r = _mm_add_ps(_mm_sub_ps(x, _mm_mul_ps(n, _mm_set1_ps(0.693359375f))),
+                              _mm_mul_ps(n, _mm_set1_ps(2.12194440e-04f)));
+  const __m128 p = horner_sse2(kExpPoly, r);
+  const __m128 q = _mm_add_ps(_mm_add_ps(_mm_mul_ps(_mm_mul_ps(p, r), r), r), _mm_set1_ps(1.0f));
+  const __m128i ni = _mm_sub_epi32(_mm_castps_si128(t), _mm_castps_si128(shifter));  // n in [-150, 128]
+  const __m128i n1 = _mm_srai_epi32(ni, 1);
+  const __m128i n2 = _mm_sub_epi32(ni, n1);
+  const __m128i bias = _mm_set1_epi32(127);
+  const __m128 s1 = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(n1, bias), 23));
+  const __m128 s2 = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(n2, bias), 23));
+  return _mm_mul_ps(_mm_mul_ps(q, s1), s2);
+}
+
+// tanh(x) for four float lanes, the vector version's split (kTanhPoly below kTanhSplit, 1 - 2e/(1+e) above, e =
+// exp(-2|x|)) with the quotient taken in double, where it rounds once without the FMA-compensated Newton step the
+// AVX levels use. Over every float in [0, 11]: at most 1.01 ulp from the correctly rounded tanh. A NaN takes the
+// second branch, which is NaN; x's sign OR-ed in at the end keeps tanh(-0) = -0.
+C10_ALWAYS_INLINE __m128 tanh_sse2(__m128 x) {
+  const __m128 sign = _mm_set1_ps(-0.0f);
+  const __m128 ax = _mm_andnot_ps(sign, x);
+  const __m128 x2 = _mm_mul_ps(x, x);
+  const __m128 small = _mm_add_ps(_mm_mul_ps(_mm_mul_ps(horner_sse2(kTanhPoly, x2), x2), x), x);
+  const __m128 e = exp_sse2(_mm_mul_ps(ax, _mm_set1_ps(-2.0f)));
+  const __m128d one = _mm_set1_pd(1.0);
+  const __m128d e_low = _mm_cvtps_pd(e);
+  const __m128d e_high = _mm_cvtps_pd(_mm_movehl_ps(e, e));
+  const __m128d large_low = _mm_sub_pd(one, _mm_div_pd(_mm_add_pd(e_low, e_low), _mm_add_pd(one, e_low)));
+  const __m128d large_high = _mm_sub_pd(one, _mm_div_pd(_mm_add_pd(e_high, e_high), _mm_add_pd(one, e_high)));
+  const __m128 large = _mm_movelh_ps(_mm_cvtpd_ps(large_low), _mm_cvtpd_ps(large_high));
+  const __m128 magnitude = select_sse2(_mm_cmplt_ps(ax, _mm_set1_ps(kTanhSplit)), small, large);
+  return _mm_or_ps(magnitude, _mm_and_ps(sign, x));
+}
+
+// erf(x) for four float lanes, e = exp(-x^2) given, as the AVX levels' erf (kErfSmall, kErfcLarge) without FMA: 1 -
+// e * R(t) rounds twice. Over every positive float: at most 1.49 ulp from erf
+// (8.9e-8 absolute, just above 1, where erfc's roundings count most), 8214 inputs of 2.1e9 more than 1 ulp off.
+// torch's portable kernels call std::erf per lane (glibc, under 1 ulp) and its gelu is oneDNN's Abramowitz-Stegun
+// formula (1.5e-7 absolute); the double-precision polynomials this replaces were within 0.51 ulp but four times
+// slower than oneDNN's gelu. A NaN takes the second branch (e is NaN); infinities give e = 0 and so +-1.
+C10_ALWAYS_INLINE __m128 erf_sse2(__m128 x, __m128 e) {
+  const __m128 sign = _mm_set1_ps(-0.0f);
+  const __m128 one = _mm_set1_ps(1.0f);
+  const __m128 ax = _mm_andnot_ps(sign, x);
+  const __m128 small = _mm_add_ps(x, _mm_mul_ps(x, horner_sse2(kErfSmall, _mm_mul_ps(x, x))));
+  const __m128 t = _mm_div_ps(one, _mm_add_ps(one, _mm_mul_ps(ax, _mm_set1_ps(0.5f))));
+  const __m128 erfc = _mm_mul_ps(e, horner_sse2(kErfcLarge, t));
+  const __m128 large = _mm_or_ps(_mm_sub_ps(one, erfc), _mm_and_ps(sign, x));
+  return select_sse2(_mm_cmplt_ps(ax, one), small, large);
+}
+
+// f on each four-lane quarter of x (and y).
+template <typename F>
+C10_ALWAYS_INLINE Vectorized<float> by_quads(const Vectorized<float>& x, F f) {
   constexpr int kSize = Vectorized<float>::size();
   static_assert(kSize % 4 == 0);
   __at_align__ float lanes[kSize];
   x.store(lanes);
-  for (int i = 0; i < kSize; i += 4) _mm_store_ps(lanes + i, portable::exp_sse2(_mm_load_ps(lanes + i)));
+  for (int i = 0; i < kSize; i += 4) _mm_store_ps(lanes + i, f(_mm_load_ps(lanes + i)));
   return Vectorized<float>::loadu(lanes);
 }
-#else
-inline Vectorized<float> exp(const Vectorized<float>& x) { return x.exp(); }  // std::exp per lane
+
+template <typename F>
+C10_ALWAYS_INLINE Vectorized<float> by_quads(const Vectorized<float>& x, const Vectorized<float>& y, F f) {
+  constexpr int kSize = Vectorized<float>::size();
+  static_assert(kSize % 4 == 0);
+  __at_align__ float lanes[kSize];
+  __at_align__ float other[kSize];
+  x.store(lanes);
+  y.store(other);
+  for (int i = 0; i < kSize; i += 4) _mm_store_ps(lanes + i, f(_mm_load_ps(lanes + i), _mm_load_ps(other + i)));
+  return Vectorized<float>::loadu(lanes);
+}
 #endif
-inline Vectorized<float> tanh(const Vectorized<float>& x) {
-  return portable::map(x, [](double v) { return portable::tanh(v); });
+
+}  // namespace portable
+
+#if defined(__SSE2__)
+// glibc's expf, a call per lane with spills around each call, made float32 silu's forward 0.76x torch's and its
+// backward 0.70x (2^24 elements, 2 threads; torch's kernels call expf too, with less around them); exp in double
+// lanes was slower than expf. A lane loop over std::tanh made float32 tanh 5.8x slower than torch's (MKL's vector
+// math; 2^22 elements: 38.3 vs 6.6 ms), and tanh and erf per lane in double (vectorized by GCC only in some callers)
+// left float32 tanh 0.49x and gelu 0.28x of torch's (2^24 elements, 2 threads).
+C10_ALWAYS_INLINE Vectorized<float> exp(const Vectorized<float>& x) {
+  return portable::by_quads(x, portable::exp_sse2);
+}
+C10_ALWAYS_INLINE Vectorized<float> tanh(const Vectorized<float>& x) {
+  return portable::by_quads(x, portable::tanh_sse2);
+}
+C10_ALWAYS_INLINE Vectorized<float> erf(const Vectorized<float>& x, const Vectorized<float>& e) {
+  return portable::by_quads(x, e, portable::erf_sse2);
+}
+C10_ALWAYS_INLINE Vectorized<float> erf(const Vectorized<float>& x) {
+  return portable::by_quads(x, [](__m128 v) {
+    return portable::erf_sse2(v, portable::exp_sse2(_mm_sub_ps(_mm_setzero_ps(), _mm_mul_ps(v, v))));
+  });
+}
+#else  // std:: functions per lane
+C10_ALWAYS_INLINE Vectorized<float> exp(const Vectorized<float>& x) { return x.exp(); }
+C10_ALWAYS_INLINE Vectorized<float> tanh(const Vectorized<float>& x) { return x.tanh(); }
+C10_ALWAYS_INLINE Vectorized<float> erf(const Vectorized<float>& x) { return x.erf(); }
+C10_ALWAYS_INLINE Vectorized<float> erf(const Vectorized<float>& x, const Vectorized<float>&) { return x.erf(); }
+#endif
+// 16-bit results take the same erf here.
+template <typename... E>
+C10_ALWAYS_INLINE Vectorized<float> erf_coarse(const Vectorized<float>& x, const E&... exp_minus_x_squared) {
+  return erf(x, exp_minus_x_squared...);
 }
 // expm1 per lane in double (portable::expm1): std::expm1 per lane made elu's forward 3.6x slower than with
 // exp(x) - 1 (2^24 float32 elements: 198 vs 55 ms).
-inline Vectorized<float> expm1(const Vectorized<float>& x) {
+C10_ALWAYS_INLINE Vectorized<float> expm1(const Vectorized<float>& x) {
   return portable::map(x, [](double v) { return portable::expm1(v); });
 }
-// erf per lane in double (portable::erf): as exact as std::erf, which torch's kernels use at this level (their A&S
-// formula, 1.5e-7 absolute error, is only in their AVX2/AVX-512 code and made a float32 gelu gradient err 3.3e-7
-// where torch's erred 9.7e-8), and vectorized where std::erf is a call per lane.
-inline Vectorized<float> erf(const Vectorized<float>& x) {
-  return portable::map(x, [](double v) { return portable::erf(v); });
-}
-inline Vectorized<float> erf(const Vectorized<float>& x, const Vectorized<float>&) { return erf(x); }
 
 // At the portable level at::vec's double exp is std::exp per lane.
 inline Vectorized<double> exp_to_float(const Vectorized<double>& x) { return x.exp(); }
