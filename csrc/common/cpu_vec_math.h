@@ -330,7 +330,7 @@ C10_ALWAYS_INLINE __m128 erf_sse2(__m128 x, __m128 e) {
   return select_sse2(_mm_cmplt_ps(ax, one), small, large);
 }
 
-// f on each four-lane quarter of x (and y).
+// f on each group of four lanes of x (and of y), as __m128 values.
 template <typename F>
 C10_ALWAYS_INLINE Vectorized<float> by_quads(const Vectorized<float>& x, F f) {
   constexpr int kSize = Vectorized<float>::size();
