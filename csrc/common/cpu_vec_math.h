@@ -45,7 +45,7 @@ constexpr float kTanhPoly[] = {-3.333332837e-01f, 1.333314329e-01f, -5.394442752
 constexpr float kTanhSplit = 0.85f;
 // erf(x) = x + x * A(x^2) for |x| < 1 (kErfSmall: A), 1 - exp(-x^2) * R(1 / (1 + |x|/2)) from 1 on (kErfcLarge: R,
 // erfc(x) * exp(x^2) as a function of t = 1 / (1 + x/2)): relative least-squares fits at Chebyshev nodes printed by
-// scripts/fit_portable_erf.py, 1.4e-9 and 4.0e-10 relative, so the float evaluation's roundings make the whole error.
+// scripts/fit_erf.py, 1.4e-9 and 4.0e-10 relative, so the float evaluation's roundings make the whole error.
 constexpr float kErfSmall[] = {0.128379167f,   -0.376126288f,    0.112836124f,  -0.0268548085f,
                                0.00519005358f, -0.000802435413f, 7.89821021e-05f};
 constexpr float kErfcLarge[] = {-0.000154544047f, 0.284917017f, 0.259666681f, 0.347843742f,
@@ -313,9 +313,9 @@ C10_ALWAYS_INLINE __m128 tanh_sse2(__m128 x) {
   return _mm_or_ps(magnitude, _mm_and_ps(sign, x));
 }
 
-// erf(x) for four float lanes, e = exp(-x^2) given, as the AVX levels' erf (kErfSmall, kErfcLarge) without FMA: 1 -
-// e * R(t) rounds twice. Over every positive float: at most 1.49 ulp from erf
-// (8.9e-8 absolute, just above 1, where erfc's roundings count most), 8214 inputs of 2.1e9 more than 1 ulp off.
+// erf(x) for four float lanes, e = exp(-x^2) given, as the AVX levels' erf (kErfSmall, kErfcLarge) without FMA:
+// 1 - e * R(t) rounds twice. Over every positive float: at most 1.49 ulp from erf (8.9e-8 absolute, just above 1,
+// where erfc's roundings count most), 8214 inputs of 2.1e9 more than 1 ulp off.
 // torch's portable kernels call std::erf per lane (glibc, under 1 ulp) and its gelu is oneDNN's Abramowitz-Stegun
 // formula (1.5e-7 absolute); the double-precision polynomials this replaces were within 0.51 ulp but four times
 // slower than oneDNN's gelu. A NaN takes the second branch (e is NaN); infinities give e = 0 and so +-1.

@@ -1,14 +1,12 @@
-"""Fits the polynomials of the float erf (csrc/common/cpu_vec_math.h: kErfSmall, kErfcLarge; erf and erf_sse2) and prints
-them as float literals.
-
-erf(x) for four float32 lanes in SSE2 (no FMA), e = exp(-x^2) given:
-  |x| < 1:  x + x * A(x^2),          A(s) ~ erf(sqrt(s)) / sqrt(s) - 1                  (degree 6)
-  |x| >= 1: 1 - e * R(1 / (1 + |x|/2)),  R ~ erfc(x) * exp(x^2) as a function of t = 1 / (1 + x/2)  (degree 7)
+"""Fits the polynomials of the float32 erf (csrc/common/cpu_vec_math.h: kErfSmall, kErfcLarge) and prints them as float
+literals. The AVX levels evaluate them with FMA (erf), the portable level in SSE2 without (portable::erf_sse2):
+  |x| < 1:  x + x * A(x^2),              A(s) ~ erf(sqrt(s)) / sqrt(s) - 1                     (degree 6)
+  |x| >= 1: 1 - e * R(1 / (1 + |x|/2)),  e = exp(-x^2), R ~ erfc(x) * exp(x^2) as a function of t  (degree 7)
 Each is a least-squares fit of the relative error at Chebyshev nodes against mpmath (30 digits), near-minimax: A's
 relative error (as a fit of erf(x)/x) 1.4e-9, R's 4.0e-10, so the float evaluation's roundings make the whole error.
 Beyond 4, erfc is below half an ulp of 1 and e below 1.2e-7, so the extrapolated R still rounds erf to 1. Written as
 x + x*A rather than x*(1 + A): the small branch's roundings then scale with A (at most 0.16) instead of erf.
-  python scripts/fit_portable_erf.py
+  python scripts/fit_erf.py
 """
 
 import mpmath
