@@ -47,6 +47,12 @@ struct CrossEntropyRows {
   using VD = Vectorized<double>;
   static constexpr int64_t kW = V::size();
   static constexpr int64_t kFlush = 16;
+  // float32 rows sum exponentials taken in double (exp_to_float, within 2e-13): the loss is then off by its final
+  // rounding alone. Float exponentials (an ulp each) summed in float erred 1.2e-7 on two [2, 37] float32 rows where
+  // torch erred 5e-10 (by luck), 1.3x the accuracy rule's bound (random small samples at the portable level), and
+  // the backward's softmax, from the forward's lse, inherited it (1.03x on [40, 36] at avx2). 16-bit logits keep
+  // float exponentials, far below their results' rounding.
+  static constexpr bool kExactExp = std::is_same_v<T, float>;
 
   const CrossEntropyTensors& ce;
   int64_t ignore_index;
@@ -164,22 +170,130 @@ struct CrossEntropyRows {
   static constexpr int64_t kBlockRows = 16, kBlockElems = 8192;
   int64_t block_rows() const { return std::clamp<int64_t>(kBlockElems / std::max<int64_t>(c, 1), 1, kBlockRows); }
 
-  // The terms of rows i0 .. i0 + n - 1 into terms[] and their classes into y[] (-1: ignored, terms unset).
-  void block_terms(int64_t i0, int64_t n, RowTerms* terms, int64_t* y) {
-    __at_align__ double s[kBlockRows];
-    A m[kBlockRows];
-    std::fill_n(s, kBlockRows, 1.0);  // log 1 for ignored rows and past the block's last
-    // One sweep at a time over all rows of the block: a short row's sweep is a chain of dependent steps (load,
-    // maximum, horizontal maximum, exponentials, horizontal sum), and rows taken one after the other left the
-    // core waiting on each.
-    for (int64_t r = 0; r < n; ++r) {
-      y[r] = target_class(i0 + r);
-      if (y[r] >= 0) m[r] = row_max(logits + (i0 + r) * c);
+  // Rows of at most kShortRow classes with one-hot targets go a block at a time, transposed (class j of the block's
+  // rows side by side): each row's maximum and exponentials are then vertical vector steps, without the horizontal
+  // reductions, padded tail vector and per-row scalar work that dominate a row of a vector or two. [4096, 10] float32
+  // at avx2, one thread, paired with torch (70 and 157 us): forward 105 -> 91 us, with gradient 230 -> 154 us (the
+  // rows' arithmetic became exact on the way, kExactExp). The exponentials are summed in double; the forward with
+  // gradient takes them in double (ShortBlock) and the gradient B u e_j / s from them, rounded once, as
+  // write_grad_float's. 16-bit logits' forward alone takes float exponentials (their loss may then differ from the
+  // forward with gradient's in its float64 digits, far below its rounding).
+  static constexpr int64_t kShortRow = 2 * kW;
+  bool short_rows() const { return !std::is_same_v<A, double> && !smooth && c <= kShortRow; }
+  static_assert(kBlockRows % kW == 0, "a block of short rows is whole vectors");
+  struct ShortBlock {
+    __at_align__ double e[kShortRow * kBlockRows];  // e[j * kBlockRows + r]: exp(z_j - m) of the block's row r
+    __at_align__ double s[kBlockRows];              // s of row r: sum_j e[j * kBlockRows + r]
+  };
+
+  // zt[j * kBlockRows + r] = class j of row i0 + r for the block's rows r < width that are live (r < n, y[r] >= 0),
+  // 0 for the others.
+  template <typename D>
+  void transpose_block(int64_t i0, int64_t n, int64_t width, const int64_t* y, D* zt) const {
+    for (int64_t r = 0; r < width; ++r) {
+      if (r < n && y[r] >= 0) {
+        const T* z = logits + (i0 + r) * c;
+        for (int64_t j = 0; j < c; ++j) zt[j * kBlockRows + r] = static_cast<D>(z[j]);
+      } else {
+        for (int64_t j = 0; j < c; ++j) zt[j * kBlockRows + r] = D(0);
+      }
     }
+  }
+
+  // The maxima m[r] and sums of exp(z_j - m) s[r] of rows i0 .. i0 + n - 1 (short_rows()), by float exponentials.
+  void short_rows_sums(int64_t i0, int64_t n, const int64_t* y, A* m, double* s) const {
+    __at_align__ A e[kShortRow * kBlockRows];
+    const int64_t width = (n + kW - 1) / kW * kW;
+    transpose_block(i0, n, width, y, e);
+    for (int64_t h = 0; h < width; h += kW) {
+      V vm = V::loadu(e + h);
+      for (int64_t j = 1; j < c; ++j) vm = at::vec::maximum(vm, V::loadu(e + j * kBlockRows + h));
+      for (int64_t j = 0; j < c; ++j) cpu::vmath::exp(V::loadu(e + j * kBlockRows + h) - vm).store(e + j * kBlockRows + h);
+      vm.store(m + h);
+    }
+    std::fill_n(s, width, 0.0);
+    for (int64_t j = 0; j < c; ++j) {
+      for (int64_t r = 0; r < width; ++r) s[r] += static_cast<double>(e[j * kBlockRows + r]);
+    }
+  }
+
+  // The same by double exponentials, kept in blk.
+  void short_rows_sums(int64_t i0, int64_t n, const int64_t* y, A* m, ShortBlock& blk) const {
+    double* e = blk.e;
+    const int64_t width = (n + VD::size() - 1) / VD::size() * VD::size();
+    transpose_block(i0, n, width, y, e);
+    __at_align__ double maxima[kBlockRows];
+    for (int64_t h = 0; h < width; h += VD::size()) {
+      VD vm = VD::loadu(e + h);
+      for (int64_t j = 1; j < c; ++j) vm = at::vec::maximum(vm, VD::loadu(e + j * kBlockRows + h));
+      VD vs(0);
+      for (int64_t j = 0; j < c; ++j) {
+        const VD ej = cpu::vmath::exp_to_float(VD::loadu(e + j * kBlockRows + h) - vm);
+        ej.store(e + j * kBlockRows + h);
+        vs = vs + ej;
+      }
+      vm.store(maxima + h);
+      vs.store(blk.s + h);
+    }
+    for (int64_t r = 0; r < n; ++r) m[r] = static_cast<A>(maxima[r]);
+  }
+
+  // The gradients of rows i0 .. i0 + n - 1 (short_rows()) for their terms, upstream factors u[r] and blk from
+  // short_rows_sums.
+  void short_rows_grad(int64_t i0, int64_t n, const int64_t* y, const RowTerms* terms, const double* u,
+                       const ShortBlock& blk, T* grad) const {
+    // The target classes' p_y - 1 through double vectors: std::expm1 per row took 8% of a [4096, 10] forward with
+    // gradient.
+    __at_align__ double factor[kBlockRows], p_y_minus_1[kBlockRows] = {};
+    for (int64_t r = 0; r < n; ++r) {  // every target logit is read before any row is written (grad may be the logits)
+      if (y[r] < 0) continue;
+      factor[r] = terms[r].qsum * u[r] / blk.s[r];
+      p_y_minus_1[r] = (static_cast<double>(logits[(i0 + r) * c + y[r]]) - terms[r].m) - terms[r].log_s;
+    }
+    for (int64_t h = 0; h < n; h += VD::size()) VD::loadu(p_y_minus_1 + h).expm1().store(p_y_minus_1 + h);
     for (int64_t r = 0; r < n; ++r) {
       if (y[r] < 0) continue;
-      terms[r] = row_sums(logits + (i0 + r) * c, kProb ? prob + (i0 + r) * c : nullptr, y[r], m[r]);
-      s[r] = terms[r].log_s;
+      T* g = grad + (i0 + r) * c;
+      for (int64_t j = 0; j < c; ++j) g[j] = static_cast<T>(blk.e[j * kBlockRows + r] * factor[r]);
+      const double b = terms[r].qsum;
+      g[y[r]] = static_cast<T>(std::fma(p_y_minus_1[r], b, b - one_hot_weight(y[r])) * u[r]);
+    }
+  }
+
+  // The terms of rows i0 .. i0 + n - 1 into terms[] and their classes into y[] (-1: ignored, terms unset).
+  // Short rows keep their double exponentials in blk where it is given (the forward with gradient).
+  void block_terms(int64_t i0, int64_t n, RowTerms* terms, int64_t* y, ShortBlock* blk) {
+    __at_align__ double s[kBlockRows];
+    __at_align__ A m[kBlockRows];
+    std::fill_n(s, kBlockRows, 1.0);  // log 1 for ignored rows and past the block's last
+    for (int64_t r = 0; r < n; ++r) y[r] = target_class(i0 + r);
+    if (short_rows()) {
+      if (blk != nullptr || kExactExp) {
+        ShortBlock local;
+        ShortBlock& kept = blk != nullptr ? *blk : local;
+        short_rows_sums(i0, n, y, m, kept);
+        std::copy_n(kept.s, n, s);
+      } else {
+        short_rows_sums(i0, n, y, m, s);
+      }
+      for (int64_t r = 0; r < n; ++r) {
+        if (y[r] < 0) continue;
+        const double w = one_hot_weight(y[r]);
+        terms[r] = {static_cast<double>(m[r]), s[r],
+                    w * (static_cast<double>(logits[(i0 + r) * c + y[r]]) - static_cast<double>(m[r])), w};
+      }
+    } else {
+      // One sweep at a time over all rows of the block: a short row's sweep is a chain of dependent steps (load,
+      // maximum, horizontal maximum, exponentials, horizontal sum), and rows taken one after the other left the
+      // core waiting on each.
+      for (int64_t r = 0; r < n; ++r) {
+        if (y[r] >= 0) m[r] = row_max(logits + (i0 + r) * c);
+      }
+      for (int64_t r = 0; r < n; ++r) {
+        if (y[r] < 0) continue;
+        terms[r] = row_sums(logits + (i0 + r) * c, kProb ? prob + (i0 + r) * c : nullptr, y[r], m[r]);
+        s[r] = terms[r].log_s;
+      }
     }
     if constexpr (std::is_same_v<A, double>) {
       for (int64_t r = 0; r < n; ++r) s[r] = std::log(s[r]);
@@ -254,6 +368,20 @@ struct CrossEntropyRows {
     double s = 0;
     TargetSums sums;
     int64_t j = 0;
+    if constexpr (kExactExp) {
+      VD vs[TargetSums::kParts];
+      for (auto& part : vs) part = VD(0);
+      for (; j + kW <= c; j += kW) {
+        const V zj = cpu::load_opmath(z + j);
+        __at_align__ double x[kW];
+        to_double(zj, x);
+        for (int64_t h = 0; h < TargetSums::kParts; ++h) {
+          vs[h] = vs[h] + cpu::vmath::exp_to_float(VD::loadu(x + h * VD::size()) - VD(md));
+        }
+        if (smooth) sums.add_vector(*this, zj, t, j, md);
+      }
+      s = TargetSums::total(vs, 0.0);
+    }
     while (j + kW <= c) {
       V vs(0);
       for (int64_t k = 0; k < kFlush && j + kW <= c; ++k, j += kW) {
@@ -301,114 +429,127 @@ struct CrossEntropyRows {
   // g_j = (B exp(z_j - lse) - q_j) u for row z whose class is column y, rounded once (no one-hot term when y is
   // outside the row: a block of classes without the target); g may be z itself (in place: every element is read
   // before it is written, and the target logit is read first). lse = m + log_s (row maximum and log of the shifted
-  // sum). Float math takes lse = hi + lo, hi its float rounding, and B p_j u = exp(z_j - hi) f with the row factor
-  // f = B u exp(-lo) in double and rounded once (z_j - hi is exact near the maximum): two roundings fewer per element
-  // than exp((z_j - hi) - lo) times B times u, which erred 1.1 ulps per element and made a weighted float32 weight
-  // gradient (8 tokens x 5 features x 4 classes, torch's module data) err 1.03e-6, 1.9x torch's reference path
-  // (5.5e-7) and 4.6x its chunked path (2.2e-7); now 5.5e-7. Double math keeps hi = m and lo = log_s apart, since
-  // their double sum would round at the scale of m (an lse of 8.5 rounded to 9e-16 made p = 0.99997 3.4 ulps off,
-  // where torch's (z - m) - log_s was within 0.1).
+  // sum).
   void write_grad(const T* z, const T* t, int64_t y, double m, double log_s, double b, double u, T* g) const {
-    constexpr bool kDouble = std::is_same_v<A, double>;
+    if constexpr (std::is_same_v<A, double>) {
+      write_grad_float64(z, t, y, m, log_s, b, u, g);
+    } else {
+      write_grad_float(z, t, y, m, log_s, b, u, g);
+    }
+  }
+
+  // Float math. float32 results: each element in double and rounded once, p_j = exp((z_j - m) - log_s) by
+  // exp_to_float (within 2e-13; z_j - m is exact). Float arithmetic (exp(z_j - hi) times f = B u exp(-lo), hi the
+  // float rounding of lse) erred up to 2 ulps, exp's ulp and two roundings: a weighted float32 gradient element of
+  // 4.68 (p = 0.87) erred 8.0e-7, 1.27x the accuracy rule's bound, where torch erred 1.5e-7 (random [17, 43] rows at
+  // the portable level; 1.05x at avx2 on [3, 58]). With p_j this exact, B p_j - q_j of a smoothed or probability
+  // target near p_j = 1 needs no expm1 (float64 math's peak below). 16-bit results keep that float arithmetic, whose
+  // errors are 2^-16 of their rounding's.
+  void write_grad_float(const T* z, const T* t, int64_t y, double m, double log_s, double b, double u, T* g) const {
+    const bool hot = !kProb && y >= 0 && y < c;
+    const double z_y = hot ? static_cast<double>(z[y]) : 0.0;  // read first: g may be z
     const double lse = m + log_s;
-    const A hi = kDouble ? static_cast<A>(m) : static_cast<A>(lse);
-    const double lo = kDouble ? log_s : lse - static_cast<double>(hi);
-    const A f = static_cast<A>(kDouble ? b : b * u * std::exp(-lo));
-    const A ua = static_cast<A>(u), ba = static_cast<A>(b), lo_a = static_cast<A>(lo);
+    const A hi = static_cast<A>(lse), ua = static_cast<A>(u);
+    const A f = kExactExp ? A(0) : static_cast<A>(b * u * std::exp(static_cast<double>(hi) - lse));
+    for (int64_t j = 0; j < c; j += kW) {
+      const int64_t count = std::min(kW, c - j);
+      const V zv = count == kW ? cpu::load_opmath(z + j) : load_tail(z, j, hi);
+      __at_align__ A out[kW];
+      if constexpr (kExactExp) {
+        __at_align__ double x[kW];
+        to_double(zv, x);
+        for (int64_t h = 0; h < kW; h += VD::size()) {
+          cpu::vmath::exp_to_float((VD::loadu(x + h) - VD(m)) - VD(log_s)).store(x + h);
+        }
+        for (int64_t k = 0; k < kW; ++k) {
+          out[k] = static_cast<A>(smooth ? (x[k] * b - (k < count ? q_one(t, j + k) : 0.0)) * u : x[k] * (b * u));
+        }
+      } else {
+        const V p = cpu::vmath::exp(zv - V(hi));
+        (smooth ? at::vec::fmsub(p, V(f), q_vec(t, j) * V(ua)) : p * V(f)).store(out);
+      }
+      if (count == kW) {
+        cpu::store_opmath(g + j, V::loadu(out));
+      } else {
+        store_tail(g, j, V::loadu(out));
+      }
+    }
+    if (hot) write_target_grad(z_y, t, y, m, log_s, b, u, g);
+  }
+
+  // The target class: B p_y - q_y = B (p_y - 1) + (B - q_y), with p_y - 1 = expm1(z_y - lse) exact to an ulp
+  // where p_y is near 1. B p_y - q_y from exp cancels there: the ulp of exp's result (1e-16 in float64) became
+  // the whole error of a gradient of size 1 - p_y (300 ulps of a 0.02 gradient in torch's CrossEntropyLoss
+  // module test). B - q_y is the other classes' mass: exactly 0 without smoothing (B is q_y then). One element
+  // per row, so it is computed in double and rounded once: in float, B - q_y from two rounded floats and the
+  // two roundings of the fma and the product by u made a smoothed, weighted gradient of 3.13 err by 4.3e-7 where
+  // torch's erred by 1.0e-7 (its build at the portable level).
+  void write_target_grad(double z_y, const T* t, int64_t y, double m, double log_s, double b, double u, T* g) const {
+    const double q_y = (smooth ? q_one(t, y) : 0.0) + one_hot_weight(y);
+    g[y] = static_cast<T>(std::fma(std::expm1((z_y - m) - log_s), b, b - q_y) * u);
+  }
+
+  // Float64 math keeps m and log_s apart, since their double sum would round at the scale of m (an lse of 8.5 rounded
+  // to 9e-16 made p = 0.99997 3.4 ulps off, where torch's (z - m) - log_s was within 0.1).
+  void write_grad_float64(const T* z, const T* t, int64_t y, double m, double log_s, double b, double u, T* g) const {
     const bool hot = !kProb && y >= 0 && y < c;
     const double z_y = hot ? static_cast<double>(z[y]) : 0.0;
-    // Where p_j > 1/2 (z_j - hi > -log 2: the row maximum alone), B p_j - q_j of a smoothed or probability target
-    // cancels, and the rounding of p_j near 1 (3e-8) times B became the whole error: an unbatched float32 gradient
-    // with probability targets and class weights erred 7.2e-7 (1.5 ulps of 6.68) where torch's erred 2.3e-7. Such an
-    // element is recomputed as B (p_j - 1) + (B - q_j), p_j - 1 = expm1(z_j - lse), in double and rounded once.
-    const A peak_above = static_cast<A>(-0.6931471805599453) + (kDouble ? lo_a : A(0));  // z_j - hi above it
-    auto peak = [&](int64_t j, A z_j) {  // z_j: the logit, read before g (maybe z itself) was written
-      g[j] = static_cast<T>(std::fma(std::expm1((static_cast<double>(z_j) - m) - log_s), b, b - q_one(t, j)) * u);
+    // Where p_j > 1/2 (z_j - m > -log 2 + log_s: the row maximum alone), B p_j - q_j of a smoothed or probability
+    // target cancels, and the rounding of p_j near 1 times B became the whole error (in float math, where p_j erred
+    // 3e-8: an unbatched float32 gradient with probability targets and class weights erred 7.2e-7, 1.5 ulps of 6.68,
+    // where torch's erred 2.3e-7). Such an element is recomputed as B (p_j - 1) + (B - q_j), p_j - 1 = expm1(z_j -
+    // lse).
+    const double peak_above = -0.6931471805599453 + log_s;  // z_j - m above it
+    auto peak = [&](int64_t j, double z_j) {  // z_j: the logit, read before g (maybe z itself) was written
+      g[j] = static_cast<T>(std::fma(std::expm1((z_j - m) - log_s), b, b - q_one(t, j)) * u);
     };
     int64_t j = 0;
     for (; j + kW <= c; j += kW) {
       const V zv = cpu::load_opmath(z + j);
-      const V d = zv - V(hi);
-      V gj;
-      if constexpr (kDouble) {
-        const V p = (d - V(lo_a)).exp();
-        gj = (smooth ? at::vec::fmsub(p, V(ba), q_vec(t, j)) : p * V(ba)) * V(ua);
-      } else {
-        gj = smooth ? at::vec::fmsub(d.exp(), V(f), q_vec(t, j) * V(ua)) : d.exp() * V(f);
-      }
+      const V d = zv - V(m);
+      const V p = (d - V(log_s)).exp();
+      const V gj = (smooth ? at::vec::fmsub(p, V(b), q_vec(t, j)) : p * V(b)) * V(u);
+      cpu::store_opmath(g + j, gj);
       if (smooth && (d > V(peak_above)).zero_mask() != (1 << kW) - 1) {
         A zs[kW];
         zv.store(zs);
-        cpu::store_opmath(g + j, gj);
         for (int64_t k = 0; k < kW; ++k) {
-          if (zs[k] - hi > peak_above) peak(j + k, zs[k]);
+          if (zs[k] - m > peak_above) peak(j + k, zs[k]);
         }
-      } else {
-        cpu::store_opmath(g + j, gj);
       }
-    }
-    if (kVectorTail && j < c) {
-      // The scalar loop's arithmetic below, lane by lane: exp of the float d rounded once, q_j in double rounded once,
-      // one float FMA. Padded with d = 0.
-      const int64_t count = c - j;
-      __at_align__ A zs[kW], q[kW] = {};
-      const V zv = load_tail(z, j, hi);
-      zv.store(zs);  // read before g (maybe z) is written
-      const V d = zv - V(hi);
-      __at_align__ double wide[kW];
-      to_double(d, wide);
-      exp_lanes(wide, count);
-      __at_align__ A p[kW];
-      for (int64_t k = 0; k < kW; ++k) p[k] = static_cast<A>(wide[k]);
-      V gj = V::loadu(p) * V(f);
-      if (smooth) {
-        for (int64_t k = 0; k < count; ++k) q[k] = static_cast<A>(-q_one(t, j + k)) * ua;
-        gj = at::vec::fmadd(V::loadu(p), V(f), V::loadu(q));
-      }
-      store_tail(g, j, gj);
-      for (int64_t k = 0; smooth && k < count; ++k) {
-        if (zs[k] - hi > peak_above) peak(j + k, zs[k]);
-      }
-      j = c;
     }
     for (; j < c; ++j) {
-      const A d = static_cast<A>(z[j]) - hi;
-      if (smooth && d > peak_above) {
-        peak(j, static_cast<A>(z[j]));
-      } else if constexpr (kDouble) {
-        const A p = std::exp(d - lo_a);
-        g[j] = static_cast<T>((smooth ? std::fma(p, ba, static_cast<A>(-q_one(t, j))) : p * ba) * ua);
+      const double z_j = static_cast<double>(z[j]);
+      if (smooth && z_j - m > peak_above) {
+        peak(j, z_j);
       } else {
-        g[j] = static_cast<T>(smooth ? std::fma(std::exp(d), f, static_cast<A>(-q_one(t, j)) * ua)
-                                     : std::exp(d) * f);
+        const double p = std::exp((z_j - m) - log_s);
+        g[j] = static_cast<T>((smooth ? std::fma(p, b, -q_one(t, j)) : p * b) * u);
       }
     }
-    if (hot) {
-      // The target class: B p_y - q_y = B (p_y - 1) + (B - q_y), with p_y - 1 = expm1(z_y - lse) exact to an ulp
-      // where p_y is near 1. B p_y - q_y from exp cancels there: the ulp of exp's result (1e-16 in float64) became
-      // the whole error of a gradient of size 1 - p_y (300 ulps of a 0.02 gradient in torch's CrossEntropyLoss
-      // module test). B - q_y is the other classes' mass: exactly 0 without smoothing (B is q_y then). One element
-      // per row, so it is computed in double and rounded once: in float, B - q_y from two rounded floats and the
-      // two roundings of the fma and the product by u made a smoothed, weighted gradient of 3.13 err by 4.3e-7 where
-      // torch's erred by 1.0e-7 (its build at the portable level).
-      const double q_y = (smooth ? q_one(t, y) : 0.0) + one_hot_weight(y);
-      g[y] = static_cast<T>(std::fma(std::expm1((z_y - m) - log_s), b, b - q_y) * u);
-    }
+    if (hot) write_target_grad(z_y, t, y, m, log_s, b, u, g);
   }
 
   // Calls row(i, y, terms) for every row i of class y (y < 0: ignored, terms unset), in parallel, the terms taken a
-  // block of rows at a time (block_terms).
-  template <typename Row>
-  void for_each_row(const Row& row) {
+  // block of rows at a time (block_terms), then, where short rows are kept in double (keep_short), block(i0, n, ys,
+  // terms, short_block) for each block of rows i0 .. i0 + n - 1.
+  template <typename Row, typename Block>
+  void for_each_row(const Row& row, bool keep_short, const Block& block) {
     at::parallel_for(0, ce.logits.size(0), grain(), [&](int64_t begin, int64_t end) {
       RowTerms terms[kBlockRows];
       int64_t ys[kBlockRows];
+      ShortBlock short_block;
       for (int64_t i0 = begin; i0 < end; i0 += block_rows()) {
         const int64_t n = std::min(block_rows(), end - i0);
-        block_terms(i0, n, terms, ys);
+        block_terms(i0, n, terms, ys, keep_short ? &short_block : nullptr);
         for (int64_t r = 0; r < n; ++r) row(i0 + r, ys[r], terms[r]);
+        if (keep_short) block(i0, n, ys, terms, short_block);
       }
     });
+  }
+  template <typename Row>
+  void for_each_row(const Row& row) {
+    for_each_row(row, false, [](int64_t, int64_t, const int64_t*, const RowTerms*, const ShortBlock&) {});
   }
 
   void forward() {
@@ -435,9 +576,8 @@ struct CrossEntropyRows {
     double* loss = ce.loss.template data_ptr<double>();
     const double* scale = grad_scale.template const_data_ptr<double>();
     const bool per_row = grad_scale.numel() > 1;
-    for_each_row([&](int64_t i, int64_t y, const RowTerms& terms) {
-      const T* z = logits + i * c;
-      const T* t = kProb ? prob + i * c : nullptr;
+    const bool transposed = short_rows();
+    auto row = [&](int64_t i, int64_t y, const RowTerms& terms) {
       T* g = grad + i * c;
       const double u = scale[per_row ? i : 0];
       if (y < 0) {
@@ -446,7 +586,13 @@ struct CrossEntropyRows {
         return;
       }
       loss[i] = u * terms.loss();
-      write_grad(z, t, y, terms.m, terms.log_s, terms.qsum, u, g);
+      if (!transposed) write_grad(logits + i * c, kProb ? prob + i * c : nullptr, y, terms.m, terms.log_s, terms.qsum, u, g);
+    };
+    for_each_row(row, transposed, [&](int64_t i0, int64_t n, const int64_t* ys, const RowTerms* terms,
+                                      const ShortBlock& blk) {
+      double u[kBlockRows];
+      for (int64_t r = 0; r < n; ++r) u[r] = scale[per_row ? i0 + r : 0];
+      short_rows_grad(i0, n, ys, terms, u, blk, grad);
     });
     raise_if_bad_target();
   }
@@ -685,17 +831,30 @@ void pointwise_backward_typed(const Loss& loss, const at::Tensor& grad_output, c
   });
 }
 
-// Neumaier's compensated sum, in order: within about an ulp of the exact float64 sum whatever the row count. A plain
-// running sum of a float64 'mean' over weighted [N, C, d] rows erred by 6.2e-15 where torch's pairwise sum erred by
-// 9.6e-16.
+// Neumaier's compensated sum: within about an ulp of the exact float64 sum whatever the row count. A plain running
+// sum of a float64 'mean' over weighted [N, C, d] rows erred by 6.2e-15 where torch's pairwise sum erred by 9.6e-16.
+// Element i goes to lane i % kLanes, and the lanes' sums and compensations are summed the same way at the end: the
+// result depends only on n, never on the thread count. One lane was a chain of dependent additions, 5 us of a
+// [4096, 10] float32 forward's 58 on two threads (its row losses and row weights).
 double compensated_sum(const double* x, int64_t n) {
-  double s = 0, c = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double t = s + x[i];
-    c += std::abs(s) >= std::abs(x[i]) ? (s - t) + x[i] : (x[i] - t) + s;
+  constexpr int64_t kLanes = 4;
+  auto add = [](double& s, double& c, double v) {
+    const double t = s + v;
+    c += std::abs(s) >= std::abs(v) ? (s - t) + v : (v - t) + s;
     s = t;
+  };
+  double s[kLanes] = {}, c[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) add(s[l], c[l], x[i + l]);
   }
-  return s + c;
+  for (int64_t l = 0; i < n; ++i, ++l) add(s[l], c[l], x[i]);
+  double total = 0, comp = 0;
+  for (int64_t l = 0; l < kLanes; ++l) {
+    add(total, comp, s[l]);
+    add(total, comp, c[l]);
+  }
+  return total + comp;
 }
 
 // x[r, :] *= scale[r or 0] for rows of row_len elements, skipping factors of exactly 1; parallel over the flat
@@ -781,7 +940,9 @@ struct CpuBackend {
           }
         });
       } else {
-        for (int64_t i = 0; i < n; ++i) total += (y[i] != ignore_index && y[i] >= 0 && y[i] < c) ? 1.0 : 0.0;
+        int64_t counted = 0;  // an integer count: no chain of dependent float64 additions
+        for (int64_t i = 0; i < n; ++i) counted += y[i] != ignore_index && y[i] >= 0 && y[i] < c;
+        total = static_cast<double>(counted);
       }
     }
     *scale.data_ptr<double>() = 1.0 / total;
