@@ -369,18 +369,13 @@ struct CrossEntropyRows {
     TargetSums sums;
     int64_t j = 0;
     if constexpr (kExactExp) {
-      VD vs[TargetSums::kParts];
-      for (auto& part : vs) part = VD(0);
+      cpu::vmath::ExpSumDouble exps;
       for (; j + kW <= c; j += kW) {
         const V zj = cpu::load_opmath(z + j);
-        __at_align__ double x[kW];
-        to_double(zj, x);
-        for (int64_t h = 0; h < TargetSums::kParts; ++h) {
-          vs[h] = vs[h] + cpu::vmath::exp_to_float(VD::loadu(x + h * VD::size()) - VD(md));
-        }
+        exps.add(zj, md);
         if (smooth) sums.add_vector(*this, zj, t, j, md);
       }
-      s = TargetSums::total(vs, 0.0);
+      s = exps.total();
     }
     while (j + kW <= c) {
       V vs(0);
