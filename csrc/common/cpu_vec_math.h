@@ -248,6 +248,18 @@ class ExpSumDouble {
   }
 };
 
+// out[k] = exp(z_k - shift) in double (exp_to_float) for the lanes of a float vector: the float32 cross entropy's
+// softmax, rounded once by its caller.
+C10_ALWAYS_INLINE void exp_lanes_double(const VF& z, double shift, double* out) {
+  __at_align__ float lanes[VF::size()];
+  z.store(lanes);
+  for (int64_t h = 0; h < VF::size(); h += VD::size()) {
+    __at_align__ double wide[VD::size()];
+    for (int64_t l = 0; l < VD::size(); ++l) wide[l] = static_cast<double>(lanes[h + l]);
+    exp_to_float(VD::loadu(wide) - VD(shift)).store(out + h);
+  }
+}
+
 #else  // the portable level
 
 // The portable x86-64 level has SSE2: no FMA, no vector 2^n, and at::vec's float exp/erf/tanh are loops over std::
@@ -482,6 +494,16 @@ class ExpSumDouble {
     return sum;
   }
 };
+C10_ALWAYS_INLINE void exp_lanes_double(const Vectorized<float>& z, double shift, double* out) {
+  __at_align__ float lanes[Vectorized<float>::size()];
+  z.store(lanes);
+  const __m128d vshift = _mm_set1_pd(shift);
+  for (int64_t q = 0; q < Vectorized<float>::size(); q += 4) {
+    const __m128 four = _mm_load_ps(lanes + q);
+    _mm_storeu_pd(out + q, exp_to_float_sse2(_mm_sub_pd(_mm_cvtps_pd(four), vshift)));
+    _mm_storeu_pd(out + q + 2, exp_to_float_sse2(_mm_sub_pd(_mm_cvtps_pd(_mm_movehl_ps(four, four)), vshift)));
+  }
+}
 #else
 inline Vectorized<double> exp_to_float(const Vectorized<double>& x) { return x.exp(); }
 class ExpSumDouble {
@@ -495,6 +517,11 @@ class ExpSumDouble {
   }
   double total() const { return sum_; }
 };
+inline void exp_lanes_double(const Vectorized<float>& z, double shift, double* out) {
+  __at_align__ float lanes[Vectorized<float>::size()];
+  z.store(lanes);
+  for (int64_t k = 0; k < Vectorized<float>::size(); ++k) out[k] = std::exp(static_cast<double>(lanes[k]) - shift);
+}
 #endif
 
 #endif

@@ -433,8 +433,8 @@ struct CrossEntropyRows {
     }
   }
 
-  // Float math. float32 results: each element in double and rounded once, p_j = exp((z_j - m) - log_s) by
-  // exp_to_float (within 2e-13; z_j - m is exact). Float arithmetic (exp(z_j - hi) times f = B u exp(-lo), hi the
+  // Float math. float32 results: each element in double and rounded once, p_j = exp(z_j - lse) by exp_lanes_double
+  // (within 2e-13; lse = m + log_s rounded in double, far below a float ulp). Float arithmetic (exp(z_j - hi) times f = B u exp(-lo), hi the
   // float rounding of lse) erred up to 2 ulps, exp's ulp and two roundings: a weighted float32 gradient element of
   // 4.68 (p = 0.87) erred 8.0e-7, 1.27x the accuracy rule's bound, where torch erred 1.5e-7 (random [17, 43] rows at
   // the portable level; 1.05x at avx2 on [3, 58]). With p_j this exact, B p_j - q_j of a smoothed or probability
@@ -452,10 +452,7 @@ struct CrossEntropyRows {
       __at_align__ A out[kW];
       if constexpr (kExactExp) {
         __at_align__ double x[kW];
-        to_double(zv, x);
-        for (int64_t h = 0; h < kW; h += VD::size()) {
-          cpu::vmath::exp_to_float((VD::loadu(x + h) - VD(m)) - VD(log_s)).store(x + h);
-        }
+        cpu::vmath::exp_lanes_double(zv, m + log_s, x);
         for (int64_t k = 0; k < kW; ++k) {
           out[k] = static_cast<A>(smooth ? (x[k] * b - (k < count ? q_one(t, j + k) : 0.0)) * u : x[k] * (b * u));
         }
