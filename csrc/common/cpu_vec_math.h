@@ -218,36 +218,6 @@ C10_ALWAYS_INLINE VD exp_to_float(VD x) {
   return pow2_scale(p, n);
 }
 
-// sum_k exp(z_k - m) over float vectors z, each exponential in double (exp_to_float) and summed in double lanes,
-// added in a fixed order by total(): the float32 cross entropy's sum of exponentials, off by its final rounding alone.
-class ExpSumDouble {
-  static constexpr int64_t kParts = VF::size() / VD::size();
-  VD parts_[kParts];
-
- public:
-  ExpSumDouble() {
-    for (VD& p : parts_) p = VD(0);
-  }
-  C10_ALWAYS_INLINE void add(const VF& z, double m) {
-    __at_align__ float lanes[VF::size()];
-    z.store(lanes);
-    for (int64_t h = 0; h < kParts; ++h) {
-      __at_align__ double wide[VD::size()];
-      for (int64_t l = 0; l < VD::size(); ++l) wide[l] = static_cast<double>(lanes[h * VD::size() + l]);
-      parts_[h] = parts_[h] + exp_to_float(VD::loadu(wide) - VD(m));
-    }
-  }
-  double total() const {
-    double sum = 0;
-    for (const VD& p : parts_) {
-      __at_align__ double lanes[VD::size()];
-      p.store(lanes);
-      for (const double v : lanes) sum += v;
-    }
-    return sum;
-  }
-};
-
 // out[k] = exp(z_k - shift) in double (exp_to_float) for the lanes of a float vector: the float32 cross entropy's
 // softmax, rounded once by its caller.
 C10_ALWAYS_INLINE void exp_lanes_double(const VF& z, double shift, double* out) {
@@ -259,6 +229,31 @@ C10_ALWAYS_INLINE void exp_lanes_double(const VF& z, double shift, double* out) 
     exp_to_float(VD::loadu(wide) - VD(shift)).store(out + h);
   }
 }
+
+// sum_k exp(z_k - m) over float vectors z, each exponential in double (exp_lanes_double) and summed in double
+// lanes, added in a fixed order by total(): the float32 cross entropy's sum of exponentials, off by its final
+// rounding alone.
+class ExpSumDouble {
+  static constexpr int64_t kParts = VF::size() / VD::size();
+  VD parts_[kParts];
+
+ public:
+  ExpSumDouble() {
+    for (VD& p : parts_) p = VD(0);
+  }
+  C10_ALWAYS_INLINE void add(const VF& z, double m) {
+    __at_align__ double e[VF::size()];
+    exp_lanes_double(z, m, e);
+    for (int64_t h = 0; h < kParts; ++h) parts_[h] = parts_[h] + VD::loadu(e + h * VD::size());
+  }
+  double total() const {
+    __at_align__ double lanes[VF::size()];
+    for (int64_t h = 0; h < kParts; ++h) parts_[h].store(lanes + h * VD::size());
+    double sum = 0;
+    for (const double v : lanes) sum += v;
+    return sum;
+  }
+};
 
 #else  // the portable level
 
@@ -463,6 +458,16 @@ inline Vectorized<double> exp_to_float(const Vectorized<double>& x) {
   for (size_t h = 0; h < std::size(lanes); h += 2) _mm_store_pd(lanes + h, exp_to_float_sse2(_mm_load_pd(lanes + h)));
   return Vectorized<double>::loadu(lanes);
 }
+C10_ALWAYS_INLINE void exp_lanes_double(const Vectorized<float>& z, double shift, double* out) {
+  __at_align__ float lanes[Vectorized<float>::size()];
+  z.store(lanes);
+  const __m128d vshift = _mm_set1_pd(shift);
+  for (int64_t q = 0; q < Vectorized<float>::size(); q += 4) {
+    const __m128 four = _mm_load_ps(lanes + q);
+    _mm_store_pd(out + q, exp_to_float_sse2(_mm_sub_pd(_mm_cvtps_pd(four), vshift)));
+    _mm_store_pd(out + q + 2, exp_to_float_sse2(_mm_sub_pd(_mm_cvtps_pd(_mm_movehl_ps(four, four)), vshift)));
+  }
+}
 // The AVX levels' ExpSumDouble in SSE2 registers: through at::vec's portable double vectors (arrays in memory) its
 // sums made the float32 [1024, 32000] cross entropy's forward 0.77x torch's.
 class ExpSumDouble {
@@ -474,54 +479,36 @@ class ExpSumDouble {
     for (__m128d& p : parts_) p = _mm_setzero_pd();
   }
   C10_ALWAYS_INLINE void add(const Vectorized<float>& z, double m) {
-    __at_align__ float lanes[Vectorized<float>::size()];
-    z.store(lanes);
-    const __m128d vm = _mm_set1_pd(m);
-    for (int64_t q = 0; q < kPairs; q += 2) {
-      const __m128 four = _mm_load_ps(lanes + 2 * q);
-      parts_[q] = _mm_add_pd(parts_[q], exp_to_float_sse2(_mm_sub_pd(_mm_cvtps_pd(four), vm)));
-      parts_[q + 1] = _mm_add_pd(parts_[q + 1], exp_to_float_sse2(_mm_sub_pd(_mm_cvtps_pd(_mm_movehl_ps(four, four)), vm)));
-    }
+    __at_align__ double e[Vectorized<float>::size()];
+    exp_lanes_double(z, m, e);
+    for (int64_t q = 0; q < kPairs; ++q) parts_[q] = _mm_add_pd(parts_[q], _mm_load_pd(e + 2 * q));
   }
   double total() const {
+    __at_align__ double lanes[Vectorized<float>::size()];
+    for (int64_t q = 0; q < kPairs; ++q) _mm_store_pd(lanes + 2 * q, parts_[q]);
     double sum = 0;
-    for (const __m128d& p : parts_) {
-      __at_align__ double lanes[2];
-      _mm_store_pd(lanes, p);
-      sum += lanes[0];
-      sum += lanes[1];
-    }
+    for (const double v : lanes) sum += v;
     return sum;
   }
 };
-C10_ALWAYS_INLINE void exp_lanes_double(const Vectorized<float>& z, double shift, double* out) {
-  __at_align__ float lanes[Vectorized<float>::size()];
-  z.store(lanes);
-  const __m128d vshift = _mm_set1_pd(shift);
-  for (int64_t q = 0; q < Vectorized<float>::size(); q += 4) {
-    const __m128 four = _mm_load_ps(lanes + q);
-    _mm_storeu_pd(out + q, exp_to_float_sse2(_mm_sub_pd(_mm_cvtps_pd(four), vshift)));
-    _mm_storeu_pd(out + q + 2, exp_to_float_sse2(_mm_sub_pd(_mm_cvtps_pd(_mm_movehl_ps(four, four)), vshift)));
-  }
-}
-#else
+#else  // non-x86 portable builds: std::exp per lane
 inline Vectorized<double> exp_to_float(const Vectorized<double>& x) { return x.exp(); }
-class ExpSumDouble {
-  double sum_ = 0;
-
- public:
-  void add(const Vectorized<float>& z, double m) {
-    __at_align__ float lanes[Vectorized<float>::size()];
-    z.store(lanes);
-    for (const float v : lanes) sum_ += std::exp(static_cast<double>(v) - m);
-  }
-  double total() const { return sum_; }
-};
 inline void exp_lanes_double(const Vectorized<float>& z, double shift, double* out) {
   __at_align__ float lanes[Vectorized<float>::size()];
   z.store(lanes);
   for (int64_t k = 0; k < Vectorized<float>::size(); ++k) out[k] = std::exp(static_cast<double>(lanes[k]) - shift);
 }
+class ExpSumDouble {
+  double sum_ = 0;
+
+ public:
+  void add(const Vectorized<float>& z, double m) {
+    __at_align__ double e[Vectorized<float>::size()];
+    exp_lanes_double(z, m, e);
+    for (const double v : e) sum_ += v;
+  }
+  double total() const { return sum_; }
+};
 #endif
 
 #endif
