@@ -414,6 +414,15 @@ C10_ALWAYS_INLINE Vectorized<float> erf(const Vectorized<float>& x) {
     return portable::erf_sse2(v, portable::exp_sse2(_mm_sub_ps(_mm_setzero_ps(), _mm_mul_ps(v, v))));
   });
 }
+// maximum(a, b) with a NaN in either operand propagating, as at::vec::maximum (whose portable form is a loop with a
+// NaN test per lane: 20% of a float32 [1024, 32000] cross-entropy forward's time). maxps returns its second operand
+// where either is NaN and where they tie (as at::vec's), so only a's NaNs are put back.
+C10_ALWAYS_INLINE Vectorized<float> maximum(const Vectorized<float>& a, const Vectorized<float>& b) {
+  return portable::by_quads(a, b, [](__m128 x, __m128 y) {
+    const __m128 x_nan = _mm_cmpunord_ps(x, x);
+    return _mm_or_ps(_mm_and_ps(x_nan, x), _mm_andnot_ps(x_nan, _mm_max_ps(x, y)));
+  });
+}
 #else  // std:: functions per lane
 C10_ALWAYS_INLINE Vectorized<float> exp(const Vectorized<float>& x) { return x.exp(); }
 C10_ALWAYS_INLINE Vectorized<float> tanh(const Vectorized<float>& x) { return x.tanh(); }
@@ -512,6 +521,12 @@ class ExpSumDouble {
 #endif
 
 #endif
+
+// Where no level-specific maximum above applies.
+template <typename T>
+C10_ALWAYS_INLINE Vectorized<T> maximum(const Vectorized<T>& a, const Vectorized<T>& b) {
+  return at::vec::maximum(a, b);
+}
 
 inline Vectorized<double> exp(const Vectorized<double>& x) { return x.exp(); }
 inline Vectorized<double> expm1(const Vectorized<double>& x) { return x.expm1(); }

@@ -207,7 +207,7 @@ struct CrossEntropyRows {
     transpose_block(i0, n, width, y, e);
     for (int64_t h = 0; h < width; h += kW) {
       V vm = V::loadu(e + h);
-      for (int64_t j = 1; j < c; ++j) vm = at::vec::maximum(vm, V::loadu(e + j * kBlockRows + h));
+      for (int64_t j = 1; j < c; ++j) vm = cpu::vmath::maximum(vm, V::loadu(e + j * kBlockRows + h));
       for (int64_t j = 0; j < c; ++j) cpu::vmath::exp(V::loadu(e + j * kBlockRows + h) - vm).store(e + j * kBlockRows + h);
       vm.store(m + h);
     }
@@ -225,7 +225,7 @@ struct CrossEntropyRows {
     __at_align__ double maxima[kBlockRows];
     for (int64_t h = 0; h < width; h += VD::size()) {
       VD vm = VD::loadu(e + h);
-      for (int64_t j = 1; j < c; ++j) vm = at::vec::maximum(vm, VD::loadu(e + j * kBlockRows + h));
+      for (int64_t j = 1; j < c; ++j) vm = cpu::vmath::maximum(vm, VD::loadu(e + j * kBlockRows + h));
       VD vs(0);
       for (int64_t j = 0; j < c; ++j) {
         const VD ej = cpu::vmath::exp_to_float(VD::loadu(e + j * kBlockRows + h) - vm);
@@ -314,8 +314,8 @@ struct CrossEntropyRows {
   A row_max(const T* z) const {
     int64_t j = 0;
     V vmax(-std::numeric_limits<A>::infinity());
-    for (; j + kW <= c; j += kW) vmax = at::vec::maximum(vmax, cpu::load_opmath(z + j));
-    if (j < c) vmax = at::vec::maximum(vmax, load_tail(z, j, -std::numeric_limits<A>::infinity()));
+    for (; j + kW <= c; j += kW) vmax = cpu::vmath::maximum(vmax, cpu::load_opmath(z + j));
+    if (j < c) vmax = cpu::vmath::maximum(vmax, load_tail(z, j, -std::numeric_limits<A>::infinity()));
     return at::vec::vec_reduce_all<A>([](const V& a, const V& b) { return at::vec::maximum(a, b); }, vmax);
   }
 
