@@ -208,7 +208,9 @@ struct CrossEntropyRows {
     for (int64_t h = 0; h < width; h += kW) {
       V vm = V::loadu(e + h);
       for (int64_t j = 1; j < c; ++j) vm = cpu::vmath::maximum(vm, V::loadu(e + j * kBlockRows + h));
-      for (int64_t j = 0; j < c; ++j) cpu::vmath::exp(V::loadu(e + j * kBlockRows + h) - vm).store(e + j * kBlockRows + h);
+      for (int64_t j = 0; j < c; ++j) {
+        cpu::vmath::exp(V::loadu(e + j * kBlockRows + h) - vm).store(e + j * kBlockRows + h);
+      }
       vm.store(m + h);
     }
     std::fill_n(s, width, 0.0);
@@ -255,8 +257,7 @@ struct CrossEntropyRows {
       if (y[r] < 0) continue;
       T* g = grad + (i0 + r) * c;
       for (int64_t j = 0; j < c; ++j) g[j] = static_cast<T>(blk.e[j * kBlockRows + r] * factor[r]);
-      const double b = terms[r].qsum;
-      g[y[r]] = static_cast<T>(std::fma(p_y_minus_1[r], b, b - one_hot_weight(y[r])) * u[r]);
+      write_target_grad(p_y_minus_1[r], nullptr, y[r], terms[r].qsum, u[r], g);
     }
   }
 
@@ -434,12 +435,12 @@ struct CrossEntropyRows {
   }
 
   // Float math. float32 results: each element in double and rounded once, p_j = exp(z_j - lse) by exp_lanes_double
-  // (within 2e-13; lse = m + log_s rounded in double, far below a float ulp). Float arithmetic (exp(z_j - hi) times f = B u exp(-lo), hi the
-  // float rounding of lse) erred up to 2 ulps, exp's ulp and two roundings: a weighted float32 gradient element of
-  // 4.68 (p = 0.87) erred 8.0e-7, 1.27x the accuracy rule's bound, where torch erred 1.5e-7 (random [17, 43] rows at
-  // the portable level; 1.05x at avx2 on [3, 58]). With p_j this exact, B p_j - q_j of a smoothed or probability
-  // target near p_j = 1 needs no expm1 (float64 math's peak below). 16-bit results keep that float arithmetic, whose
-  // errors are 2^-16 of their rounding's.
+  // (within 2e-13; lse = m + log_s rounded in double, far below a float ulp). Float arithmetic (exp(z_j - hi) times
+  // f = B u exp(-lo), hi the float rounding of lse) erred up to 2 ulps, exp's ulp and two roundings: a weighted float32
+  // gradient element of 4.68 (p = 0.87) erred 8.0e-7, 1.27x the accuracy rule's bound, where torch erred 1.5e-7
+  // (random [17, 43] rows at the portable level; 1.05x at avx2 on [3, 58]). With p_j this exact, B p_j - q_j of a
+  // smoothed or probability target near p_j = 1 needs no expm1 (float64 math's peak below). 16-bit results keep that
+  // float arithmetic, whose errors are 2^-16 of their rounding's.
   void write_grad_float(const T* z, const T* t, int64_t y, double m, double log_s, double b, double u, T* g) const {
     const bool hot = !kProb && y >= 0 && y < c;
     const double z_y = hot ? static_cast<double>(z[y]) : 0.0;  // read first: g may be z
@@ -452,7 +453,7 @@ struct CrossEntropyRows {
       __at_align__ A out[kW];
       if constexpr (kExactExp) {
         __at_align__ double x[kW];
-        cpu::vmath::exp_lanes_double(zv, m + log_s, x);
+        cpu::vmath::exp_lanes_double(zv, lse, x);
         for (int64_t k = 0; k < kW; ++k) {
           out[k] = static_cast<A>(smooth ? (x[k] * b - (k < count ? q_one(t, j + k) : 0.0)) * u : x[k] * (b * u));
         }
@@ -466,7 +467,7 @@ struct CrossEntropyRows {
         store_tail(g, j, V::loadu(out));
       }
     }
-    if (hot) write_target_grad(z_y, t, y, m, log_s, b, u, g);
+    if (hot) write_target_grad(std::expm1((z_y - m) - log_s), t, y, b, u, g);
   }
 
   // The target class: B p_y - q_y = B (p_y - 1) + (B - q_y), with p_y - 1 = expm1(z_y - lse) exact to an ulp
@@ -476,9 +477,10 @@ struct CrossEntropyRows {
   // per row, so it is computed in double and rounded once: in float, B - q_y from two rounded floats and the
   // two roundings of the fma and the product by u made a smoothed, weighted gradient of 3.13 err by 4.3e-7 where
   // torch's erred by 1.0e-7 (its build at the portable level).
-  void write_target_grad(double z_y, const T* t, int64_t y, double m, double log_s, double b, double u, T* g) const {
+  // p_y_minus_1: expm1(z_y - lse), from the caller (short rows take it for a block of rows at once).
+  void write_target_grad(double p_y_minus_1, const T* t, int64_t y, double b, double u, T* g) const {
     const double q_y = (smooth ? q_one(t, y) : 0.0) + one_hot_weight(y);
-    g[y] = static_cast<T>(std::fma(std::expm1((z_y - m) - log_s), b, b - q_y) * u);
+    g[y] = static_cast<T>(std::fma(p_y_minus_1, b, b - q_y) * u);
   }
 
   // Float64 math keeps m and log_s apart, since their double sum would round at the scale of m (an lse of 8.5 rounded
@@ -519,7 +521,7 @@ struct CrossEntropyRows {
         g[j] = static_cast<T>((smooth ? std::fma(p, b, -q_one(t, j)) : p * b) * u);
       }
     }
-    if (hot) write_target_grad(z_y, t, y, m, log_s, b, u, g);
+    if (hot) write_target_grad(std::expm1((z_y - m) - log_s), t, y, b, u, g);
   }
 
   // Calls row(i, y, terms) for every row i of class y (y < 0: ignored, terms unset), in parallel, the terms taken a
@@ -578,7 +580,9 @@ struct CrossEntropyRows {
         return;
       }
       loss[i] = u * terms.loss();
-      if (!transposed) write_grad(logits + i * c, kProb ? prob + i * c : nullptr, y, terms.m, terms.log_s, terms.qsum, u, g);
+      if (!transposed) {
+        write_grad(logits + i * c, kProb ? prob + i * c : nullptr, y, terms.m, terms.log_s, terms.qsum, u, g);
+      }
     };
     for_each_row(row, transposed, [&](int64_t i0, int64_t n, const int64_t* ys, const RowTerms* terms,
                                       const ShortBlock& blk) {
