@@ -93,6 +93,23 @@ def test_strided_small_inputs_matches_torch(name):
         check_against_torch(fast, native, Sample((x,), {}, f"{rows}x3 transposed, scale {scale}"), grad=True)
 
 
+def test_gelu_float32_erf_by_layout_matches_torch():
+    """torch's float32 gelu takes oneDNN's kernel, whose erf is the Abramowitz-Stegun formula (1.5e-7 absolute) in
+    the backward and below AVX-512 in the forward, for a contiguous input of more than one element with oneDNN
+    enabled, and std::erf elsewhere; fastops takes the formula where torch does (activations.h, coarse_gelu_erf) and
+    its accurate erf elsewhere. At x = -1.2973689 the formula errs 13 ulps, more than the rule allows where torch is
+    exact: each layout, forward and gradient, and oneDNN disabled."""
+    x0 = -1.2973689
+    wide = torch.full((64, 2), x0)
+    layouts = {"contiguous": torch.full((64,), x0), "strided": wide[:, 0], "transposed": wide.t(),
+               "one element": torch.full((1,), x0), "two elements": torch.full((2,), x0)}
+    for layout, x in layouts.items():
+        check_against_torch(FF.gelu, F.gelu, Sample((x.requires_grad_(),), {}, layout), grad=True)
+    with torch.backends.mkldnn.flags(enabled=False):
+        x = torch.full((64,), x0, requires_grad=True)
+        check_against_torch(FF.gelu, F.gelu, Sample((x,), {}, "oneDNN disabled"), grad=True)
+
+
 @pytest.mark.parametrize("name", ACTIVATIONS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_special_values_matches_torch(name, device):

@@ -50,6 +50,14 @@ def _run(module, forward_input):
     return module(*forward_input.args, **forward_input.kwargs)
 
 
+def _bitwise_equal(a, b) -> bool:
+    try:
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    except AssertionError:
+        return False
+    return True
+
+
 def _reference_input(forward_input):
     args = tuple(to_reference(a).requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor)
                  and a.is_floating_point() else to_reference(a) for a in forward_input.args)
@@ -239,7 +247,10 @@ def test_pickle_train_eval_and_non_contiguous_inputs(info):
                 native.train(mode)
                 assert fast.training == native.training == mode
                 torch.testing.assert_close(_run(fast, mi.forward_input), out, rtol=0, atol=0, equal_nan=True)
-            # Each tensor input again as a non-contiguous view holding the same values.
+            # Each tensor input again as a non-contiguous view holding the same values: the same result, bit for bit,
+            # unless torch's own result changes with the layout (its float32 gelu takes oneDNN's erf formula on
+            # contiguous inputs, std::erf on strided ones, and fastops follows it: activations.h, coarse_gelu_erf);
+            # then within torch's default float32 tolerance, as torch's own non-contiguous module test allows.
             args = []
             for a in mi.forward_input.args:
                 if isinstance(a, torch.Tensor) and a.dim() > 0:
@@ -247,7 +258,10 @@ def test_pickle_train_eval_and_non_contiguous_inputs(info):
                     a = wide[..., 0]
                     assert not a.is_contiguous()
                 args.append(a)
-            torch.testing.assert_close(fast(*args, **mi.forward_input.kwargs), out, rtol=0, atol=0, equal_nan=True)
+            exact = {"rtol": 0, "atol": 0}
+            if not _bitwise_equal(native(*args, **mi.forward_input.kwargs), _run(native, mi.forward_input)):
+                exact = {}
+            torch.testing.assert_close(fast(*args, **mi.forward_input.kwargs), out, equal_nan=True, **exact)
 
 
 @pytest.mark.parametrize("info", [i for i in INFOS if "inplace" in inspect.signature(i.module_cls).parameters],

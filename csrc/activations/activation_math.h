@@ -107,6 +107,9 @@ constexpr int activation_param_count(Activation a) { return act::param_count(a);
 // Each kernel narrows them to its math type once per call.
 struct ActParams {
   double p0 = 0.0, p1 = 0.0, p2 = 0.0;
+  // gelu's float32 erf on the CPU: the Abramowitz-Stegun formula where torch's own kernel takes it (coarse_gelu_erf
+  // in activations.h), else one within about an ulp.
+  bool coarse_erf = false;
 };
 
 // Calls fn(std::integral_constant<Activation, A>{}) for the runtime value `act`, so kernels are instantiated per

@@ -2,9 +2,11 @@
 // live here once; a Backend only runs kernels on the tensors it is handed:
 //   Backend::forward(Activation, const Tensor& x, Tensor& y, const ActParams&)
 //   Backend::backward(Activation, const Tensor& grad_output, const Tensor& saved, Tensor& grad_input, const ActParams&)
-//   Backend::bias_act_forward(Activation, const Tensor& x, const Tensor& bias, Tensor& y)        (contiguous [M, N])
+//   Backend::bias_act_forward(Activation, const Tensor& x, const Tensor& bias, Tensor& y, const ActParams&)
+//                             (contiguous [M, N])
 //   Backend::bias_act_backward(Activation, const Tensor& grad, const Tensor& x, const Tensor* bias,
-//                              Tensor& grad_x, Tensor* grad_bias)   (bias and grad_bias null: grad * act'(x))
+//                              Tensor& grad_x, Tensor* grad_bias, const ActParams&)
+//                              (bias and grad_bias null: grad * act'(x))
 //   Backend::glu_forward(Activation, const Tensor& like, GluRows, const void* gate, const void* up, void* out)
 //   Backend::glu_backward(Activation, const Tensor& like, GluRows, const void* grad_output, const void* gate,
 //                         const void* up, void* grad_gate, void* grad_up)
@@ -13,14 +15,22 @@
 // ActivationOps<Backend>::register_kernels(m) registers every op of the family for that backend.
 #pragma once
 
+#include <ATen/Config.h>
+#include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/gelu_backward.h>
+#include <ATen/ops/ones_like.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/core/WrapDimMinimal.h>
 #include <c10/util/string_view.h>
 #include <torch/library.h>
 
+#include <array>
+#include <cmath>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -39,6 +49,48 @@ inline Activation gelu_kind(const char* op, c10::string_view approximate) {
   if (approximate == "tanh") return Activation::GELUTanh;
   // torch's wording ("approximate argument must be either none or tanh"), which its OpInfo error inputs match.
   TORCH_CHECK(false, "fastops.", op, ": approximate argument must be either none or tanh, got '", approximate, "'");
+}
+
+// Whether torch's float32 gelu (approximate='none') on the CPU takes erf from the Abramowitz-Stegun formula (7.1.26,
+// 1.5e-7 absolute) for this input. oneDNN's eltwise kernel runs torch's gelu and gelu_backward where the input is
+// contiguous with more than one element and oneDNN is enabled (aten Activation.cpp, use_mkldnn); its backward uses
+// that formula, its forward too below its AVX-512 kernels (which take a polynomial within a few ulps; the ISA is
+// oneDNN's choice: the CPU and ONEDNN_MAX_CPU_ISA). Elsewhere ATen's kernel calls std::erf (strided and single
+// elements). fastops' float32 gelu takes the same formula where torch does and an erf within about an ulp elsewhere:
+// the accurate one costs twice the work (float32 gelu forward at avx2 0.82x torch's with it), the formula alone failed
+// the accuracy rule where torch is exact (a transposed 5x3 input's gradient erred 1.6e-7 against torch's 3.8e-8).
+//
+// Which erf oneDNN takes is asked of torch once, on two elements of x = -1.2973689, where the formula errs 13 ulps
+// (9.7e-8) and std::erf's result 2.3e-8.
+inline bool torch_gelu_erf_is_coarse(bool backward) {
+  static const std::array<bool, 2> coarse = [] {
+    const float x = -1.2973689f;
+    const double xd = x;
+    const double cdf = 0.5 * std::erfc(-xd / std::sqrt(2.0));
+    const double pdf = std::exp(-0.5 * xd * xd) / std::sqrt(2.0 * 3.14159265358979323846);
+    const at::Tensor input = at::full({2}, x, at::kFloat);
+    const double forward = at::gelu(input)[0].item<float>();
+    const double derivative = at::gelu_backward(at::ones_like(input), input)[0].item<float>();
+    constexpr double kFormulaError = 5e-8;
+    return std::array<bool, 2>{std::abs(forward - xd * cdf) > kFormulaError,
+                               std::abs(derivative - (cdf + xd * pdf)) > kFormulaError};
+  }();
+  return coarse[backward ? 1 : 0];
+}
+
+inline bool coarse_gelu_erf(const at::Tensor& x, bool backward) {
+#if AT_MKLDNN_ENABLED()
+  return x.is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous() && x.numel() > 1 &&
+         at::globalContext().userEnabledMkldnn() && torch_gelu_erf_is_coarse(backward);
+#else
+  return false;
+#endif
+}
+
+inline ActParams gelu_params(Activation kind, const at::Tensor& x, bool backward) {
+  ActParams params;
+  params.coarse_erf = kind == Activation::GELU && coarse_gelu_erf(x, backward);
+  return params;
 }
 
 // The activation called `name` among those `allowed` keeps, or an error naming them all: the `act` argument of the
@@ -113,7 +165,8 @@ at::Tensor bias_act_forward(const at::Tensor& x, const at::Tensor& bias, c10::st
   check_bias_act_inputs(op, x, bias);
   const at::Tensor xc = x.contiguous(), bc = bias.contiguous();
   at::Tensor y = at::empty(xc.sizes(), xc.options());
-  if (y.numel() > 0) Backend::bias_act_forward(a, xc, bc, y);
+  // torch's gelu(x + bias) sees x's layout.
+  if (y.numel() > 0) Backend::bias_act_forward(a, xc, bc, y, gelu_params(a, x, /*backward=*/false));
   return y;
 }
 
@@ -134,13 +187,14 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward(const at::Tensor& grad_outp
   const at::Tensor gc = grad_output.contiguous(), xc = x.contiguous();
   const at::Tensor bc = has_bias ? bias->contiguous() : at::Tensor();
   at::Tensor grad_x = at::empty(xc.sizes(), xc.options());
+  const ActParams params = gelu_params(a, x, /*backward=*/true);
   if (!has_bias) {
-    if (xc.numel() > 0) Backend::bias_act_backward(a, gc, xc, nullptr, grad_x, nullptr);
+    if (xc.numel() > 0) Backend::bias_act_backward(a, gc, xc, nullptr, grad_x, nullptr, params);
     return {grad_x, at::empty({0}, xc.options())};
   }
   if (xc.numel() == 0) return {grad_x, at::zeros_like(*bias, at::MemoryFormat::Contiguous)};  // sum over no rows
   at::Tensor grad_bias = at::empty({bias->size(0)}, bias->options());
-  Backend::bias_act_backward(a, gc, xc, &bc, grad_x, &grad_bias);
+  Backend::bias_act_backward(a, gc, xc, &bc, grad_x, &grad_bias, params);
   return {grad_x, grad_bias};
 }
 
@@ -324,11 +378,13 @@ void register_activation_ops(torch::Library& m) {
 template <typename Backend>
 struct ActivationOps {
   static at::Tensor gelu(const at::Tensor& x, c10::string_view approximate) {
-    return activation_forward<Backend>("gelu", gelu_kind("gelu", approximate), x);
+    const Activation kind = gelu_kind("gelu", approximate);
+    return activation_forward<Backend>("gelu", kind, x, gelu_params(kind, x, /*backward=*/false));
   }
   static at::Tensor gelu_backward(const at::Tensor& grad_output, const at::Tensor& x, c10::string_view approximate) {
-    return activation_backward<Backend>("gelu_backward", gelu_kind("gelu_backward", approximate), grad_output, x,
-                                        "x");
+    const Activation kind = gelu_kind("gelu_backward", approximate);
+    return activation_backward<Backend>("gelu_backward", kind, grad_output, x, "x",
+                                        gelu_params(kind, x, /*backward=*/true));
   }
 
   static at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {

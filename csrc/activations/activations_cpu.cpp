@@ -26,12 +26,15 @@ using cpu::Vectorized;
 // line, and every vector register is caller-saved, so the loop spilled its state around each call: float32 gelu
 // backward at 2^20 elements, one thread, took 7.3 ms at the AVX2 level and 3.9 ms at AVX-512 (torch: 3.1, 2.7).
 
-// erf for gelu, by the precision of the result: one stored in 16 bits needs far less than float's (see
-// cpu::vmath::erf_coarse).
+// erf for gelu: results stored in 16 bits need far less than float's (see cpu::vmath::erf_coarse); float32 takes the
+// same formula where torch's own kernel does (p.coarse_erf: coarse_gelu_erf in activations.h), float64 torch's erf.
 template <typename T, typename V, typename... E>
-C10_ALWAYS_INLINE V gelu_erf(const V& z, const E&... exp_minus_z_squared) {
+C10_ALWAYS_INLINE V gelu_erf(const ActParams& p, const V& z, const E&... exp_minus_z_squared) {
   if constexpr (cpu::is_reduced_float<T>) {
     return cpu::vmath::erf_coarse(z, exp_minus_z_squared...);
+  } else if constexpr (std::is_same_v<typename V::value_type, float>) {
+    return p.coarse_erf ? cpu::vmath::erf_coarse(z, exp_minus_z_squared...)
+                        : cpu::vmath::erf(z, exp_minus_z_squared...);
   } else {
     return cpu::vmath::erf(z, exp_minus_z_squared...);
   }
@@ -48,7 +51,7 @@ C10_ALWAYS_INLINE V vec_forward(const V& x, const ActParams& p) {
     // portable level's at::vec::clamp_min branches per lane (2^24 float32 elements: 65 ms, now 24).
     return cpu::select(cpu::lt(x, zero), zero, x);
   } else if constexpr (A == Activation::GELU) {
-    return x * V(S(0.5)) * (one + gelu_erf<T>(x * V(S(act::kSqrt1_2))));
+    return x * V(S(0.5)) * (one + gelu_erf<T>(p, x * V(S(act::kSqrt1_2))));
   } else if constexpr (A == Activation::GELUTanh) {
     const V x_cube = x * x * x;
     return V(S(0.5)) * x * (one + cpu::vmath::tanh(V(S(act::kSqrt2OverPi)) * (x + V(S(act::kGeluTanhKappa)) * x_cube)));
@@ -90,7 +93,7 @@ C10_ALWAYS_INLINE V vec_backward_from_input(const V& g, const V& x, const ActPar
     // float32 gelu backward (2^20 elements, one thread) from 0.80x to 1.17x torch's speed at the AVX2 level (1.41x at
     // AVX-512).
     const V e = cpu::vmath::exp(x * x * V(S(-0.5)));
-    const V cdf = V(S(0.5)) * (one + gelu_erf<T>(x * V(S(act::kSqrt1_2)), e));
+    const V cdf = V(S(0.5)) * (one + gelu_erf<T>(p, x * V(S(act::kSqrt1_2)), e));
     const V pdf = V(S(act::kGeluPdfScale)) * e;
     return g * (cdf + x * pdf);
   } else if constexpr (A == Activation::GELUTanh) {
@@ -188,8 +191,9 @@ struct BackwardFromInputOp {
   static constexpr bool kPrefetchInputs = !is_piecewise(A);
   using M = opmath_t<T>;
   using V = Vectorized<M>;
-  V operator()(const V& g, const V& x) const { return vec_backward_from_input<A, T>(g, x, ActParams{}); }
-  M operator()(M g, M x) const { return act::backward_from_input<A>(g, x, ActParams{}); }
+  ActParams params;
+  V operator()(const V& g, const V& x) const { return vec_backward_from_input<A, T>(g, x, params); }
+  M operator()(M g, M x) const { return act::backward_from_input<A>(g, x, params); }
 };
 
 #define FASTOPS_DISPATCH_FLOATS(dtype, name, ...) \
@@ -221,7 +225,8 @@ struct CpuBackend {
   }
 
   // Parallel over rows; each row is one vectorised pass with the bias row (cached) added in opmath.
-  static void bias_act_forward(Activation act, const at::Tensor& x, const at::Tensor& bias, at::Tensor& y) {
+  static void bias_act_forward(Activation act, const at::Tensor& x, const at::Tensor& bias, at::Tensor& y,
+                               const ActParams& params) {
     const int64_t cols = bias.numel(), rows = x.numel() / cols;
     FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_bias_act_forward", [&] {
       using M = opmath_t<scalar_t>;
@@ -241,15 +246,15 @@ struct CpuBackend {
             // (bfloat16 stored a half-width vector at a time) left bfloat16 bias_gelu's forward behind torch's two
             // passes, x + b then gelu: [2048, 2048] on one AVX-512 thread took 2.04 ms, now 1.79 (torch 1.9-2.1).
             for (; j + 2 * kWidth <= cols; j += 2 * kWidth) {
-              const V y0 = vec_forward<A, scalar_t>(load_opmath(xr + j) + load_opmath(bp + j), ActParams{});
+              const V y0 = vec_forward<A, scalar_t>(load_opmath(xr + j) + load_opmath(bp + j), params);
               const V y1 =
-                  vec_forward<A, scalar_t>(load_opmath(xr + j + kWidth) + load_opmath(bp + j + kWidth), ActParams{});
+                  vec_forward<A, scalar_t>(load_opmath(xr + j + kWidth) + load_opmath(bp + j + kWidth), params);
               cpu::store_opmath2(yr + j, y0, y1);
             }
             for (; j + kWidth <= cols; j += kWidth) {
-              store_opmath(yr + j, vec_forward<A, scalar_t>(load_opmath(xr + j) + load_opmath(bp + j), ActParams{}));
+              store_opmath(yr + j, vec_forward<A, scalar_t>(load_opmath(xr + j) + load_opmath(bp + j), params));
             }
-            for (; j < cols; ++j) yr[j] = static_cast<scalar_t>(act::forward<A>(M(xr[j]) + M(bp[j]), ActParams{}));
+            for (; j < cols; ++j) yr[j] = static_cast<scalar_t>(act::forward<A>(M(xr[j]) + M(bp[j]), params));
           }
         });
       });
@@ -261,12 +266,13 @@ struct CpuBackend {
   // to torch's cascade sum); the partial rows are summed in chunk order, so grad_bias does not depend on the thread
   // count.
   static void bias_act_backward(Activation act, const at::Tensor& grad, const at::Tensor& x,
-                                const at::Tensor* bias_arg, at::Tensor& grad_x, at::Tensor* grad_bias_arg) {
+                                const at::Tensor* bias_arg, at::Tensor& grad_x, at::Tensor* grad_bias_arg,
+                                const ActParams& params) {
     if (bias_arg == nullptr) {
       FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_act_backward_from_input", [&] {
         dispatch_fused_activation(act, [&](auto a) {
           cpu::map_elementwise(x.numel(), grad_x.data_ptr<scalar_t>(),
-                               BackwardFromInputOp<scalar_t, decltype(a)::value>{}, grad.const_data_ptr<scalar_t>(),
+                               BackwardFromInputOp<scalar_t, decltype(a)::value>{params}, grad.const_data_ptr<scalar_t>(),
                                x.const_data_ptr<scalar_t>());
         });
       });
@@ -293,12 +299,12 @@ struct CpuBackend {
             int64_t j = 0;
             for (; j + kWidth <= cols; j += kWidth) {
               const V gx = vec_backward_from_input<A, scalar_t>(load_opmath(gp + o + j),
-                                                      load_opmath(xp + o + j) + load_opmath(bp + j), ActParams{});
+                                                      load_opmath(xp + o + j) + load_opmath(bp + j), params);
               store_opmath(gxp + o + j, gx);
               gx.store(row.data() + j);
             }
             for (; j < cols; ++j) {
-              row[j] = act::backward_from_input<A>(M(gp[o + j]), M(xp[o + j]) + M(bp[j]), ActParams{});
+              row[j] = act::backward_from_input<A>(M(gp[o + j]), M(xp[o + j]) + M(bp[j]), params);
               gxp[o + j] = static_cast<scalar_t>(row[j]);
             }
             for (j = 0; j < cols; ++j) sum[j] += row[j];
@@ -376,10 +382,11 @@ struct CpuBackend {
 }  // namespace
 
 void bias_act_cpu(Activation act, const at::Tensor& x, const at::Tensor* bias, at::Tensor& y) {
+  const ActParams params = gelu_params(act, x, /*backward=*/false);  // torch's gelu(linear(...)) sees x's layout
   if (bias != nullptr) {
-    CpuBackend::bias_act_forward(act, x, *bias, y);
+    CpuBackend::bias_act_forward(act, x, *bias, y, params);
   } else {
-    CpuBackend::forward(act, x, y, ActParams{});
+    CpuBackend::forward(act, x, y, params);
   }
 }
 

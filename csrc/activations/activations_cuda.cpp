@@ -29,7 +29,8 @@ struct CudaBackend {
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
-  static void bias_act_forward(Activation act, const at::Tensor& x, const at::Tensor& bias, at::Tensor& y) {
+  static void bias_act_forward(Activation act, const at::Tensor& x, const at::Tensor& bias, at::Tensor& y,
+                               const ActParams&) {
     const c10::cuda::CUDAGuard guard(x.device());
     const int64_t cols = bias.numel();
     bias_act_forward_cuda(act, to_dtype(x.scalar_type()), x.const_data_ptr(), bias.const_data_ptr(), y.data_ptr(),
@@ -38,7 +39,7 @@ struct CudaBackend {
   }
 
   static void bias_act_backward(Activation act, const at::Tensor& grad, const at::Tensor& x, const at::Tensor* bias,
-                                at::Tensor& grad_x, at::Tensor* grad_bias) {
+                                at::Tensor& grad_x, at::Tensor* grad_bias, const ActParams&) {
     const c10::cuda::CUDAGuard guard(x.device());
     const int64_t cols = x.size(-1), rows = x.numel() / cols;
     const DType dtype = to_dtype(x.scalar_type());

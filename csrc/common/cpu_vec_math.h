@@ -149,7 +149,8 @@ C10_ALWAYS_INLINE VF erf(const VF& x) { return erf(x, exp(at::vec::fnmadd(x, x, 
 // erf(x) for results rounded to 16 bits (bfloat16, float16), e = exp(-x^2) given: Abramowitz & Stegun 7.1.26,
 // sign(x) * (1 - t*P(t)*e) with t = 1 / (1 + 0.3275911*|x|), torch's and oneDNN's vector formula. Its 1.5e-7 absolute
 // error is far below a 16-bit half ulp (2^-12 at 1.0 for float16) and it takes half of erf's work: bfloat16 gelu
-// forward at AVX-512 (2^24 elements, 2 threads) was 6.1-6.4 ms with erf above, 5.3-5.6 ms with this.
+// forward at AVX-512 (2^24 elements, 2 threads) was 6.1-6.4 ms with erf above, 5.3-5.6 ms with this. float32 gelu
+// takes it where torch's own kernel does (activations.h, coarse_gelu_erf).
 C10_ALWAYS_INLINE VF erf_coarse(const VF& x, const VF& e) {
   const VF one(1.0f);
   const VF t = one / at::vec::fmadd(VF(0.3275911f), x.abs(), one);
@@ -368,6 +369,17 @@ C10_ALWAYS_INLINE __m128 erf_sse2(__m128 x, __m128 e) {
   return select_sse2(_mm_cmplt_ps(ax, one), small, large);
 }
 
+// erf(x) for four float lanes, e = exp(-x^2) given, by Abramowitz & Stegun 7.1.26 as the AVX levels' erf_coarse:
+// sign(x) * (1 - t*P(t)*e), t = 1 / (1 + 0.3275911|x|), 1.5e-7 absolute, the formula of oneDNN's gelu kernel that
+// torch runs here (SSE4.1 under ONEDNN_MAX_CPU_ISA=SSE41).
+C10_ALWAYS_INLINE __m128 erf_coarse_sse2(__m128 x, __m128 e) {
+  const __m128 sign = _mm_set1_ps(-0.0f);
+  const __m128 one = _mm_set1_ps(1.0f);
+  const __m128 t = _mm_div_ps(one, _mm_add_ps(one, _mm_mul_ps(_mm_andnot_ps(sign, x), _mm_set1_ps(0.3275911f))));
+  const __m128 tail = _mm_mul_ps(_mm_mul_ps(e, t), horner_sse2(kErfAbramowitzStegun, t));
+  return _mm_or_ps(_mm_sub_ps(one, tail), _mm_and_ps(sign, x));
+}
+
 // f on each group of four lanes of x (and of y), as __m128 values.
 template <typename F>
 C10_ALWAYS_INLINE Vectorized<float> by_quads(const Vectorized<float>& x, F f) {
@@ -423,17 +435,23 @@ C10_ALWAYS_INLINE Vectorized<float> maximum(const Vectorized<float>& a, const Ve
     return _mm_or_ps(_mm_and_ps(x_nan, x), _mm_andnot_ps(x_nan, _mm_max_ps(x, y)));
   });
 }
+// gelu's erf where torch takes the Abramowitz-Stegun formula, and for 16-bit results (see the AVX levels' erf_coarse).
+C10_ALWAYS_INLINE Vectorized<float> erf_coarse(const Vectorized<float>& x, const Vectorized<float>& e) {
+  return portable::by_quads(x, e, portable::erf_coarse_sse2);
+}
+C10_ALWAYS_INLINE Vectorized<float> erf_coarse(const Vectorized<float>& x) {
+  return portable::by_quads(x, [](__m128 v) {
+    return portable::erf_coarse_sse2(v, portable::exp_sse2(_mm_sub_ps(_mm_setzero_ps(), _mm_mul_ps(v, v))));
+  });
+}
 #else  // std:: functions per lane
 C10_ALWAYS_INLINE Vectorized<float> exp(const Vectorized<float>& x) { return x.exp(); }
 C10_ALWAYS_INLINE Vectorized<float> tanh(const Vectorized<float>& x) { return x.tanh(); }
 C10_ALWAYS_INLINE Vectorized<float> erf(const Vectorized<float>& x) { return x.erf(); }
 C10_ALWAYS_INLINE Vectorized<float> erf(const Vectorized<float>& x, const Vectorized<float>&) { return x.erf(); }
-#endif
-// 16-bit results take the same erf here.
 template <typename... E>
-C10_ALWAYS_INLINE Vectorized<float> erf_coarse(const Vectorized<float>& x, const E&... exp_minus_x_squared) {
-  return erf(x, exp_minus_x_squared...);
-}
+C10_ALWAYS_INLINE Vectorized<float> erf_coarse(const Vectorized<float>& x, const E&...) { return x.erf(); }
+#endif
 // expm1 per lane in double (portable::expm1): std::expm1 per lane made elu's forward 3.6x slower than with
 // exp(x) - 1 (2^24 float32 elements: 198 vs 55 ms).
 C10_ALWAYS_INLINE Vectorized<float> expm1(const Vectorized<float>& x) {
