@@ -272,8 +272,8 @@ struct CpuBackend {
       FASTOPS_DISPATCH_FLOATS(x.scalar_type(), "fastops_act_backward_from_input", [&] {
         dispatch_fused_activation(act, [&](auto a) {
           cpu::map_elementwise(x.numel(), grad_x.data_ptr<scalar_t>(),
-                               BackwardFromInputOp<scalar_t, decltype(a)::value>{params}, grad.const_data_ptr<scalar_t>(),
-                               x.const_data_ptr<scalar_t>());
+                               BackwardFromInputOp<scalar_t, decltype(a)::value>{params},
+                               grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>());
         });
       });
       return;
