@@ -108,11 +108,13 @@ C10_ALWAYS_INLINE ExpReduced exp_reduce(VF x) {
   return {n, r, horner(kExpPoly, r)};
 }
 
+// exp(r) = 1 + (r + r^2 P(r)), not (1 + r) + r^2 P(r): rounding 1 + r first lost half an ulp of r's digits, and the
+// worst error of exp over all floats went from 1.25 to 1.01 ulp (3.5% -> 0.8% of results not correctly rounded).
+C10_ALWAYS_INLINE VF exp_of_r(const ExpReduced& e) { return at::vec::fmadd(e.p * e.r, e.r, e.r) + VF(1.0f); }
+
 C10_ALWAYS_INLINE VF exp(const VF& x) {
   const ExpReduced e = exp_reduce(x);
-  // 1 + (r + r^2 P(r)), not (1 + r) + r^2 P(r): rounding 1 + r first lost half an ulp of r's digits, and the worst
-  // error over all floats went from 1.25 to 1.01 ulp (3.5% -> 0.8% of results not correctly rounded).
-  return pow2_scale(at::vec::fmadd(e.p * e.r, e.r, e.r) + VF(1.0f), e.n);
+  return pow2_scale(exp_of_r(e), e.n);
 }
 
 // exp(x) for x <= 0 (erf's and the normal pdf's exp(-x^2), tanh's exp(-2|x|)), 0 where the result leaves float's
@@ -125,7 +127,7 @@ C10_ALWAYS_INLINE VF exp_nonpositive(const VF& x) {
   const ExpReduced e = exp_reduce(x);
   const __m256i biased = _mm256_add_epi32(_mm256_cvtps_epi32(e.n), _mm256_set1_epi32(127));
   const VF two_n(_mm256_castsi256_ps(_mm256_slli_epi32(biased, 23)));
-  return VF::blendv((at::vec::fmadd(e.p * e.r, e.r, e.r) + VF(1.0f)) * two_n, VF(0.0f), x < VF(-87.0f));
+  return VF::blendv(exp_of_r(e) * two_n, VF(0.0f), x < VF(-87.0f));
 #endif
 }
 
@@ -461,15 +463,6 @@ C10_ALWAYS_INLINE Vectorized<float> erf(const Vectorized<float>& x) {
     return portable::erf_sse2(v, portable::exp_nonpositive_sse2(_mm_sub_ps(_mm_setzero_ps(), _mm_mul_ps(v, v))));
   });
 }
-// maximum(a, b) with a NaN in either operand propagating, as at::vec::maximum (whose portable form is a loop with a
-// NaN test per lane: 20% of a float32 [1024, 32000] cross-entropy forward's time). maxps returns its second operand
-// where either is NaN and where they tie (as at::vec's), so only a's NaNs are put back.
-C10_ALWAYS_INLINE Vectorized<float> maximum(const Vectorized<float>& a, const Vectorized<float>& b) {
-  return portable::by_quads(a, b, [](__m128 x, __m128 y) {
-    const __m128 x_nan = _mm_cmpunord_ps(x, x);
-    return _mm_or_ps(_mm_and_ps(x_nan, x), _mm_andnot_ps(x_nan, _mm_max_ps(x, y)));
-  });
-}
 // gelu's erf where torch takes the Abramowitz-Stegun formula, and for 16-bit results (see the AVX levels' erf_coarse).
 C10_ALWAYS_INLINE Vectorized<float> erf_coarse(const Vectorized<float>& x, const Vectorized<float>& e) {
   return portable::by_quads(x, e, portable::erf_coarse_sse2);
@@ -478,6 +471,15 @@ C10_ALWAYS_INLINE Vectorized<float> erf_coarse(const Vectorized<float>& x) {
   return portable::by_quads(x, [](__m128 v) {
     return portable::erf_coarse_sse2(
         v, portable::exp_nonpositive_sse2(_mm_sub_ps(_mm_setzero_ps(), _mm_mul_ps(v, v))));
+  });
+}
+// maximum(a, b) with a NaN in either operand propagating, as at::vec::maximum (whose portable form is a loop with a
+// NaN test per lane: 20% of a float32 [1024, 32000] cross-entropy forward's time). maxps returns its second operand
+// where either is NaN and where they tie (as at::vec's), so only a's NaNs are put back.
+C10_ALWAYS_INLINE Vectorized<float> maximum(const Vectorized<float>& a, const Vectorized<float>& b) {
+  return portable::by_quads(a, b, [](__m128 x, __m128 y) {
+    const __m128 x_nan = _mm_cmpunord_ps(x, x);
+    return _mm_or_ps(_mm_and_ps(x_nan, x), _mm_andnot_ps(x_nan, _mm_max_ps(x, y)));
   });
 }
 #else  // std:: functions per lane
