@@ -22,7 +22,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests")
 import test_models
 
 import fastops
-from fastops.nn import convert
 
 
 def _stepper(model, inputs, routed: bool):
@@ -42,12 +41,10 @@ def main() -> None:
     names = sys.argv[1].split(",") if len(sys.argv) > 1 else list(test_models.MODELS)
     samples = int(sys.argv[2]) if len(sys.argv) > 2 else 15
     for name in names:
-        torch.manual_seed(0)
-        model, inputs = test_models.MODELS[name]()
-        model.eval()  # dropout off, as in the tests
+        model, converted, _, inputs = test_models._models(name)  # the tests' models: same weights, eval mode
         steps = {"torch": _stepper(model, inputs, False),
-                 "convert": _stepper(convert(copy.deepcopy(model), fuse=True), inputs, False),
-                 "convert+enable": _stepper(convert(copy.deepcopy(model), fuse=True), inputs, True)}
+                 "convert": _stepper(converted, inputs, False),
+                 "convert+enable": _stepper(copy.deepcopy(converted), inputs, True)}
         times: dict[str, list[float]] = {k: [] for k in steps}
         for step in steps.values():  # warm-up
             for _ in range(3):
